@@ -1,0 +1,240 @@
+"""The ``fairl`` command: run the pipeline, run IRL on your own pairs, score texts, open the MLflow UI.
+
+Every sub-command validates its whole configuration before it starts Ray, MLflow or any training, and
+exits with status 2 and a message naming the bad key, row or column otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_WORKDIR = "fairl_runs/default"
+
+EPILOG_RUN = """\
+examples:
+  fairl run                                   # the embedded synthetic world, end to end (~5-10 min on 2 CPUs)
+  fairl run --set irl.methods='[max_margin, fa_irl_mm_margin]' --set seeds='[0,1,2,3,4]'
+  fairl run my_experiment.yaml --workdir runs/exp1
+  fairl run --address auto                    # on a running `ray up` cluster (workdir on shared storage)
+  fairl run --print-config                    # show the resolved config and exit
+
+Rerunning with the same config and workdir reuses every finished stage; changing only an IRL setting
+re-runs IRL and the stages after it, never RLHF or generation. Results: <workdir>/results.json,
+<workdir>/report.md, and MLflow (sqlite:///<workdir>/mlflow.db; open it with `fairl ui`).
+"""
+
+EPILOG_IRL = """\
+PAIRS is Parquet or JSON lines in TRL's preference convention: columns prompt, chosen, rejected; optional
+chosen_label / rejected_label (1 good, -1 bad, 0 unknown) for FA-IRL's ground-truth failures, chosen_reward
+/ rejected_reward (ground-truth R*) for STARC and correlations, and split (train/test).
+
+examples:
+  fairl irl pairs.jsonl --out rewards/                       # default methods, 3 seeds
+  fairl irl pairs.parquet --method max_margin --method fa_irl_mm_margin --set irl.epochs=200 --out out/
+  fairl score out/rewards/max_margin/seed0 texts.txt > scores.txt
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    _quiet_environment()
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("\n[fairl] interrupted; finished stages are kept and a rerun resumes from them", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fairl",
+        description="Recover the hidden reward of an RLHF-aligned LLM with (failure-aware) inverse RL, "
+        "measure how faithful it is, and re-align fresh models with it. Ray runs the work, MLflow tracks it.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the whole pipeline (default: the embedded synthetic world)",
+                         description="Run prompts → expert RLHF → generation → pairs → features → IRL → "
+                         "evaluation → re-RLHF, each stage as Ray work, each logged to MLflow.",
+                         epilog=EPILOG_RUN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("config", nargs="?", help="experiment YAML (default: tune_configs/default.yaml)")
+    _add_set(run)
+    run.add_argument("--workdir", default=DEFAULT_WORKDIR, help=f"where every output goes (default: {DEFAULT_WORKDIR})")
+    run.add_argument("--address", default=None,
+                     help="Ray cluster to join (e.g. auto, ray://head:10001); default: start a local Ray")
+    run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///<workdir>/mlflow.db)")
+    run.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    run.set_defaults(func=cmd_run)
+
+    irl = sub.add_parser("irl", help="recover rewards from your own preference pairs",
+                         description="Train IRL reward models (every method × seed as one batched ensemble) on "
+                         "a pairs file; write reward artifacts and held-out metrics.",
+                         epilog=EPILOG_IRL, formatter_class=argparse.RawDescriptionHelpFormatter)
+    irl.add_argument("pairs", help="pairs file (.parquet, .jsonl or .json)")
+    irl.add_argument("--method", action="append", default=None, metavar="NAME",
+                     help="IRL method (repeatable); default: the irl.methods of the default config")
+    _add_set(irl)
+    irl.add_argument("--out", required=True, help="output directory (reward artifacts, metrics.json, plots)")
+    irl.set_defaults(func=cmd_irl)
+
+    score = sub.add_parser("score", help="score texts with an extracted reward",
+                           description="Write one reward per input text, one per line (normalised scale of the "
+                           "artifact's card).")
+    score.add_argument("reward_dir", help="a reward artifact directory (reward.safetensors + reward_card.json)")
+    score.add_argument("texts_file", help="texts, one per line (.txt) or JSON lines with a 'text' field (.jsonl)")
+    score.add_argument("--out", default=None, help="write scores here instead of standard output")
+    score.set_defaults(func=cmd_score)
+
+    ui = sub.add_parser("ui", help="open the MLflow UI on a workdir's runs (bound to 127.0.0.1)")
+    ui.add_argument("--workdir", default=DEFAULT_WORKDIR, help=f"workdir of a run (default: {DEFAULT_WORKDIR})")
+    ui.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the workdir's sqlite store)")
+    ui.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, this machine only)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=cmd_ui)
+    return parser
+
+
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (repeatable), e.g. --set irl.margin=1.0 --set seeds='[0,1]'")
+
+
+def _fail(message: str) -> int:
+    print(f"fairl: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _quiet_environment() -> None:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    # Tiny models: many single-threaded Ray tasks beat a few multi-threaded ones (DESIGN §6).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+# -------------------------------------------------------------------------------------------------- run
+
+
+def cmd_run(args) -> int:
+    from fairl_ray.configuration import ConfigError
+
+    try:
+        from fairl_ray.config import config_to_yaml, load_config
+
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        return _fail(f"invalid config: {err}")
+    if args.print_config:
+        print(config_to_yaml(cfg), end="")
+        return 0
+    from fairl_ray.orchestration.pipeline import Pipeline
+
+    print(f"[fairl] workdir: {Path(args.workdir).resolve()}")
+    Pipeline(cfg, args.workdir, tracking_uri=args.tracking_uri, address=args.address).run()
+    return 0
+
+
+# -------------------------------------------------------------------------------------------------- irl
+
+
+def cmd_irl(args) -> int:
+    from fairl_ray.configuration import ConfigError
+    from fairl_ray.pairs_io import PairsFileError, read_pairs
+
+    try:
+        cfg = load_irl_command_config(args.overrides, args.method)
+    except ConfigError as err:
+        return _fail(f"invalid config: {err}")
+    try:
+        table = read_pairs(args.pairs)
+    except (PairsFileError, OSError) as err:
+        return _fail(str(err))
+    from fairl_ray.stages.irl_fit import run_irl_on_pairs
+
+    out = Path(args.out)
+    summary = run_irl_on_pairs(table, cfg, out)
+    print(json.dumps(summary["per_method"], indent=2))
+    print(f"[fairl] rewards and metrics in {out.resolve()}")
+    return 0
+
+
+def load_irl_command_config(overrides: list[str], methods: list[str] | None):
+    """Config of ``fairl irl``: the pipeline's ``irl``, ``features``, ``seeds`` and ``pairs`` sections."""
+    from fairl_ray.config import load_config
+
+    extra = [f"irl.methods={json.dumps(methods)}"] if methods else []
+    return load_config(None, extra + list(overrides))
+
+
+# ------------------------------------------------------------------------------------------------ score
+
+
+def cmd_score(args) -> int:
+    reward_dir, texts_file = Path(args.reward_dir), Path(args.texts_file)
+    if not (reward_dir / "reward_card.json").is_file():
+        return _fail(f"{reward_dir} is not a reward artifact (no reward_card.json)")
+    if not texts_file.is_file():
+        return _fail(f"texts file not found: {texts_file}")
+    try:
+        texts = read_texts(texts_file)
+    except ValueError as err:
+        return _fail(str(err))
+    from fairl_ray.irl.reward import RewardModel
+
+    scores = RewardModel.from_dir(reward_dir)(texts)
+    lines = "".join(f"{s:.6f}\n" for s in scores)
+    if args.out:
+        Path(args.out).write_text(lines)
+    else:
+        sys.stdout.write(lines)
+    return 0
+
+
+def read_texts(path: Path) -> list[str]:
+    if path.suffix == ".jsonl":
+        texts = []
+        for line_no, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}: line {line_no}: not valid JSON ({err.msg})") from None
+            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+                raise ValueError(f"{path}: line {line_no}, column 'text': missing or not a string")
+            texts.append(obj["text"])
+        return texts
+    return path.read_text().splitlines()
+
+
+# --------------------------------------------------------------------------------------------------- ui
+
+
+def cmd_ui(args) -> int:
+    import subprocess
+
+    from fairl_ray.orchestration.tracking import default_tracking_uri
+
+    uri = args.tracking_uri or default_tracking_uri(args.workdir)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        return _fail(f"no MLflow store at {uri}; run `fairl run --workdir {args.workdir}` first")
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+               "--host", args.host, "--port", str(args.port), "--workers", "1"]
+    print(f"[fairl] MLflow UI on http://{args.host}:{args.port}  (Ctrl-C to stop)")
+    return subprocess.call(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""The pipeline's configuration: one typed section per stage (DESIGN §2).
+
+Load with :func:`load_config` (a YAML file, or the embedded default ``tune_configs/default.yaml``, plus
+``key=value`` overrides). Everything is validated at load time, before Ray or MLflow start: an unknown key,
+a value of the wrong type or out of range raises :class:`~fairl_ray.configuration.ConfigError` naming the
+dotted key (``irl.bogus``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+from fairl_ray.configuration import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+from fairl_ray.irl.config import METHODS, IRLConfig
+from fairl_ray.stages.generate import GenerationConfig
+from fairl_ray.stages.rlhf import RLHFConfig
+from fairl_ray.worlds.synthetic import SyntheticWorldConfig
+
+WORLDS = ("synthetic",)
+
+
+@dataclass
+class WorldConfig:
+    """Where prompts, the base policy π0 and the ground-truth reward R* come from (DESIGN §3)."""
+
+    name: str = "synthetic"
+    """World name. Only ``synthetic`` (the embedded default) is built in so far."""
+    synthetic: SyntheticWorldConfig = field(default_factory=SyntheticWorldConfig)
+    """Settings of the synthetic world (used when ``name`` is ``synthetic``)."""
+
+    def __post_init__(self):
+        if self.name not in WORLDS:
+            raise ValueError(f"name: unknown world {self.name!r}; choose one of {', '.join(WORLDS)}")
+
+
+@dataclass
+class PromptsConfig:
+    """How many prompts each stage draws from the world; the three sets are disjoint draws of one seed."""
+
+    n_rlhf: int = 256
+    """Prompts the expert RLHF and every re-RLHF train on."""
+    n_pairs: int = 1200
+    """Prompts on which π0 and π_E are sampled to make preference pairs (one pair per prompt at most)."""
+    n_eval: int = 300
+    """Held-out prompts on which toxicity of base, expert and re-aligned models is measured."""
+    seed: int = 0
+    """Seed of the prompt draw."""
+
+    def __post_init__(self):
+        for name in ("n_rlhf", "n_pairs", "n_eval"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1")
+
+
+@dataclass
+class PairsConfig:
+    """Preference pairs o+ = π_E(p), o− = π0(p) (FA-IRL §4 problem set-up)."""
+
+    toxic_to_nontoxic_fraction: Optional[float] = 1.0
+    """Pair mix: fraction of kept pairs whose o− is toxic and o+ non-toxic (by the world's labels); the other
+    pairs are drawn from the rest. ``1.0`` keeps only toxic→non-toxic pairs, as Insights §3 does ("non-toxic
+    outputs of the RLHF model as expert examples, toxic outputs of the pre-RLHF model as suboptimal");
+    ``null`` keeps the natural mix. Pairs whose two texts are identical carry no preference and are always
+    dropped."""
+    test_fraction: float = 0.25
+    """Fraction of pairs held out as the test split (seeded)."""
+    max_pairs: Optional[int] = None
+    """Cap on the number of pairs (after mixing); ``null`` for no cap."""
+    seed: int = 0
+    """Seed of mixing and splitting."""
+
+    def __post_init__(self):
+        f = self.toxic_to_nontoxic_fraction
+        if f is not None and not 0.0 <= f <= 1.0:
+            raise ValueError("toxic_to_nontoxic_fraction: must be in [0, 1] or null")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ValueError("test_fraction: must be strictly between 0 and 1")
+        if self.max_pairs is not None and self.max_pairs < 4:
+            raise ValueError("max_pairs: must be at least 4 (or null)")
+
+
+@dataclass
+class FeaturesConfig:
+    """Frozen features h(o) the IRL engine trains on, cached per (encoder, text)."""
+
+    encoder: str = "all-MiniLM-L6-v2"
+    """``all-MiniLM-L6-v2`` (the packaged encoder), a local sentence-transformers directory, or
+    ``hidden:base`` for the base policy's last-layer hidden state at the last token (Insights §3)."""
+    batch_size: int = 256
+    """Encoding batch size."""
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError("batch_size: must be at least 1")
+
+
+@dataclass
+class IRLStageConfig(IRLConfig):
+    """The IRL stage: which methods to train, each over every seed, as one batched ensemble.
+
+    Every :class:`~fairl_ray.irl.config.IRLConfig` hyperparameter can be set here (``irl.margin=1.0``) and
+    applies to every member; ``method`` and ``seed`` are set per member from ``methods`` and ``seeds``.
+    """
+
+    methods: list[str] = field(
+        default_factory=lambda: ["max_margin", "max_entropy", "fa_irl_mm_margin", "fa_irl_me_gt"]
+    )
+    """Methods (names as in FA-IRL Table 1; see ``fairl_ray.irl.config.METHODS``)."""
+    device: str = "auto"
+    """``auto`` (CUDA when the stage's worker has a GPU), ``cpu`` or ``cuda``."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.methods:
+            raise ValueError("methods: list at least one method")
+        for m in self.methods:
+            if m not in METHODS:
+                raise ValueError(f"methods: unknown method {m!r}; choose from {', '.join(METHODS)}")
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError("methods: a method is listed twice")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError("device: must be auto, cpu or cuda")
+
+    def member_configs(self, seeds: list[int]) -> list[IRLConfig]:
+        """One :class:`IRLConfig` per (method, seed), sharing every other hyperparameter."""
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(IRLConfig)}
+        return [IRLConfig(**{**shared, "method": m, "seed": s}) for m in self.methods for s in seeds]
+
+
+# Keys of IRLConfig that IRLStageConfig sets per member; setting them directly would be silently ignored.
+_PER_MEMBER_IRL_KEYS = {"method": "irl.methods", "seed": "seeds"}
+
+
+@dataclass
+class RealignConfig:
+    """Re-RLHF: a fresh copy of π0 trained with each extracted reward (FA-IRL §5 "downstream utility")."""
+
+    methods: Optional[list[str]] = None
+    """IRL methods whose reward is used; ``null`` means every method in ``irl.methods``. The reward of the
+    method's first seed is used (one re-RLHF per method keeps the cost linear in methods, not seeds)."""
+    rlhf: RLHFConfig = field(default_factory=RLHFConfig)
+    """Trainer settings; the same trainer as the expert RLHF."""
+
+
+@dataclass
+class EvaluationConfig:
+    """How toxicity of base, expert and re-aligned models is measured on the held-out prompts."""
+
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    """Sampling settings for evaluation completions."""
+    seed: int = 1234
+    """Sampling seed (the same for every model, so they see the same prompts and random stream)."""
+
+
+@dataclass
+class ResourcesConfig:
+    """Ray resources each stage task asks for."""
+
+    cpus_per_task: float = 1.0
+    """CPUs per stage task (re-RLHF tasks of different methods run side by side)."""
+    gpus_per_task: Optional[float] = None
+    """GPUs per model stage; ``null`` means 1 when the Ray cluster has GPUs, else 0."""
+
+    def __post_init__(self):
+        if self.cpus_per_task <= 0:
+            raise ValueError("cpus_per_task: must be positive")
+        if self.gpus_per_task is not None and self.gpus_per_task < 0:
+            raise ValueError("gpus_per_task: must be >= 0")
+
+
+@dataclass
+class PipelineConfig:
+    """The whole pipeline: prompts → expert RLHF → generation → pairs → features → IRL → evaluate → re-RLHF."""
+
+    name: str = "default"
+    """Name of the pipeline run (MLflow parent run name)."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """IRL seeds: every method is trained once per seed; tables report mean ± std over them."""
+    world: WorldConfig = field(default_factory=WorldConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    expert_rlhf: RLHFConfig = field(default_factory=RLHFConfig)
+    """RLHF of the expert π_E from π0 with the (noisy) ground-truth reward R*."""
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    """Sampling of the completions that make the preference pairs."""
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    irl: IRLStageConfig = field(default_factory=IRLStageConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    realign: RealignConfig = field(default_factory=RealignConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+    def __post_init__(self):
+        if not self.seeds:
+            raise ValueError("seeds: list at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds: a seed is listed twice")
+        for m in self.realign.methods or []:
+            if m not in self.irl.methods:
+                raise ValueError(f"realign: method {m!r} is not in irl.methods")
+
+    @property
+    def realign_methods(self) -> list[str]:
+        return list(self.realign.methods) if self.realign.methods is not None else list(self.irl.methods)
+
+
+def default_config_path() -> Path:
+    """The embedded default experiment (``tune_configs/default.yaml``, shipped inside the package too)."""
+    packaged = resources.files("fairl_ray") / "tune_configs" / "default.yaml"
+    if packaged.is_file():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "tune_configs" / "default.yaml"
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read YAML (default: the embedded default), apply ``key=value`` overrides, validate everything."""
+    data = load_yaml(path or default_config_path())
+    data = apply_overrides(data, overrides or [])
+    irl = data.get("irl")
+    if isinstance(irl, dict):
+        for key, instead in _PER_MEMBER_IRL_KEYS.items():
+            if key in irl:
+                raise ConfigError(f"irl.{key}", f"is set per ensemble member; use {instead} instead")
+    return from_dict(PipelineConfig, data)
+
+
+def config_to_yaml(config: PipelineConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

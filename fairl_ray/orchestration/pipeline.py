@@ -1,0 +1,427 @@
+"""The end-to-end pipeline (DESIGN §2), each stage a Ray task, each stage a child MLflow run.
+
+```
+base_policy ─┐
+prompts ─────┴► expert_rlhf ─► generate ─► pairs ─► features ─► irl ─► evaluate
+                      └──────► reference_toxicity           └──► realign_<method> (one per method, in parallel)
+```
+
+A stage is a module-level function ``fn(out_dir, **inputs) -> summary`` run inside a Ray task with explicit
+resources. Its output directory is content-addressed (:mod:`fairl_ray.orchestration.stage_store`): a
+finished stage is reused, never recomputed, and a changed IRL setting re-runs only ``irl`` and what follows.
+Stages exchange files (Parquet, safetensors, JSON) through the workdir, so on a multi-node cluster the
+workdir must be on storage every node sees (NFS, a mounted bucket).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from fairl_ray.config import PipelineConfig, config_to_yaml
+from fairl_ray.configuration import flatten, to_dict
+from fairl_ray.orchestration.stage_store import (
+    StageOutput,
+    StageWriter,
+    clean_stale_temporaries,
+    stage_key,
+    stage_output,
+)
+
+# --------------------------------------------------------------------------------------------------------
+# Stage bodies. Each runs inside a Ray task and writes only into ``out`` (a temporary directory that is
+# renamed into place when the body returns). Inputs are plain values and paths of finished stages.
+# --------------------------------------------------------------------------------------------------------
+
+
+def _world(world_cfg):
+    from fairl_ray.worlds import get_world
+
+    return get_world(world_cfg.name, world_cfg.synthetic)
+
+
+def _read_prompts(prompts_dir: Path) -> dict[str, list[str]]:
+    return json.loads((Path(prompts_dir) / "prompts.json").read_text())
+
+
+def _read_rows(pairs_dir: Path) -> list[dict]:
+    from fairl_ray.pairs_io import read_pairs
+
+    return read_pairs(Path(pairs_dir) / "pairs.parquet").to_pylist()
+
+
+def stage_base_policy(out: Path, world_cfg) -> dict:
+    _world(world_cfg).build_base_policy(out / "policy")
+    return {"policy": "policy"}
+
+
+def stage_prompts(out: Path, world_cfg, prompts_cfg) -> dict:
+    """One seeded draw, cut into the RLHF, pairs and evaluation sets."""
+    n = prompts_cfg.n_rlhf + prompts_cfg.n_pairs + prompts_cfg.n_eval
+    drawn = _world(world_cfg).make_prompts(n, prompts_cfg.seed)
+    sets = {
+        "rlhf": drawn[: prompts_cfg.n_rlhf],
+        "pairs": drawn[prompts_cfg.n_rlhf : prompts_cfg.n_rlhf + prompts_cfg.n_pairs],
+        "eval": drawn[prompts_cfg.n_rlhf + prompts_cfg.n_pairs :],
+    }
+    (out / "prompts.json").write_text(json.dumps(sets, indent=1))
+    return {k: len(v) for k, v in sets.items()}
+
+
+def stage_expert_rlhf(out: Path, world_cfg, base_dir: Path, prompts_dir: Path, rlhf_cfg) -> dict:
+    """π_E: RLHF of π0 with R* plus uniform noise (noise only here, never in evaluation; DESIGN §3)."""
+    from fairl_ray.stages.rlhf import train_rlhf
+
+    world = _world(world_cfg)
+    calls = iter(range(10**9))
+
+    def noisy_rstar(completions: list[str]) -> list[float]:
+        return world.reward(completions, noisy=True, seed=rlhf_cfg.seed * 1_000_003 + next(calls))
+
+    metrics = train_rlhf(str(base_dir / "policy"), _read_prompts(prompts_dir)["rlhf"], noisy_rstar, rlhf_cfg, str(out / "policy"))
+    return _scalars(metrics)
+
+
+def stage_generate(out: Path, base_dir: Path, expert_dir: Path, prompts_dir: Path, gen_cfg, seed: int) -> dict:
+    from fairl_ray.stages.generate import generate_completions
+
+    prompts = _read_prompts(prompts_dir)["pairs"]
+    base = generate_completions(str(base_dir / "policy"), prompts, gen_cfg, seed)
+    expert = generate_completions(str(expert_dir / "policy"), prompts, gen_cfg, seed)
+    (out / "completions.json").write_text(json.dumps({"prompt": prompts, "base": base, "expert": expert}))
+    return {"completions": len(prompts), "identical": sum(b == e for b, e in zip(base, expert))}
+
+
+def stage_pairs(out: Path, world_cfg, generate_dir: Path, pairs_cfg) -> dict:
+    from fairl_ray.pairs_io import write_pairs
+    from fairl_ray.stages.pairs import build_pairs
+
+    data = json.loads((Path(generate_dir) / "completions.json").read_text())
+    rows = build_pairs(data["prompt"], data["expert"], data["base"], _world(world_cfg), pairs_cfg)
+    write_pairs(rows, out / "pairs.parquet")
+    n_test = sum(r["split"] == "test" for r in rows)
+    contrastive = sum(r["chosen_label"] == 1 and r["rejected_label"] == -1 for r in rows)
+    return {"pairs": len(rows), "train": len(rows) - n_test, "test": n_test, "toxic_to_nontoxic": contrastive}
+
+
+def stage_features(out: Path, pairs_dir: Path, encoder: str, batch_size: int, cache_dir: Path) -> dict:
+    from fairl_ray.stages.featurize import featurize_pairs
+
+    return featurize_pairs(_read_rows(pairs_dir), encoder, cache_dir, out, batch_size)
+
+
+def stage_irl(out: Path, pairs_dir: Path, features_dir: Path, irl_cfg, seeds: list[int], encoder: str) -> dict:
+    from fairl_ray.stages.featurize import load_pair_features
+    from fairl_ray.stages.irl_fit import fit_rewards
+
+    chosen, rejected = load_pair_features(features_dir)
+    return fit_rewards(
+        _read_rows(pairs_dir), chosen, rejected, irl_cfg.member_configs(seeds), encoder, out, irl_cfg.device
+    )
+
+
+def stage_evaluate(out: Path, pairs_dir: Path, features_dir: Path, irl_dir: Path) -> dict:
+    from fairl_ray.orchestration.stage_store import MARKER
+    from fairl_ray.stages.evaluate import evaluate_rewards
+    from fairl_ray.stages.featurize import load_pair_features
+
+    chosen, rejected = load_pair_features(features_dir)
+    members = json.loads((Path(irl_dir) / MARKER).read_text())["summary"]["members"]
+    return evaluate_rewards(_read_rows(pairs_dir), chosen, rejected, Path(irl_dir), members, out)
+
+
+def stage_reference_toxicity(out: Path, world_cfg, base_dir: Path, expert_dir: Path, prompts_dir: Path, eval_cfg) -> dict:
+    from fairl_ray.stages.realign import measure_toxicity
+
+    world, prompts = _world(world_cfg), _read_prompts(prompts_dir)["eval"]
+    return {
+        name: measure_toxicity(world, Path(d) / "policy", prompts, eval_cfg.generation, eval_cfg.seed, out / f"{name}.jsonl")
+        for name, d in (("base", base_dir), ("expert", expert_dir))
+    }
+
+
+def stage_realign(out: Path, world_cfg, base_dir: Path, reward_dir: Path, prompts_dir: Path, rlhf_cfg, eval_cfg) -> dict:
+    from fairl_ray.stages.realign import realign_with_reward
+
+    prompts = _read_prompts(prompts_dir)
+    return realign_with_reward(
+        _world(world_cfg), Path(base_dir) / "policy", reward_dir, prompts["rlhf"], prompts["eval"],
+        rlhf_cfg, eval_cfg.generation, eval_cfg.seed, out,
+    )
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
+
+
+def _execute(output: StageOutput, fn: Callable, kwargs: dict) -> dict:
+    """Body of every stage's Ray task: run ``fn`` into a temp dir and publish it atomically."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    writer = StageWriter(output)
+    with writer as tmp:
+        writer.summary = fn(tmp, **kwargs) or {}
+    return writer.summary
+
+
+# --------------------------------------------------------------------------------------------------------
+# Planning and running
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Stage:
+    """One planned stage: what it runs, what identifies its output, what MLflow gets from it."""
+
+    name: str
+    fn: Callable
+    config: Any  # the config section(s) that define the output (hashed; logged as params)
+    upstream: list[str]
+    kwargs: dict = field(default_factory=dict)
+    uses_model: bool = True  # asks for a GPU when the cluster has one
+    artifacts: tuple[str, ...] = ()  # paths in the stage dir logged to MLflow
+
+
+class Pipeline:
+    """Runs :class:`PipelineConfig` end to end on Ray, logging to MLflow; see the module docstring."""
+
+    def __init__(self, cfg: PipelineConfig, workdir: str | Path, tracking_uri: str | None = None,
+                 address: str | None = None, log: Callable[[str], None] = print):
+        from fairl_ray.orchestration.tracking import default_tracking_uri
+
+        self.cfg = cfg
+        self.workdir = Path(workdir).resolve()
+        self.tracking_uri = tracking_uri or default_tracking_uri(self.workdir)
+        self.address = address
+        self.log = log
+        self.outputs: dict[str, StageOutput] = {}
+        self.summaries: dict[str, dict] = {}
+        self.stage_runs: dict[str, dict] = {}
+
+    # -- public -------------------------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        import ray
+
+        from fairl_ray.orchestration.ray_runtime import gpus_available, init_ray
+        from fairl_ray.orchestration.tracking import Tracker
+
+        started = time.time()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        removed = clean_stale_temporaries(self.workdir)
+        if removed:
+            self.log(f"[fairl] removed {removed} unfinished stage output(s) of an interrupted run")
+        (self.workdir / "config.yaml").write_text(config_to_yaml(self.cfg))
+
+        self.log(f"[fairl] starting Ray ({self.address or 'local'}) ...")
+        resources = init_ray(self.address)
+        self.gpus = self.cfg.resources.gpus_per_task
+        if self.gpus is None:
+            self.gpus = 1.0 if gpus_available() else 0.0
+        self.log(f"[fairl] Ray resources: {resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU")
+
+        self.tracker = Tracker(self.tracking_uri, artifact_root=self.workdir / "mlartifacts")
+        self.parent_run = self.tracker.start_run(self.cfg.name, tags={"fairl.workdir": str(self.workdir)})
+        self.tracker.log_params(self.parent_run, flatten(to_dict(self.cfg)))
+        self.tracker.log_artifact(self.parent_run, self.workdir / "config.yaml")
+        self.log(f"[fairl] MLflow run {self.parent_run} in {self.tracking_uri}")
+        status = "FAILED"
+        try:
+            for wave in self._plan():
+                self._run_wave(wave)
+            results = self._results(time.time() - started)
+            self._finish(results)
+            status = "FINISHED"
+            return results
+        finally:
+            self.tracker.end_run(self.parent_run, status)
+            if not self.address:
+                ray.shutdown()
+
+    # -- plan ---------------------------------------------------------------------------------------------
+
+    def _plan(self):
+        """Yield waves of stages; the stages of one wave are independent and run side by side."""
+        cfg = self.cfg
+        d = self._dir
+        yield [
+            Stage("base_policy", stage_base_policy, to_dict(cfg.world), [], {"world_cfg": cfg.world}),
+            Stage("prompts", stage_prompts, {"world": to_dict(cfg.world), "prompts": to_dict(cfg.prompts)}, [],
+                  {"world_cfg": cfg.world, "prompts_cfg": cfg.prompts}, uses_model=False, artifacts=("prompts.json",)),
+        ]
+        yield [
+            Stage("expert_rlhf", stage_expert_rlhf, to_dict(cfg.expert_rlhf), ["base_policy", "prompts"],
+                  {"world_cfg": cfg.world, "base_dir": d("base_policy"), "prompts_dir": d("prompts"),
+                   "rlhf_cfg": cfg.expert_rlhf}),
+        ]
+        yield [
+            Stage("generate", stage_generate, to_dict(cfg.generation), ["base_policy", "expert_rlhf", "prompts"],
+                  {"base_dir": d("base_policy"), "expert_dir": d("expert_rlhf"), "prompts_dir": d("prompts"),
+                   "gen_cfg": cfg.generation, "seed": cfg.prompts.seed}),
+            Stage("reference_toxicity", stage_reference_toxicity, to_dict(cfg.evaluation),
+                  ["base_policy", "expert_rlhf", "prompts"],
+                  {"world_cfg": cfg.world, "base_dir": d("base_policy"), "expert_dir": d("expert_rlhf"),
+                   "prompts_dir": d("prompts"), "eval_cfg": cfg.evaluation},
+                  artifacts=("base.jsonl", "expert.jsonl")),
+        ]
+        yield [
+            Stage("pairs", stage_pairs, to_dict(cfg.pairs), ["generate"],
+                  {"world_cfg": cfg.world, "generate_dir": d("generate"), "pairs_cfg": cfg.pairs},
+                  uses_model=False, artifacts=("pairs.parquet",)),
+        ]
+        encoder = cfg.features.encoder
+        if encoder == "hidden:base":
+            encoder = f"hidden:{d('base_policy') / 'policy'}"
+        yield [
+            Stage("features", stage_features, to_dict(cfg.features), ["pairs", "base_policy"],
+                  {"pairs_dir": d("pairs"), "encoder": encoder, "batch_size": cfg.features.batch_size,
+                   "cache_dir": self.workdir / "cache" / "features"}),
+        ]
+        yield [
+            Stage("irl", stage_irl, {"irl": to_dict(cfg.irl), "seeds": list(cfg.seeds)}, ["pairs", "features"],
+                  {"pairs_dir": d("pairs"), "features_dir": d("features"), "irl_cfg": cfg.irl,
+                   "seeds": list(cfg.seeds), "encoder": encoder},
+                  artifacts=("rewards", "curves.json")),
+        ]
+        first_seed = cfg.seeds[0]
+        yield [
+            Stage("evaluate", stage_evaluate, {}, ["pairs", "features", "irl"],
+                  {"pairs_dir": d("pairs"), "features_dir": d("features"), "irl_dir": d("irl")},
+                  uses_model=False,
+                  artifacts=("metrics.json", "reward_distributions.png", "irl_training_curves.png")),
+        ] + [
+            Stage(f"realign_{method}", stage_realign,
+                  {"rlhf": to_dict(cfg.realign.rlhf), "evaluation": to_dict(cfg.evaluation), "method": method,
+                   "seed": first_seed},
+                  ["base_policy", "irl", "prompts"],
+                  {"world_cfg": cfg.world, "base_dir": d("base_policy"),
+                   "reward_dir": d("irl") / "rewards" / method / f"seed{first_seed}",
+                   "prompts_dir": d("prompts"), "rlhf_cfg": cfg.realign.rlhf, "eval_cfg": cfg.evaluation},
+                  artifacts=("eval_completions.jsonl",))
+            for method in cfg.realign_methods
+        ]
+
+    def _dir(self, name: str) -> Path:
+        return self.outputs[name].path
+
+    # -- run ----------------------------------------------------------------------------------------------
+
+    def _run_wave(self, wave: list[Stage]) -> None:
+        import ray
+
+        pending = {}
+        for stage in wave:
+            key = stage_key(stage.name, stage.config, {u: self.outputs[u].key for u in stage.upstream})
+            output = stage_output(self.workdir, stage.name, key)
+            self.outputs[stage.name] = output
+            if output.done:
+                self.summaries[stage.name] = output.summary()
+                self.log(f"[fairl] {stage.name:<24} reused   {output.path.relative_to(self.workdir)}")
+                self._track(stage, output, reused=True, seconds=0.0)
+                continue
+            self.log(f"[fairl] {stage.name:<24} running  ...")
+            task = ray.remote(_execute).options(
+                num_cpus=self.cfg.resources.cpus_per_task,
+                num_gpus=self.gpus if stage.uses_model else 0,
+                name=f"fairl:{stage.name}",
+            )
+            pending[task.remote(output, stage.fn, stage.kwargs)] = (stage, output, time.time())
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            stage, output, t0 = pending.pop(done[0])
+            try:
+                self.summaries[stage.name] = ray.get(done[0])
+            except Exception:
+                self.log(f"[fairl] {stage.name:<24} FAILED (finished stages are kept; rerun to resume)")
+                for ref in pending:
+                    ray.cancel(ref)
+                raise
+            seconds = time.time() - t0
+            self.log(f"[fairl] {stage.name:<24} done     in {seconds:6.1f}s")
+            self._track(stage, output, reused=False, seconds=seconds)
+
+    def _track(self, stage: Stage, output: StageOutput, reused: bool, seconds: float) -> None:
+        tracker = self.tracker
+        run_id = tracker.start_run(
+            stage.name,
+            parent_run_id=self.parent_run,
+            tags={"fairl.stage": stage.name, "fairl.stage_key": output.key, "fairl.reused": str(reused).lower(),
+                  "fairl.stage_dir": str(output.path)},
+        )
+        if isinstance(stage.config, dict) and stage.config:
+            tracker.log_params(run_id, flatten(stage.config))
+        summary = self.summaries[stage.name]
+        metrics = {k: v for k, v in flatten(_metric_view(stage.name, summary)).items()}
+        metrics["stage_seconds"] = seconds
+        tracker.log_metrics(run_id, metrics)
+        for rel in stage.artifacts:
+            tracker.log_artifact(run_id, output.path / rel, None if "." in rel else rel)
+        if stage.name == "irl":
+            curves = json.loads((output.path / "curves.json").read_text())
+            for member, curve in curves.items():
+                tracker.log_curve(run_id, f"{member.replace('/', '.')}.val_loss", curve.get("val_loss", []))
+        tracker.end_run(run_id)
+        self.stage_runs[stage.name] = {"run_id": run_id, "key": output.key, "reused": reused,
+                                       "dir": str(output.path), "seconds": round(seconds, 2)}
+
+    # -- results ------------------------------------------------------------------------------------------
+
+    def _results(self, seconds: float) -> dict:
+        evaluation = self.summaries["evaluate"]
+        reference = self.summaries["reference_toxicity"]
+        toxicity = {"base": reference["base"], "expert": reference["expert"]}
+        for method in self.cfg.realign_methods:
+            s = self.summaries[f"realign_{method}"]
+            toxicity[f"realigned:{method}"] = {k: s[k] for k in ("toxicity_rate", "mean_rstar", "n")}
+        return {
+            "mlflow": {"tracking_uri": self.tracking_uri, "parent_run_id": self.parent_run,
+                       "experiment_id": self.tracker.experiment_id},
+            "workdir": str(self.workdir),
+            "seconds": round(seconds, 1),
+            "seeds": list(self.cfg.seeds),
+            "metrics": {"per_member": evaluation["per_member"], "per_method": evaluation["per_method"]},
+            "toxicity": toxicity,
+            "pairs": self.summaries["pairs"],
+            "stages": self.stage_runs,
+            "plots": {
+                "reward_distributions": str(self._dir("evaluate") / "reward_distributions.png"),
+                "irl_training_curves": str(self._dir("evaluate") / "irl_training_curves.png"),
+            },
+        }
+
+    def _finish(self, results: dict) -> None:
+        from fairl_ray.report import format_report
+
+        path = self.workdir / "results.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(results, indent=2))
+        tmp.replace(path)
+        report = format_report(results)
+        (self.workdir / "report.md").write_text(report)
+        self.tracker.log_artifact(self.parent_run, path)
+        self.tracker.log_artifact(self.parent_run, self.workdir / "report.md")
+        flat = {}
+        for method, metrics in results["metrics"]["per_method"].items():
+            for name, stats in metrics.items():
+                flat[f"{method}.{name}"] = stats["mean"]
+        for model, tox in results["toxicity"].items():
+            flat[f"toxicity.{model.replace(':', '.')}"] = tox["toxicity_rate"]
+        self.tracker.log_metrics(self.parent_run, flat)
+        self.log(report)
+        self.log(f"[fairl] results: {path}")
+        self.log(f"[fairl] browse runs: fairl ui --workdir {self.workdir}")
+
+
+def _metric_view(stage: str, summary: dict) -> dict:
+    """The numeric part of a stage's summary worth logging as metrics."""
+    if stage == "evaluate":
+        return {m: {k: v["mean"] for k, v in metrics.items()} for m, metrics in summary["per_method"].items()}
+    if stage == "irl":
+        return {"members": len(summary["members"]), "train_pairs": summary["train_pairs"]}
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float, dict)) and not isinstance(v, bool)}

@@ -1,0 +1,51 @@
+"""Plain-text tables of a pipeline's results (printed at the end of ``fairl run`` and saved as report.md)."""
+
+from __future__ import annotations
+
+import math
+
+COLUMNS = (
+    ("accuracy", "accuracy"),
+    ("f1", "F1"),
+    ("roc_auc", "ROC-AUC"),
+    ("starc", "STARC l1/l1 ↓"),
+    ("pair_accuracy", "pair acc."),
+)
+
+
+def mean_std(stats: dict | None) -> str:
+    if not stats or stats.get("mean") is None or not math.isfinite(stats["mean"]):
+        return "n/a"
+    return f"{stats['mean']:.3f} ± {stats['std']:.3f}"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def metrics_table(per_method: dict, n_seeds: int) -> str:
+    header = ["method"] + [title for _, title in COLUMNS]
+    rows = [[method] + [mean_std(metrics.get(key)) for key, _ in COLUMNS] for method, metrics in per_method.items()]
+    return f"Reward recovery on held-out test pairs (mean ± std over {n_seeds} seeds)\n\n" + markdown_table(header, rows)
+
+
+def toxicity_table(toxicity: dict) -> str:
+    header = ["model", "toxicity rate", "mean R*", "completions"]
+    rows = [
+        [name, f"{t['toxicity_rate']:.1%}", f"{t['mean_rstar']:+.3f}", str(t["n"])]
+        for name, t in toxicity.items()
+    ]
+    return "Toxicity on held-out prompts (same prompts and sampling seed for every model)\n\n" + markdown_table(header, rows)
+
+
+def format_report(results: dict) -> str:
+    parts = [
+        "# fairl-ray results",
+        metrics_table(results["metrics"]["per_method"], len(results.get("seeds", []))),
+        toxicity_table(results["toxicity"]),
+        f"Pairs: {results['pairs'].get('train', '?')} train / {results['pairs'].get('test', '?')} test.  "
+        f"MLflow run: {results['mlflow']['parent_run_id']}.  Wall time: {results.get('seconds', '?')} s.",
+    ]
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,139 @@
+"""The IRL stage: every (method, seed) member trained as one batched ensemble on cached features (DESIGN §4).
+
+Each member becomes a reward artifact (``rewards/<method>/seed<k>/``: safetensors weights + JSON card) that
+loads as a text → float callable. Two calibration choices are made here and recorded in the card:
+
+* normalisation — raw rewards are standardised by their mean and std over the training outputs (o+ and o−),
+  so rewards of different methods and seeds share one scale (what re-RLHF and the plots consume);
+* threshold — the classification threshold on the normalised reward that maximises training accuracy
+  (FA-IRL §5: "optimized on the training set ... then held fixed for evaluation on the test set").
+
+Output labels for classification: the world's toxicity label (+1 non-toxic → class 1, −1 toxic → class 0)
+where known; for an output without a label, its side of the pair (o+ → 1, o− → 0), which is the FA-IRL
+view of "recovered rewards as binary classifiers on preference pairs".
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fairl_ray.irl.config import IRLConfig
+from fairl_ray.irl.heads import reward_from_params
+from fairl_ray.irl.reward import save_reward
+from fairl_ray.irl.trainer import PairFeatures, train_ensemble
+from fairl_ray.metrics.classification import fit_threshold
+
+
+def output_classes(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Binary classes (1 = good/non-toxic) of each pair's chosen and rejected output (see module doc)."""
+
+    def classes(side: str, fallback: int) -> np.ndarray:
+        labels = [int(r.get(f"{side}_label") or 0) for r in rows]
+        return np.array([1 if y > 0 else 0 if y < 0 else fallback for y in labels], dtype=np.int64)
+
+    return classes("chosen", 1), classes("rejected", 0)
+
+
+def pair_features(chosen: np.ndarray, rejected: np.ndarray, rows: list[dict]) -> PairFeatures:
+    def labels(side: str):
+        if not rows or f"{side}_label" not in rows[0]:
+            return None
+        return torch.tensor([float(r.get(f"{side}_label") or 0) for r in rows])
+
+    return PairFeatures(
+        chosen=torch.from_numpy(np.asarray(chosen, dtype=np.float32)),
+        rejected=torch.from_numpy(np.asarray(rejected, dtype=np.float32)),
+        chosen_label=labels("chosen"),
+        rejected_label=labels("rejected"),
+    )
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def fit_rewards(
+    rows: list[dict],
+    chosen: np.ndarray,
+    rejected: np.ndarray,
+    members: list[IRLConfig],
+    encoder: str,
+    out_dir: Path,
+    device: str = "auto",
+) -> dict:
+    """Train ``members`` on the train split; write one reward artifact per member; return a summary."""
+    train_index = [i for i, r in enumerate(rows) if r.get("split", "train") == "train"]
+    train_rows = [rows[i] for i in train_index]
+    train = pair_features(chosen[train_index], rejected[train_index], train_rows)
+    trained = train_ensemble(train, members, device=resolve_device(device), progress=True)
+
+    class_chosen, class_rejected = output_classes(train_rows)
+    train_classes = np.concatenate([class_chosen, class_rejected])
+    train_x = torch.cat([train.chosen, train.rejected])
+    summary = {"members": []}
+    for member in trained:
+        with torch.no_grad():
+            raw = reward_from_params({k: v.cpu() for k, v in member.params.items()}, train_x).numpy()
+        mean, std = float(raw.mean()), float(raw.std()) or 1.0
+        threshold = fit_threshold((raw - mean) / std, train_classes)
+        name = f"{member.config.method}/seed{member.config.seed}"
+        save_reward(
+            out_dir / "rewards" / name,
+            member,
+            encoder=encoder,
+            normalisation={"mean": mean, "std": std},
+            threshold=float(threshold),
+        )
+        summary["members"].append(
+            {
+                "method": member.config.method,
+                "seed": member.config.seed,
+                "reward_dir": f"rewards/{name}",
+                "best_epoch": member.best_epoch,
+                "epochs_run": member.epochs_run,
+            }
+        )
+    (out_dir / "curves.json").write_text(
+        json.dumps(
+            {f"{m.config.method}/seed{m.config.seed}": m.curve for m in trained},
+            default=float,
+        )
+    )
+    summary["train_pairs"] = len(train_index)
+    return summary
+
+
+def run_irl_on_pairs(table, cfg, out_dir: Path) -> dict:
+    """``fairl irl``: features → batched IRL → evaluation on a user's (already validated) pairs table.
+
+    Uses the pipeline config's ``features``, ``irl``, ``seeds`` and ``pairs.test_fraction`` / ``pairs.seed``.
+    A ``split`` column is honoured; without one a seeded test split is held out. Writes ``rewards/``,
+    ``features.safetensors``, ``metrics.json`` and the plots into ``out_dir``; returns the evaluation summary.
+    """
+    from fairl_ray.stages.evaluate import evaluate_rewards
+    from fairl_ray.stages.featurize import featurize_pairs, load_pair_features
+
+    rows = table.to_pylist()
+    if "split" not in table.column_names or any(r.get("split") not in ("train", "test") for r in rows):
+        rng = np.random.default_rng(cfg.pairs.seed)
+        n_test = max(1, int(round(cfg.pairs.test_fraction * len(rows))))
+        test_index = set(rng.permutation(len(rows))[:n_test].tolist())
+        for i, r in enumerate(rows):
+            r["split"] = "test" if i in test_index else "train"
+    n_train = sum(r["split"] == "train" for r in rows)
+    if n_train < 2 or n_train == len(rows):
+        raise ValueError(f"need at least 2 train pairs and 1 test pair, got {n_train} train of {len(rows)}")
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    featurize_pairs(rows, cfg.features.encoder, out_dir / "feature_cache", out_dir, cfg.features.batch_size)
+    chosen, rejected = load_pair_features(out_dir)
+    members = cfg.irl.member_configs(list(cfg.seeds))
+    fitted = fit_rewards(rows, chosen, rejected, members, cfg.features.encoder, out_dir, cfg.irl.device)
+    return evaluate_rewards(rows, chosen, rejected, out_dir, fitted["members"], out_dir)

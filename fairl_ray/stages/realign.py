@@ -1,0 +1,55 @@
+"""Re-RLHF with an extracted reward, and toxicity of any policy on held-out prompts (FA-IRL §5, Fig. 3c).
+
+A fresh copy of π0 is trained with the extracted reward (a text → float callable loaded from its artifact)
+by the same trainer, with the same settings, as the expert was trained with R*; then every model — base,
+expert, re-aligned — is sampled on the same held-out prompts with the same seed and scored by the world:
+toxicity rate (share of completions with a toxic term / above the world's toxicity threshold) and mean R*.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fairl_ray.irl.reward import RewardModel
+from fairl_ray.stages.generate import GenerationConfig, generate_completions
+from fairl_ray.stages.rlhf import RLHFConfig, train_rlhf
+
+
+def measure_toxicity(world, policy_dir: Path, prompts: list[str], cfg: GenerationConfig, seed: int, out_file: Path) -> dict:
+    """Sample one completion per prompt, write them with their R* and toxicity; return rate and mean R*."""
+    completions = generate_completions(str(policy_dir), prompts, cfg, seed)
+    rewards = world.reward(completions)
+    toxic = world.is_toxic(completions)
+    out_file.write_text(
+        "\n".join(
+            json.dumps({"prompt": p, "completion": c, "rstar": float(r), "toxic": bool(t)})
+            for p, c, r, t in zip(prompts, completions, rewards, toxic)
+        )
+        + "\n"
+    )
+    return {"toxicity_rate": float(np.mean(toxic)), "mean_rstar": float(np.mean(rewards)), "n": len(completions)}
+
+
+def realign_with_reward(
+    world,
+    base_dir: Path,
+    reward_dir: Path,
+    rlhf_prompts: list[str],
+    eval_prompts: list[str],
+    rlhf_cfg: RLHFConfig,
+    eval_cfg: GenerationConfig,
+    eval_seed: int,
+    out_dir: Path,
+) -> dict:
+    """Train a fresh π0 copy with the reward in ``reward_dir``; measure its toxicity; return the summary."""
+    reward = RewardModel.from_dir(reward_dir)
+    training = train_rlhf(str(base_dir), rlhf_prompts, reward, rlhf_cfg, str(out_dir / "policy"))
+    toxicity = measure_toxicity(world, out_dir / "policy", eval_prompts, eval_cfg, eval_seed, out_dir / "eval_completions.jsonl")
+    return {**toxicity, "reward": reward.card.get("method"), "training": _scalars(training)}
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
