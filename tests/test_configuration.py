@@ -1,0 +1,75 @@
+"""The generic typed-config loader: unknown keys, wrong types and range errors name the dotted key."""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pytest
+
+from fairl_ray.configuration import ConfigError, apply_overrides, flatten, from_dict, parse_override, to_dict
+
+
+@dataclass
+class Inner:
+    margin: float = 0.8
+    methods: list[str] = field(default_factory=lambda: ["a"])
+    cap: Optional[int] = None
+
+    def __post_init__(self):
+        if self.margin <= 0:
+            raise ValueError("margin: must be positive")
+
+
+@dataclass
+class Outer:
+    name: str = "x"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    flag: bool = False
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_defaults_and_nested_values():
+    cfg = from_dict(Outer, {"name": "y", "inner": {"margin": 2, "cap": 5}})
+    assert cfg.name == "y" and cfg.inner.margin == 2.0 and isinstance(cfg.inner.margin, float)
+    assert cfg.inner.cap == 5 and cfg.seeds == [0]
+
+
+@pytest.mark.parametrize(
+    "data, key",
+    [
+        ({"bogus": 1}, "bogus"),
+        ({"inner": {"bogus": 1}}, "inner.bogus"),
+        ({"inner": {"margin": "wide"}}, "inner.margin"),
+        ({"inner": {"margin": -1.0}}, "inner.margin"),
+        ({"seeds": [0, "one"]}, "seeds[1]"),
+        ({"flag": "yes"}, "flag"),
+        ({"inner": 3}, "inner"),
+    ],
+)
+def test_errors_name_the_dotted_key(data, key):
+    with pytest.raises(ConfigError) as err:
+        from_dict(Outer, data)
+    assert err.value.key == key
+    assert str(err.value).startswith(key)
+
+
+def test_overrides_parse_yaml_values_and_create_sections():
+    data = apply_overrides({"inner": {"margin": 1.0}}, ["inner.margin=2.5", "seeds=[1, 2]", "inner.cap=null", "name=z"])
+    assert data == {"inner": {"margin": 2.5, "cap": None}, "seeds": [1, 2], "name": "z"}
+    cfg = from_dict(Outer, data)
+    assert cfg.seeds == [1, 2] and cfg.inner.cap is None
+
+
+def test_override_without_equals_is_rejected():
+    with pytest.raises(ConfigError):
+        parse_override("inner.margin")
+
+
+def test_scalar_for_list_field_becomes_one_element_list():
+    assert from_dict(Outer, {"seeds": 3}).seeds == [3]
+
+
+def test_to_dict_and_flatten_roundtrip():
+    cfg = from_dict(Outer, {"inner": {"margin": 3}})
+    flat = flatten(to_dict(cfg))
+    assert flat["inner.margin"] == 3.0 and flat["seeds"] == [0]
+    assert from_dict(Outer, to_dict(cfg)) == cfg
