@@ -1,0 +1,107 @@
+"""Generation stage: sample completions from a saved policy (a ``save_pretrained`` folder) for a list of prompts."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fairl_ray.worlds import World
+
+
+@dataclass
+class GenerationConfig:
+    """How completions are sampled from a policy."""
+
+    max_new_tokens: int = 8
+    """Most new tokens per completion; generation stops earlier at the policy's EOS token."""
+    temperature: float = 1.0
+    """Sampling temperature (ignored when ``do_sample`` is False)."""
+    top_p: float = 1.0
+    """Nucleus-sampling mass in (0, 1] (ignored when ``do_sample`` is False)."""
+    batch_size: int = 256
+    """Prompts per ``generate`` call."""
+    do_sample: bool = True
+    """Sample (True) or decode greedily (False)."""
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> None:
+            raise ValueError(f"GenerationConfig.{name}: {why} (got {getattr(self, name)!r})")
+
+        for name in ("max_new_tokens", "batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                bad(name, "must be a positive integer")
+        if not isinstance(self.temperature, (int, float)) or not (self.temperature > 0 and math.isfinite(self.temperature)):
+            bad("temperature", "must be a positive finite number")
+        if not isinstance(self.top_p, (int, float)) or not 0.0 < self.top_p <= 1.0:
+            bad("top_p", "must be in (0, 1]")
+        if not isinstance(self.do_sample, bool):
+            bad("do_sample", "must be a bool")
+
+
+def load_policy(policy_dir: str | os.PathLike):
+    """(model, tokenizer) from a ``save_pretrained`` folder; model in eval mode, tokenizer left-padding."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(policy_dir))
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(str(policy_dir))
+    model.eval()
+    return model, tokenizer
+
+
+def generate_completions(
+    policy_dir: str | os.PathLike,
+    prompts: list[str],
+    cfg: GenerationConfig | None = None,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> list[str]:
+    """One completion per prompt: batched ``generate`` with left padding; returns only the decoded new tokens
+    (special tokens stripped, surrounding whitespace trimmed). Deterministic for ``seed`` (and batch size).
+
+    ``progress``: tqdm bar over batches; by default shown only when there are more than 4 batches.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    cfg = cfg or GenerationConfig()
+    if not prompts:
+        return []
+    model, tokenizer = load_policy(policy_dir)
+    n_batches = math.ceil(len(prompts) / cfg.batch_size)
+    show = progress if progress is not None else n_batches > 4
+    sample_kwargs = dict(temperature=cfg.temperature, top_p=cfg.top_p, top_k=0) if cfg.do_sample else {}
+    torch.manual_seed(seed)
+    out: list[str] = []
+    with torch.inference_mode():
+        for b in tqdm(range(n_batches), desc="generate", disable=not show):
+            batch = prompts[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            enc = tokenizer(batch, return_tensors="pt", padding=True)
+            gen = model.generate(
+                **enc,
+                max_new_tokens=cfg.max_new_tokens,
+                do_sample=cfg.do_sample,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                **sample_kwargs,
+            )
+            new = gen[:, enc["input_ids"].shape[1] :]
+            out.extend(t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True))
+    return out
+
+
+def toxicity_rate(world: "World", completions: list[str]) -> float:
+    """Fraction of ``completions`` that the world's ground truth calls toxic (0.0 for an empty list)."""
+    if not completions:
+        return 0.0
+    flags = world.is_toxic(completions)
+    return float(sum(bool(f) for f in flags)) / len(flags)
+
+
+__all__ = ["GenerationConfig", "generate_completions", "load_policy", "toxicity_rate"]
