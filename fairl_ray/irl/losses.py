@@ -1,0 +1,101 @@
+"""Pair losses of the IRL engine: pure functions of reward margins Δ = R(o⁺) − R(o⁻).
+
+Every loss takes ``delta`` with any leading batch dims (e.g. ``[K, B]`` for K ensemble members) and reduces over
+the LAST dim (the pairs). Hyperparameters are floats or tensors of shape ``delta.shape[:-1]`` (one value per
+member). ``reduction="none"`` returns the elementwise loss; ``mask`` (bool, same shape as ``delta``) turns the
+mean into a masked mean over the flagged pairs only, defined as 0 where no pair is flagged (the failure-subset
+form L_fail(S_t) of FA-IRL eq. 3).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _hp(value, delta: Tensor):
+    """Broadcast a per-member hyperparameter (shape ``delta.shape[:-1]``) against ``delta``."""
+    if isinstance(value, Tensor) and value.ndim >= 1 and value.ndim == delta.ndim - 1:
+        return value.unsqueeze(-1)
+    return value
+
+
+def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean over the last dim, restricted to ``mask``; 0 (not NaN) where the mask is empty."""
+    if mask is None:
+        return values.mean(-1)
+    m = mask.to(values.dtype)
+    return (values * m).sum(-1) / m.sum(-1).clamp_min(1.0)
+
+
+def _reduce(values: Tensor, reduction: str, mask: Tensor | None) -> Tensor:
+    if reduction == "none":
+        return values
+    if reduction != "mean":
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    return masked_mean(values, mask)
+
+
+def max_margin_loss(delta: Tensor, margin=0.8, *, mask: Tensor | None = None, reduction: str = "mean") -> Tensor:
+    """FA-IRL eq. 1: ``mean max(0, M − Δ)``."""
+    return _reduce(torch.clamp_min(_hp(margin, delta) - delta, 0.0), reduction, mask)
+
+
+def max_entropy_loss(delta: Tensor, temperature=1.0, *, mask: Tensor | None = None, reduction: str = "mean") -> Tensor:
+    """FA-IRL eq. 2: ``mean −log σ(Δ/τ)`` = ``mean softplus(−Δ/τ)`` (computed stably)."""
+    return _reduce(F.softplus(-delta / _hp(temperature, delta)), reduction, mask)
+
+
+def asymmetric_released_loss(delta: Tensor, *, mask: Tensor | None = None, reduction: str = "mean") -> Tensor:
+    """Insights eq. 1 as released: ``−Δ`` if Δ > 0, ``−2Δ`` if Δ < 0 (0 at Δ = 0). Unbounded below: minimising it
+    grows the reward scale without limit, so it never converges on separable data (the released behaviour)."""
+    return _reduce(torch.where(delta > 0, -delta, -2.0 * delta), reduction, mask)
+
+
+def asymmetric_margin_loss(
+    delta: Tensor, min_margin=5.0, penalty_factor=5.0, *, mask: Tensor | None = None, reduction: str = "mean"
+) -> Tensor:
+    """Insights §4 "penalty factor c, minimum reward margin m" form of the asymmetric loss:
+
+    ``L(Δ) = max(0, m − Δ) + (c − 1)·max(0, −Δ)``, i.e. 0 for Δ ≥ m, ``m − Δ`` for 0 ≤ Δ < m and ``m − cΔ``
+    for Δ < 0. Continuous, convex, bounded below by 0; mis-ordered pairs (Δ < 0) get slope c instead of 1.
+    With c = 2 and m → ∞ it is the released loss plus the constant m (same gradients), so this is a bounded
+    generalisation of ``asymmetric_released_loss``.
+    """
+    m = _hp(min_margin, delta)
+    c = _hp(penalty_factor, delta)
+    values = torch.clamp_min(m - delta, 0.0) + (c - 1.0) * torch.clamp_min(-delta, 0.0)
+    return _reduce(values, reduction, mask)
+
+
+def base_loss(kind: str, delta: Tensor, *, margin=0.8, temperature=1.0, min_margin=5.0, penalty_factor=5.0,
+              mask: Tensor | None = None, reduction: str = "mean") -> Tensor:
+    """Dispatch on a loss family name (``IRLConfig.base_loss``): mm, me, asym_released, asym_margin."""
+    if kind == "mm":
+        return max_margin_loss(delta, margin, mask=mask, reduction=reduction)
+    if kind == "me":
+        return max_entropy_loss(delta, temperature, mask=mask, reduction=reduction)
+    if kind == "asym_released":
+        return asymmetric_released_loss(delta, mask=mask, reduction=reduction)
+    if kind == "asym_margin":
+        return asymmetric_margin_loss(delta, min_margin, penalty_factor, mask=mask, reduction=reduction)
+    raise ValueError(f"unknown loss family {kind!r}")
+
+
+def failure_loss(kind: str, delta: Tensor, mask: Tensor, *, margin_fail=1.6, temperature_fail=0.5,
+                 weight_fail=1.0) -> Tensor:
+    """L_fail(S_t) of FA-IRL eq. 3: the base loss made stricter (M_fail for "mm", τ_fail for "me"), times
+    ``weight_fail``, as a masked mean over the failure subset ``mask`` (0 where S_t is empty)."""
+    if kind == "mm":
+        raw = max_margin_loss(delta, margin_fail, mask=mask)
+    elif kind == "me":
+        raw = max_entropy_loss(delta, temperature_fail, mask=mask)
+    else:
+        raise ValueError(f"FA-IRL failure loss is defined for 'mm' and 'me' only, got {kind!r}")
+    return weight_fail * raw  # weight_fail: float or per-member tensor of shape delta.shape[:-1]
+
+
+def fa_irl_loss(base: Tensor, fail: Tensor, lam, fail_sq_norm: Tensor) -> Tensor:
+    """FA-IRL eq. 3: ``L_base + λ_t·L_fail(S_t) + (λ_t/2)·‖θ_F‖²`` (all per member)."""
+    return base + lam * fail + 0.5 * lam * fail_sq_norm
