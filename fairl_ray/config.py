@@ -230,4 +230,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def config_to_yaml(config: PipelineConfig) -> str:
     import yaml
 
-    return yaml.safe_dump(to_dict(config), sort_keys=False)
+    data = to_dict(config)
+    for key in _PER_MEMBER_IRL_KEYS:  # set per member from irl.methods and seeds; showing them would mislead
+        data["irl"].pop(key, None)
+    return yaml.safe_dump(data, sort_keys=False)

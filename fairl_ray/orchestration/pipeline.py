@@ -219,6 +219,7 @@ class Pipeline:
             self.log(f"[fairl] removed {removed} unfinished stage output(s) of an interrupted run")
         (self.workdir / "config.yaml").write_text(config_to_yaml(self.cfg))
 
+        started_ray = not ray.is_initialized()  # a Ray session we did not start (tests, notebooks) is left running
         self.log(f"[fairl] starting Ray ({self.address or 'local'}) ...")
         resources = init_ray(self.address)
         self.gpus = self.cfg.resources.gpus_per_task
@@ -241,7 +242,7 @@ class Pipeline:
             return results
         finally:
             self.tracker.end_run(self.parent_run, status)
-            if not self.address:
+            if started_ray:
                 ray.shutdown()
 
     # -- plan ---------------------------------------------------------------------------------------------
