@@ -75,12 +75,7 @@ def stage_expert_rlhf(out: Path, world_cfg, base_dir: Path, prompts_dir: Path, r
     """π_E: RLHF of π0 with R* plus uniform noise (noise only here, never in evaluation; DESIGN §3)."""
     from fairl_ray.stages.rlhf import train_rlhf
 
-    world = _world(world_cfg)
-    calls = iter(range(10**9))
-
-    def noisy_rstar(completions: list[str]) -> list[float]:
-        return world.reward(completions, noisy=True, seed=rlhf_cfg.seed * 1_000_003 + next(calls))
-
+    noisy_rstar = _world(world_cfg).noisy_reward_fn(seed=rlhf_cfg.seed)
     metrics = train_rlhf(str(base_dir / "policy"), _read_prompts(prompts_dir)["rlhf"], noisy_rstar, rlhf_cfg, str(out / "policy"))
     return _scalars(metrics)
 
