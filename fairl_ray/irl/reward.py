@@ -1,0 +1,131 @@
+"""The extracted-reward artifact (DESIGN §2): weights + card, loadable as a plain ``texts -> floats`` callable.
+
+A reward directory holds exactly two files, never a pickle:
+
+* ``reward.safetensors``: one member's parameters in the ``heads.member_params`` format
+  (``base.w, base.b`` or ``base.w1, base.b1, base.w2, base.b2``; ``fail.*`` for FA-IRL's failure path)
+* ``reward_card.json``: ``format``, ``method``, ``head``, ``hyperparameters`` (the full ``IRLConfig``),
+  ``encoder`` (a ``fairl_ray.features.load_encoder`` spec), ``feature_dim``, ``normalisation`` ``{mean, std}``,
+  ``threshold``, ``best_epoch``, ``epochs_run``, ``param_names`` and ``extra`` (caller's free-form JSON).
+
+Scores are normalised: ``score = (R(h) − mean) / std`` with the card's normalisation; ``threshold`` (if any) is
+in the same normalised units (score > threshold ⇒ classified good / non-toxic).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import IRLConfig
+from .heads import reward_from_params
+
+WEIGHTS_FILE = "reward.safetensors"
+CARD_FILE = "reward_card.json"
+FORMAT = "fairl-ray/reward/v1"
+
+
+def save_reward(out_dir, member, encoder: str, normalisation: dict | None = None, threshold: float | None = None,
+                extra: dict | None = None) -> Path:
+    """Write ``member`` (a ``trainer.TrainedMember``) as a reward directory at ``out_dir``, atomically: files are
+    written to a temporary sibling directory that is then renamed into place (replacing an existing one)."""
+    out = Path(out_dir)
+    norm = {"mean": 0.0, "std": 1.0} if normalisation is None else dict(normalisation)
+    if set(norm) != {"mean", "std"}:
+        raise ValueError(f"normalisation must have exactly the keys mean and std, got {sorted(norm)}")
+    norm = {"mean": float(norm["mean"]), "std": float(norm["std"])}
+    if not np.isfinite(norm["mean"]) or not np.isfinite(norm["std"]) or norm["std"] <= 0:
+        raise ValueError(f"normalisation needs finite mean and std > 0, got {norm}")
+    params = {n: t.detach().to("cpu", torch.float32).contiguous() for n, t in member.params.items()}
+    feature_dim = int((params.get("base.w") if "base.w" in params else params["base.w1"]).shape[0])
+    cfg: IRLConfig = member.config
+    card = {
+        "format": FORMAT,
+        "method": cfg.method,
+        "head": cfg.head,
+        "hyperparameters": cfg.to_dict(),
+        "encoder": encoder,
+        "feature_dim": feature_dim,
+        "normalisation": norm,
+        "threshold": None if threshold is None else float(threshold),
+        "best_epoch": int(member.best_epoch),
+        "epochs_run": int(member.epochs_run),
+        "param_names": sorted(params),
+        "extra": extra or {},
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        save_file(params, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+        (tmp / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True))
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / "d")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+class RewardModel:
+    """A loaded reward: ``score_features(h)`` on feature arrays, ``model(texts)`` on strings."""
+
+    def __init__(self, params: dict[str, torch.Tensor], card: dict, encoder=None):
+        self.params = params
+        self.card = card
+        self._encoder = encoder
+        norm = card["normalisation"]
+        self._mean, self._std = float(norm["mean"]), float(norm["std"])
+
+    @classmethod
+    def from_dir(cls, path, encoder=None) -> "RewardModel":
+        """Load a reward directory (safetensors + JSON only). ``encoder``: an object with ``.encode(texts)`` used
+        instead of ``load_encoder(card["encoder"])`` (tests, or an encoder already in memory)."""
+        path = Path(path)
+        card = json.loads((path / CARD_FILE).read_text())
+        if card.get("format") != FORMAT:
+            raise ValueError(f"{path / CARD_FILE}: unknown reward format {card.get('format')!r}, expected {FORMAT}")
+        params = load_file(str(path / WEIGHTS_FILE))
+        if sorted(params) != sorted(card["param_names"]):
+            raise ValueError(f"{path}: weights {sorted(params)} do not match the card's {card['param_names']}")
+        return cls(params, card, encoder)
+
+    @property
+    def threshold(self) -> float | None:
+        return self.card.get("threshold")
+
+    def score_features(self, features) -> np.ndarray:
+        """Normalised rewards ``(R(h) − mean) / std`` of features ``[N, d]`` (numpy or torch) → float32 ``[N]``."""
+        x = torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features)
+        x = x.detach().to("cpu", torch.float32)
+        if x.ndim != 2 or x.shape[1] != self.card["feature_dim"]:
+            raise ValueError(f"features must be [N, {self.card['feature_dim']}], got {tuple(x.shape)}")
+        with torch.no_grad():
+            raw = reward_from_params(self.params, x)
+        return ((raw.numpy().astype(np.float64) - self._mean) / self._std).astype(np.float32)
+
+    def _get_encoder(self):
+        if self._encoder is None:
+            from fairl_ray.features import load_encoder  # lazy: pulls in sentence-transformers / transformers
+
+            self._encoder = load_encoder(self.card["encoder"])
+        return self._encoder
+
+    def __call__(self, texts: list[str]) -> list[float]:
+        if isinstance(texts, str):
+            raise TypeError("RewardModel expects a list of strings; wrap a single text in a list")
+        if len(texts) == 0:
+            return []
+        feats = self._get_encoder().encode(list(texts))
+        return [float(v) for v in self.score_features(feats)]
