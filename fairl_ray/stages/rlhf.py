@@ -140,6 +140,7 @@ def _reward_adapter(reward_fn: Callable[[list[str]], list[float]]):
 def _atomic_save(model, tokenizer, out_dir: Path, extra_files: dict[str, str] | None = None) -> None:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -205,6 +206,10 @@ def train_rlhf(
             train_dataset=dataset,
             processing_class=tokenizer,
         )
+        if not progress:  # without tqdm, transformers prints every log dict to stdout instead
+            from transformers.trainer_callback import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)
         trainer.train()
         trained = trainer.accelerator.unwrap_model(trainer.model)
         history = list(trainer.state.log_history)
@@ -226,6 +231,7 @@ def train_rlhf(
         "config": asdict(cfg),
     }
     trained.eval()
+    trained.config.use_cache = True  # TRL switches the KV cache off for training; generation needs it back
     _atomic_save(trained, tokenizer, out_dir)
     metrics["wall_s"] = round(time.perf_counter() - t0, 3)
     return metrics

@@ -349,7 +349,7 @@ def _sft(model, tokenizer, corpus: list[tuple[str, str, str]], cfg: SyntheticWor
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            epoch_loss += float(out.loss)
+            epoch_loss += out.loss.item()
         losses.append(epoch_loss / n_batches)
     model.eval()
     return losses
@@ -397,6 +397,7 @@ def build_base_policy(cfg: SyntheticWorldConfig, out_dir: str | os.PathLike) -> 
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
