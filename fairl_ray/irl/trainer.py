@@ -23,7 +23,8 @@ Semantics (FA-IRL §4, Algorithm 1; choices the paper leaves open are marked CHO
 * Early stopping (CHOICE): after each epoch the validation loss is the member's BASE loss (M / τ, no failure
   terms, whose λ_t-weighting would make it non-stationary) of the full reward on all validation pairs; the
   member stops after ``patience`` epochs without a strictly lower value and its best-epoch parameters are
-  returned. A stopped member is frozen (its update is masked out) while the rest of its group trains on.
+  returned. A stopped member is frozen: it is dropped from the group's stacked tensors (compaction), so it
+  neither changes nor costs compute while the rest of its group trains on.
 * Validation split (when ``val`` is None): ``val_fraction`` of the training pairs chosen by a permutation with
   the fixed seed ``VAL_SPLIT_SEED``, the same split for every member (so members are comparable).
 * Optimiser: Adam (β = 0.9, 0.999, ε = 1e-8) with each member's own lr; the batched update reproduces
@@ -269,24 +270,33 @@ def _train_group(train: PairFeatures, val: PairFeatures, cfgs: list[IRLConfig], 
     inits = [init_member_params(c.head, d, c.hidden_dim, dual, g) for c, g in zip(cfgs, gens)]
     names = list(inits[0])
     fail_names = [n for n in names if n.startswith("fail.")]
-    params = {n: torch.stack([p[n] for p in inits]).to(device).requires_grad_(True) for n in names}
-    leaves = [params[n] for n in names]
-    exp_avg = [torch.zeros_like(t) for t in leaves]
-    exp_avg_sq = [torch.zeros_like(t) for t in leaves]
-    lrs = [float(c.lr) for c in cfgs]
-    hp = _HP(cfgs, device)
+    best = {n: torch.stack([p[n] for p in inits]).to(device) for n in names}  # all K members, best-val params
+
+    # live state: only members still training (``alive`` = their indices in ``cfgs``), stacked on dim 0.
+    # A member that stops is dropped from every stacked tensor (compaction), so it costs nothing afterwards.
+    alive = list(range(K))
+    params = {n: best[n].clone().requires_grad_(True) for n in names}
+    exp_avg = {n: torch.zeros_like(t) for n, t in params.items()}
+    exp_avg_sq = {n: torch.zeros_like(t) for n, t in params.items()}
+
+    def compact(keep: list[int]) -> None:
+        nonlocal alive, params, exp_avg, exp_avg_sq
+        pos = torch.tensor(keep, device=device, dtype=torch.long)
+        params = {n: t.detach()[pos].clone().requires_grad_(True) for n, t in params.items()}
+        exp_avg = {n: t[pos].clone() for n, t in exp_avg.items()}
+        exp_avg_sq = {n: t[pos].clone() for n, t in exp_avg_sq.items()}
+        alive = [alive[p] for p in keep]
+        gather_buf.clear()
 
     x_all = torch.cat([train.chosen, train.rejected]).to(device)  # [2N, d]
     y_c, y_r = _labels(train, device)
     y_all = None if y_c is None else torch.cat([y_c, y_r])
     xv_c, xv_r = val.chosen.to(device), val.rejected.to(device)
 
-    best = {n: t.detach().clone() for n, t in params.items()}
     best_val = [math.inf] * K
     best_epoch = [0] * K
     since_best = [0] * K
     epochs_run = [0] * K
-    active = [True] * K
     curves = [{"train_loss": [], "val_loss": [], "failure_fraction": [], "lambda": []} for _ in cfgs]
     step = 0
     gather_buf: dict[int, Tensor] = {}
@@ -298,39 +308,36 @@ def _train_group(train: PairFeatures, val: PairFeatures, cfgs: list[IRLConfig], 
 
         bar = tqdm(total=max_epochs, desc=f"{desc} (K={K})", unit="epoch")
     for epoch in range(max_epochs):
-        for k, c in enumerate(cfgs):
-            if epoch >= c.epochs:
-                active[k] = False
-        if not any(active):
+        keep = [p for p, k in enumerate(alive) if epoch < cfgs[k].epochs]
+        if len(keep) < len(alive):
+            compact(keep)
+        if not alive:
             break
-        act = None if all(active) else torch.tensor(active, device=device)
-        perms, unis = [], []
-        for k in range(K):
-            if active[k]:
-                perms.append(torch.randperm(N, generator=gens[k]))
-                if hp.any_sampling:
-                    unis.append(torch.rand(N, generator=gens[k]) if cfgs[k].sample_rate < 1.0 else torch.zeros(N))
-            else:
-                perms.append(torch.arange(N))
-                if hp.any_sampling:
-                    unis.append(torch.zeros(N))
-        perm = torch.stack(perms).to(device)
-        uni = torch.stack(unis).to(device) if hp.any_sampling else None
-        lam_t, gam_t, frac_t, lam_list = _schedule_tensors(cfgs, epoch, device)
-        loss_sum = torch.zeros(K, device=device)
-        fail_sum = torch.zeros(K, device=device)
+        Ka = len(alive)
+        acfgs = [cfgs[k] for k in alive]
+        hp = _HP(acfgs, device)
+        lrs = [float(c.lr) for c in acfgs]
+        leaves = [params[n] for n in names]
+        perm = torch.stack([torch.randperm(N, generator=gens[k]) for k in alive]).to(device)
+        uni = None
+        if hp.any_sampling:
+            uni = torch.stack([torch.rand(N, generator=gens[k]) if cfgs[k].sample_rate < 1.0 else torch.zeros(N)
+                               for k in alive]).to(device)
+        lam_t, gam_t, frac_t, lam_list = _schedule_tensors(acfgs, epoch, device)
+        loss_sum = torch.zeros(Ka, device=device)
+        fail_sum = torch.zeros(Ka, device=device)
         for s in range(0, N, B):
             idx = perm[:, s:s + B]
             b = idx.shape[1]
             if b not in gather_buf:  # reused output buffer: avoids a fresh multi-MB allocation every step
-                gather_buf[b] = torch.empty(K * 2 * b, d, device=device)
+                gather_buf[b] = torch.empty(Ka * 2 * b, d, device=device)
             xb = torch.index_select(x_all, 0, torch.cat([idx, idx + N], 1).view(-1), out=gather_buf[b])
-            xb = xb.view(K, 2 * b, d)  # [K, 2b, d]: member k's chosen rows then its rejected rows
+            xb = xb.view(Ka, 2 * b, d)  # [K, 2b, d]: member k's chosen rows then its rejected rows
             rD = batched_path_forward(params, "base", xb, bias=False)
             if dual:
                 rF = batched_path_forward(params, "fail", xb, bias=False)
                 off = final_bias(params, "base") + final_bias(params, "fail")
-                sq = sum(params[n].pow(2).reshape(K, -1).sum(-1) for n in fail_names)
+                sq = sum(params[n].pow(2).reshape(Ka, -1).sum(-1) for n in fail_names)
                 yb = (None, None) if y_all is None else (y_all[idx], y_all[idx + N])
                 total, _, nfail = pair_objective(
                     hp, rD[:, :b], rD[:, b:], rF[:, :b], rF[:, b:], sq, yb[0], yb[1], lam_t, gam_t, frac_t,
@@ -341,7 +348,8 @@ def _train_group(train: PairFeatures, val: PairFeatures, cfgs: list[IRLConfig], 
             grads = torch.autograd.grad(total.sum(), leaves, allow_unused=True)  # base offset: unused (None)
             step += 1
             with torch.no_grad():
-                _adam_step(leaves, grads, exp_avg, exp_avg_sq, lrs, step, act)
+                _adam_step(leaves, grads, [exp_avg[n] for n in names], [exp_avg_sq[n] for n in names], lrs, step,
+                           None)
                 loss_sum += total.detach() * b
         # ---- end of epoch: validation, early stopping, curves -----------------------------------------------
         with torch.no_grad():
@@ -352,32 +360,33 @@ def _train_group(train: PairFeatures, val: PairFeatures, cfgs: list[IRLConfig], 
             vloss = hp.base(rv).cpu().tolist()
             tloss = (loss_sum / N).cpu().tolist()
             ffrac = (fail_sum / N).cpu().tolist()
-            improved = []
-            for k in range(K):
-                if not active[k]:
-                    improved.append(False)
-                    continue
+            improved, keep = [], []
+            for p, k in enumerate(alive):
                 epochs_run[k] = epoch + 1
                 cv = curves[k]
-                cv["train_loss"].append(tloss[k])
-                cv["val_loss"].append(vloss[k])
-                cv["failure_fraction"].append(ffrac[k])
-                cv["lambda"].append(lam_list[k])
-                if vloss[k] < best_val[k]:
-                    best_val[k], best_epoch[k], since_best[k] = vloss[k], epoch + 1, 0
-                    improved.append(True)
+                cv["train_loss"].append(tloss[p])
+                cv["val_loss"].append(vloss[p])
+                cv["failure_fraction"].append(ffrac[p])
+                cv["lambda"].append(lam_list[p])
+                if vloss[p] < best_val[k]:
+                    best_val[k], best_epoch[k], since_best[k] = vloss[p], epoch + 1, 0
+                    improved.append(p)
                 else:
                     since_best[k] += 1
-                    improved.append(False)
-                    if cfgs[k].patience > 0 and since_best[k] >= cfgs[k].patience:
-                        active[k] = False
-            if any(improved):
-                imp = torch.tensor(improved, device=device)
+                if not (cfgs[k].patience > 0 and since_best[k] >= cfgs[k].patience):
+                    keep.append(p)
+            if improved:
+                src = torch.tensor(improved, device=device, dtype=torch.long)
+                dst = torch.tensor([alive[p] for p in improved], device=device, dtype=torch.long)
                 for n, t in params.items():
-                    best[n] = torch.where(imp.view(-1, *[1] * (t.ndim - 1)), t.detach(), best[n])
+                    best[n].index_copy_(0, dst, t.detach()[src])
+            if len(keep) < len(alive):
+                compact(keep)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(active=sum(active))
+            bar.set_postfix(active=len(alive))
+        if not alive:
+            break
     if bar is not None:
         bar.close()
     best_cpu = {n: t.cpu() for n, t in best.items()}
