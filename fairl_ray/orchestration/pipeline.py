@@ -157,8 +157,12 @@ def _execute(output: StageOutput, fn: Callable, kwargs: dict) -> dict:
     import os
 
     import torch
+    from transformers.utils import logging as hf_logging
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    # Weight-loading/saving bars of tiny models flash by and clutter the driver's log; stage progress stays.
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     writer = StageWriter(output)
     with writer as tmp:
         writer.summary = fn(tmp, **kwargs) or {}

@@ -27,6 +27,8 @@ def init_ray(address: str | None = None, temp_dir: str | None = None, num_cpus: 
     }
     env_vars.setdefault("OMP_NUM_THREADS", "1")
     env_vars.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Ray forwards worker output line by line: a tqdm bar redrawn 10×/s floods the driver. Redraw every 5 s.
+    env_vars.setdefault("TQDM_MININTERVAL", os.environ.get("TQDM_MININTERVAL", "5"))
     kwargs: dict = {"runtime_env": {"env_vars": env_vars}, "log_to_driver": True, "logging_level": "WARNING"}
     if address:
         ray.init(address=address, **kwargs)

@@ -111,7 +111,7 @@ def _trl_args(cfg: RLHFConfig, output_dir: Path, progress: bool):
         activation_checkpointing=False,
         save_strategy="no",
         report_to="none",
-        disable_tqdm=not progress,
+        disable_tqdm=True,  # replaced by _progress_lines (see train_rlhf)
         dataloader_num_workers=0,
         remove_unused_columns=False,
     )
@@ -152,6 +152,25 @@ def _atomic_save(model, tokenizer, out_dir: Path, extra_files: dict[str, str] | 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _progress_lines(algorithm: str, max_steps: int):
+    """A transformers callback printing ``[grpo] step 10/40  reward +0.712  kl 0.480  3.1s`` per logging step."""
+    from transformers import TrainerCallback
+
+    t0 = time.perf_counter()
+
+    class ProgressLines(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            if "reward" in logs:
+                print(
+                    f"[{algorithm}] step {state.global_step}/{max_steps}  reward {float(logs['reward']):+.3f}"
+                    f"  kl {float(logs.get('kl', float('nan'))):.3f}  {time.perf_counter() - t0:.1f}s",
+                    flush=True,
+                )
+
+    return ProgressLines()
 
 
 def train_rlhf(
@@ -206,10 +225,14 @@ def train_rlhf(
             train_dataset=dataset,
             processing_class=tokenizer,
         )
-        if not progress:  # without tqdm, transformers prints every log dict to stdout instead
-            from transformers.trainer_callback import PrinterCallback
+        # transformers prints every log dict (its PrinterCallback, or the tqdm bar's write): dozens of keys per
+        # step. One compact line per logging step reads better, also through Ray's log forwarding.
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-            trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        if progress:
+            trainer.add_callback(_progress_lines(cfg.algorithm, cfg.max_steps))
         trainer.train()
         trained = trainer.accelerator.unwrap_model(trainer.model)
         history = list(trainer.state.log_history)
