@@ -453,7 +453,8 @@ def train_single(train: PairFeatures, config: IRLConfig, val: PairFeatures | Non
         perm = torch.randperm(N, generator=gen).to(dev)
         uni = torch.rand(N, generator=gen).to(dev) if c.sample_rate < 1.0 else None
         lam_t, gam_t, frac_t, lam_list = _schedule_tensors([c], epoch, dev)
-        loss_sum, fail_sum = 0.0, 0.0
+        loss_sum = torch.zeros((), device=dev)  # accumulated on the device: no host sync per step
+        fail_sum = torch.zeros((), device=dev)
         for s in range(0, N, B):
             idx = perm[s:s + B]
             b = idx.shape[0]
@@ -467,22 +468,22 @@ def train_single(train: PairFeatures, config: IRLConfig, val: PairFeatures | Non
                 total, _, nfail = pair_objective(hp, rD[:, :b], rD[:, b:], rF[:, :b], rF[:, b:], sq, yb[0], yb[1],
                                                  lam_t, gam_t, frac_t, None if uni is None else uni[None, s:s + b],
                                                  off)
-                fail_sum += float(nfail.sum())
+                fail_sum += nfail.sum()
             else:
                 total, _, _ = pair_objective(hp, rD[:, :b], rD[:, b:])
             opt.zero_grad(set_to_none=True)
             total.sum().backward()
             opt.step()
-            loss_sum += float(total.detach().sum()) * b
+            loss_sum += total.detach().sum() * b
         with torch.no_grad():
             rv = path_forward(params, "base", xv_c, False) - path_forward(params, "base", xv_r, False)
             if dual:
                 rv = rv + path_forward(params, "fail", xv_c, False) - path_forward(params, "fail", xv_r, False)
             vloss = float(hp.base(rv[None])[0])
         epochs_run = epoch + 1
-        curve["train_loss"].append(loss_sum / N)
+        curve["train_loss"].append(float(loss_sum) / N)
         curve["val_loss"].append(vloss)
-        curve["failure_fraction"].append(fail_sum / N)
+        curve["failure_fraction"].append(float(fail_sum) / N)
         curve["lambda"].append(lam_list[0])
         if vloss < best_val:
             best_val, best_epoch, since = vloss, epoch + 1, 0
