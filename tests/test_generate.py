@@ -6,7 +6,7 @@ import pytest
 
 from fairl_ray.stages.generate import GenerationConfig, generate_completions, toxicity_rate
 from fairl_ray.worlds import get_world
-from fairl_ray.worlds.synthetic import SyntheticWorldConfig, build_base_policy, vocabulary
+from fairl_ray.worlds.synthetic import SyntheticWorldConfig, vocabulary
 
 # A smaller SFT than the default: these tests need a policy that speaks the lexicon, not the 30–60% mix.
 SMALL = SyntheticWorldConfig(sft_corpus_size=1200, sft_epochs=3)

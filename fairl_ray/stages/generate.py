@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from fairl_ray.policy_io import load_policy
+
 if TYPE_CHECKING:  # pragma: no cover
     from fairl_ray.worlds import World
 
@@ -40,19 +42,6 @@ class GenerationConfig:
             bad("top_p", "must be in (0, 1]")
         if not isinstance(self.do_sample, bool):
             bad("do_sample", "must be a bool")
-
-
-def load_policy(policy_dir: str | os.PathLike):
-    """(model, tokenizer) from a ``save_pretrained`` folder; model in eval mode, tokenizer left-padding."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(policy_dir))
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(str(policy_dir))
-    model.eval()
-    return model, tokenizer
 
 
 def generate_completions(

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from fairl_ray.policy_io import load_policy, save_policy
+
 ALGORITHMS: tuple[str, ...] = ("grpo", "rloo")
 
 
@@ -137,23 +139,6 @@ def _reward_adapter(reward_fn: Callable[[list[str]], list[float]]):
     return text_reward
 
 
-def _atomic_save(model, tokenizer, out_dir: Path, extra_files: dict[str, str] | None = None) -> None:
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def _progress_lines(algorithm: str, max_steps: int):
     """A transformers callback printing ``[grpo] step 10/40  reward +0.712  kl 0.480  3.1s`` per logging step."""
     from transformers import TrainerCallback
@@ -191,9 +176,7 @@ def train_rlhf(
 
     Rewards in the curve are whatever ``reward_fn`` returned (noisy R* for the expert run).
     """
-    import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cfg = cfg or RLHFConfig()
     if not prompts:
@@ -202,12 +185,8 @@ def train_rlhf(
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
 
-    tokenizer = AutoTokenizer.from_pretrained(str(policy_dir))
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     # Loaded from the local folder so that config._name_or_path points at it: TRL rebuilds the reference from there.
-    model = AutoModelForCausalLM.from_pretrained(str(policy_dir), dtype=torch.float32)
+    model, tokenizer = load_policy(policy_dir)
     dataset = Dataset.from_dict({"prompt": list(prompts)})
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -255,7 +234,7 @@ def train_rlhf(
     }
     trained.eval()
     trained.config.use_cache = True  # TRL switches the KV cache off for training; generation needs it back
-    _atomic_save(trained, tokenizer, out_dir)
+    save_policy(trained, tokenizer, out_dir)
     metrics["wall_s"] = round(time.perf_counter() - t0, 3)
     return metrics
 

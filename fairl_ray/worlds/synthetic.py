@@ -21,12 +21,12 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
-import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from fairl_ray.policy_io import save_policy
 
 # --------------------------------------------------------------------------------------------------------------
 # Lexicon
@@ -395,19 +395,7 @@ def build_base_policy(cfg: SyntheticWorldConfig, out_dir: str | os.PathLike) -> 
     )
     model.config.fairl_sft_losses = [round(x, 6) for x in losses]
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return save_policy(model, tokenizer, out_dir)
 
 
 __all__ = [
