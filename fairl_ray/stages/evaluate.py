@@ -111,6 +111,7 @@ def plot_training_curves(curves: dict[str, dict[str, list[float]]], path: Path) 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     colours = {}
@@ -118,10 +119,15 @@ def plot_training_curves(curves: dict[str, dict[str, list[float]]], path: Path) 
         method = name.split("/")[0]
         values = curve.get("val_loss") or curve.get("train_loss") or []
         colour = colours.setdefault(method, f"C{len(colours) % 10}")
-        ax.plot(values, color=colour, alpha=0.7, label=method if method not in ax.get_legend_handles_labels()[1] else None)
+        label = method if method not in ax.get_legend_handles_labels()[1] else None
+        ax.plot(np.arange(1, len(values) + 1), values, color=colour, alpha=0.7, label=label)
+    # Most of the drop happens in the first epochs and hinge losses reach exactly 0: log x, small linear y band.
+    ax.set_xscale("log")
+    ax.set_yscale("symlog", linthresh=1e-2)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation loss")
-    ax.set_yscale("symlog")
+    ax.set_ylabel("validation loss (base objective)")
+    ax.set_ylim(bottom=0)
     ax.legend(fontsize=7)
     ax.set_title("IRL training curves (every member)")
     fig.tight_layout()
