@@ -163,10 +163,13 @@ def cmd_irl(args) -> int:
         return _fail(str(err))
     from fairl_ray.stages.irl_fit import run_irl_on_pairs
 
+    from fairl_ray.report import metrics_table
+
     out = Path(args.out)
     summary = run_irl_on_pairs(table, cfg, out)
-    print(json.dumps(summary["per_method"], indent=2))
-    print(f"[fairl] rewards and metrics in {out.resolve()}")
+    print(metrics_table(summary["per_method"], len(cfg.seeds)))
+    print(f"\n[fairl] {summary['test_pairs']} test pairs held out; rewards in {out.resolve() / 'rewards'}, "
+          f"metrics in {out.resolve() / 'metrics.json'}")
     return 0
 
 
