@@ -38,6 +38,24 @@ examples:
   fairl score out/rewards/max_margin/seed0 texts.txt > scores.txt
 """
 
+EPILOG_TUNE = """\
+Searches IRL hyperparameters (default: FA-IRL's failure margin/temperature, λ schedule and curriculum, see
+tune_configs/search_fa_irl.yaml) with Ray Tune + Optuna on the cached features of a finished `fairl run`
+(--workdir) or of your own pairs file (--pairs, featurised once). Each trial trains its config × `seeds` as one
+batched ensemble and is scored on a VALIDATION split carved from the train pairs; the test pairs are used only
+once, to re-evaluate the best config on `fresh_seeds`.
+
+examples:
+  fairl tune --workdir fairl_runs/default                     # the default FA-IRL search on a pipeline's pairs
+  fairl tune --workdir runs/exp1 --set num_samples=40 --set fixed.epochs=300
+  fairl tune --pairs pairs.jsonl --set objective=roc_auc --out tune_out/
+  fairl tune my_search.yaml --workdir runs/exp1 --set space.lambda_0.loguniform='[1, 20]'
+
+Outputs (<out>, default <workdir>/tune/<name>, or tune_runs/<name> with --pairs): best.json, best_irl.yaml (an
+irl: section for `fairl run`), trials.csv, search.png (objective vs each hyperparameter), ray_results/; MLflow
+parent run tune:<name> with one child per trial and best_on_fresh_seeds (open it with `fairl ui`).
+"""
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
@@ -85,6 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(irl)
     irl.add_argument("--out", required=True, help="output directory (reward artifacts, metrics.json, plots)")
     irl.set_defaults(func=cmd_irl)
+
+    tune = sub.add_parser("tune", help="search IRL hyperparameters (Ray Tune + Optuna, tracked in MLflow)",
+                          description="Search IRL hyperparameters on cached features: Optuna proposes, Ray Tune "
+                          "runs the trials, the best config is re-evaluated on fresh seeds on the test split.",
+                          epilog=EPILOG_TUNE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tune.add_argument("search", nargs="?", help="search YAML (default: tune_configs/search_fa_irl.yaml)")
+    source = tune.add_mutually_exclusive_group(required=True)
+    source.add_argument("--workdir", help="a finished `fairl run` workdir (its pairs and cached features)")
+    source.add_argument("--pairs", help="your own pairs file (.parquet, .jsonl or .json), featurised into <out>")
+    _add_set(tune)
+    tune.add_argument("--out", default=None,
+                      help="output directory (default: <workdir>/tune/<name>, or tune_runs/<name> with --pairs)")
+    tune.add_argument("--tracking-uri", default=None,
+                      help="MLflow tracking URI (default: the workdir's sqlite store, or <out>/mlflow.db with --pairs)")
+    tune.add_argument("--address", default=None, help="Ray cluster to join (default: start a local Ray)")
+    tune.set_defaults(func=cmd_tune)
 
     score = sub.add_parser("score", help="score texts with an extracted reward",
                            description="Write one reward per input text, one per line (normalised scale of the "
@@ -179,6 +213,46 @@ def load_irl_command_config(overrides: list[str], methods: list[str] | None):
 
     extra = [f"irl.methods={json.dumps(methods)}"] if methods else []
     return load_config(None, extra + list(overrides))
+
+
+# ------------------------------------------------------------------------------------------------- tune
+
+
+def cmd_tune(args) -> int:
+    from fairl_ray.configuration import ConfigError
+    from fairl_ray.pairs_io import PairsFileError
+
+    try:
+        from fairl_ray.orchestration.search import load_search_config
+
+        cfg = load_search_config(args.search, args.overrides)
+    except ConfigError as err:
+        return _fail(f"invalid search config: {err}")
+    from fairl_ray.orchestration.search import (data_from_pairs, data_from_workdir, resolve_objective, run_search,
+                                                summary_table)
+    from fairl_ray.orchestration.tracking import default_tracking_uri
+
+    if args.workdir:
+        out = Path(args.out or Path(args.workdir) / "tune" / cfg.name)
+        store = Path(args.workdir)
+    else:
+        out = Path(args.out or Path("tune_runs") / cfg.name)
+        store = out
+    try:
+        data = data_from_workdir(args.workdir, cfg) if args.workdir else data_from_pairs(args.pairs, cfg, out)
+        resolve_objective(cfg, data)
+    except ConfigError as err:
+        return _fail(f"invalid search config: {err}")
+    except (PairsFileError, ValueError, OSError) as err:
+        return _fail(str(err))
+    summary = run_search(cfg, data, out, args.tracking_uri or default_tracking_uri(store),
+                         artifact_root=store / "mlartifacts", address=args.address)
+    print()
+    print(summary_table(summary))
+    print(f"\n[fairl] {summary['trials']['total']} trials in {summary['seconds']} s; outputs in {summary['out']} "
+          f"(best.json, best_irl.yaml, trials.csv, search.png); MLflow run {summary['mlflow']['parent_run_id']} "
+          f"in {summary['mlflow']['tracking_uri']}")
+    return 0
 
 
 # ------------------------------------------------------------------------------------------------ score
