@@ -16,7 +16,7 @@ DEFAULT_WORKDIR = "fairl_runs/default"
 
 EPILOG_RUN = """\
 examples:
-  fairl run                                   # the embedded synthetic world, end to end (~5-10 min on 2 CPUs)
+  fairl run                                   # the embedded synthetic world, end to end (~1-3 min on 2 CPUs)
   fairl run --set irl.methods='[max_margin, fa_irl_mm_margin]' --set seeds='[0,1,2,3,4]'
   fairl run my_experiment.yaml --workdir runs/exp1
   fairl run --address auto                    # on a running `ray up` cluster (workdir on shared storage)
