@@ -357,6 +357,17 @@ def write_pairs(table_or_rows, path) -> Path:
 # ----------------------------------------------------------------------------------------- splitting
 
 
+def test_mask(n: int, test_fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of the round(test_fraction · n) test rows of a seeded random split.
+
+    The one place a random train/test split is drawn, so the pipeline's pairs stage, ``fairl irl`` and
+    ``fairl tune --pairs`` hold out the same pairs of the same file for the same seed.
+    """
+    is_test = np.zeros(n, dtype=bool)
+    is_test[np.random.default_rng(seed).permutation(n)[: int(round(float(test_fraction) * n))]] = True
+    return is_test
+
+
 def split_pairs(
     table: pa.Table, test_fraction: float = 0.2, seed: int = 0, *, by_prompt: bool = False
 ) -> tuple[pa.Table, pa.Table]:
@@ -396,7 +407,7 @@ def split_pairs(
             is_test[idx] = True
             taken += len(idx)
     else:
-        is_test[rng.permutation(n)[:n_test]] = True
+        is_test = test_mask(n, test_fraction, seed)
     labelled = table.append_column("split", pa.array(np.where(is_test, "test", "train").tolist(), type=pa.string()))
     return labelled.filter(pa.array(~is_test)), labelled.filter(pa.array(is_test))
 

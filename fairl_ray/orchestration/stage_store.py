@@ -22,7 +22,7 @@ from typing import Any
 
 MARKER = "stage.json"
 # Bump when a stage's output format or semantics change, so old cached outputs are not reused.
-STAGE_FORMAT_VERSION = 1
+STAGE_FORMAT_VERSION = 2  # 2: pairs split drawn by pairs_io.test_mask
 
 
 def stage_key(stage: str, config: Any, upstream: dict[str, str]) -> str:

@@ -116,17 +116,13 @@ def run_irl_on_pairs(table, cfg, out_dir: Path) -> dict:
     A ``split`` column is honoured; without one a seeded test split is held out. Writes ``rewards/``,
     ``features.safetensors``, ``metrics.json`` and the plots into ``out_dir``; returns the evaluation summary.
     """
+    from fairl_ray.pairs_io import split_pairs
     from fairl_ray.stages.evaluate import evaluate_rewards
     from fairl_ray.stages.featurize import featurize_pairs, load_pair_features
 
-    rows = table.to_pylist()
-    if "split" not in table.column_names or any(r.get("split") not in ("train", "test") for r in rows):
-        rng = np.random.default_rng(cfg.pairs.seed)
-        n_test = max(1, int(round(cfg.pairs.test_fraction * len(rows))))
-        test_index = set(rng.permutation(len(rows))[:n_test].tolist())
-        for i, r in enumerate(rows):
-            r["split"] = "test" if i in test_index else "train"
-    n_train = sum(r["split"] == "train" for r in rows)
+    train, test = split_pairs(table, cfg.pairs.test_fraction, cfg.pairs.seed)
+    rows = train.to_pylist() + test.to_pylist()
+    n_train = train.num_rows
     if n_train < 2 or n_train == len(rows):
         raise ValueError(f"need at least 2 train pairs and 1 test pair, got {n_train} train of {len(rows)}")
 

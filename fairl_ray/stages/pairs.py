@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from fairl_ray.config import PairsConfig
+from fairl_ray.pairs_io import test_mask
 
 
 def build_pairs(prompts: list[str], expert: list[str], base: list[str], world, cfg: PairsConfig) -> list[dict]:
@@ -55,10 +56,12 @@ def build_pairs(prompts: list[str], expert: list[str], base: list[str], world, c
             f"only {len(rows)} usable preference pairs: the expert and base completions are too similar "
             "(or the pair mix too strict); raise prompts.n_pairs or relax pairs.toxic_to_nontoxic_fraction"
         )
-    n_test = max(1, int(round(cfg.test_fraction * len(rows))))
-    test_index = set(rng.permutation(len(rows))[:n_test].tolist())
-    for i, row in enumerate(rows):
-        row["split"] = "test" if i in test_index else "train"
+    is_test = test_mask(len(rows), cfg.test_fraction, cfg.seed)
+    if not is_test.any():
+        raise RuntimeError(f"pairs.test_fraction={cfg.test_fraction} of {len(rows)} pairs holds out no test pair; "
+                           "raise pairs.test_fraction or prompts.n_pairs")
+    for row, is_test in zip(rows, is_test):
+        row["split"] = "test" if is_test else "train"
     return rows
 
 
