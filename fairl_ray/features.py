@@ -30,12 +30,12 @@ import functools
 import hashlib
 import importlib.util
 import json
-import os
-import tempfile
 import uuid
 from pathlib import Path
 
 import numpy as np
+
+from fairl_ray.atomic_io import atomic_write_bytes
 
 __all__ = [
     "DEFAULT_ENCODER",
@@ -229,30 +229,6 @@ def _locked(cache_dir: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _fsync_dir(d: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
 def _read_index(cache_dir: Path) -> dict:
     p = cache_dir / INDEX_FILE
     if not p.exists():
@@ -274,11 +250,11 @@ def _write_shard(cache_dir: Path, encoder_name: str, keys: np.ndarray, feats: np
         {"keys": np.ascontiguousarray(keys, dtype=np.uint8), "features": np.ascontiguousarray(feats, dtype=np.float32)},
         metadata={"encoder": encoder_name},
     )
-    _atomic_write_bytes(cache_dir / fname, data)
+    atomic_write_bytes(cache_dir / fname, data)
     with _locked(cache_dir):
         index = _read_index(cache_dir)
         index["shards"].append({"file": fname, "encoder": encoder_name, "dim": int(feats.shape[1]), "rows": len(keys)})
-        _atomic_write_bytes(cache_dir / INDEX_FILE, json.dumps(index, indent=1).encode("utf-8"))
+        atomic_write_bytes(cache_dir / INDEX_FILE, json.dumps(index, indent=1).encode("utf-8"))
 
 
 def _lookup(cache_dir: Path, encoder_name: str, dim: int, wanted: dict[bytes, int], out: np.ndarray) -> np.ndarray:

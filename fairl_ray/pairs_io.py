@@ -30,16 +30,15 @@ counted). The first bad row (in row order) is reported.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+
+from fairl_ray.atomic_io import atomic_file
 
 __all__ = [
     "LABEL_COLUMNS",
@@ -334,23 +333,15 @@ def write_pairs(table_or_rows, path) -> Path:
     path = Path(path)
     kind = _kind(path)
     table = validate_pairs(table_or_rows, source=str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
+    with atomic_file(path) as tmp:
         if kind == "parquet":
             import pyarrow.parquet as pq
 
-            os.close(fd)
             pq.write_table(table, tmp)
         else:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            with open(tmp, "w", encoding="utf-8") as fh:
                 for row in table.to_pylist():
                     fh.write(json.dumps(row, ensure_ascii=False, allow_nan=False, default=_json_default) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
     return path
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from fairl_ray.atomic_io import atomic_directory
 
 
 def load_policy(policy_dir: str | os.PathLike):
@@ -28,18 +28,8 @@ def load_policy(policy_dir: str | os.PathLike):
 
 
 def save_policy(model, tokenizer, out_dir: str | os.PathLike) -> Path:
-    """Save into ``out_dir`` atomically: written to a temp folder beside it, then renamed into place."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-    try:
+    """Save into ``out_dir`` atomically (see :func:`fairl_ray.atomic_io.atomic_directory`)."""
+    with atomic_directory(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return Path(out_dir)

@@ -15,14 +15,13 @@ in the same normalised units (score > threshold ⇒ classified good / non-toxic)
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from fairl_ray.atomic_io import atomic_directory
 
 from .config import IRLConfig
 from .heads import reward_from_params
@@ -60,21 +59,9 @@ def save_reward(out_dir, member, encoder: str, normalisation: dict | None = None
         "param_names": sorted(params),
         "extra": extra or {},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         save_file(params, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
         (tmp / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True))
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "d")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -117,7 +104,9 @@ class RewardModel:
 
     def _get_encoder(self):
         if self._encoder is None:
-            from fairl_ray.features import load_encoder  # lazy: pulls in sentence-transformers / transformers
+            from fairl_ray.features import (
+                load_encoder,  # lazy: pulls in sentence-transformers / transformers
+            )
 
             self._encoder = load_encoder(self.card["encoder"])
         return self._encoder

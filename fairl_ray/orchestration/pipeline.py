@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from fairl_ray.atomic_io import atomic_write_bytes
 from fairl_ray.config import PipelineConfig, config_to_yaml
 from fairl_ray.configuration import flatten, to_dict
 from fairl_ray.orchestration.stage_store import (
@@ -399,9 +400,7 @@ class Pipeline:
         from fairl_ray.report import format_report
 
         path = self.workdir / "results.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=2))
-        tmp.replace(path)
+        atomic_write_bytes(path, json.dumps(results, indent=2).encode())
         report = format_report(results)
         (self.workdir / "report.md").write_text(report)
         self.tracker.log_artifact(self.parent_run, path)
