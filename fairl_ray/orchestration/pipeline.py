@@ -28,6 +28,7 @@ from fairl_ray.orchestration.stage_store import (
     StageOutput,
     StageWriter,
     clean_stale_temporaries,
+    read_summary,
     stage_key,
     stage_output,
 )
@@ -120,12 +121,11 @@ def stage_irl(out: Path, pairs_dir: Path, features_dir: Path, irl_cfg, seeds: li
 
 
 def stage_evaluate(out: Path, pairs_dir: Path, features_dir: Path, irl_dir: Path) -> dict:
-    from fairl_ray.orchestration.stage_store import MARKER
     from fairl_ray.stages.evaluate import evaluate_rewards
     from fairl_ray.stages.featurize import load_pair_features
 
     chosen, rejected = load_pair_features(features_dir)
-    members = json.loads((Path(irl_dir) / MARKER).read_text())["summary"]["members"]
+    members = read_summary(irl_dir)["members"]
     return evaluate_rewards(_read_rows(pairs_dir), chosen, rejected, Path(irl_dir), members, out)
 
 

@@ -38,6 +38,7 @@ import numpy as np
 
 from fairl_ray.configuration import ConfigError, apply_overrides, flatten, from_dict, load_yaml, to_dict
 from fairl_ray.irl.config import METHODS, IRLConfig
+from fairl_ray.orchestration.stage_store import read_summary
 
 OBJECTIVES = {"starc": "min", "pair_accuracy": "max", "roc_auc": "max", "accuracy": "max"}
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
@@ -246,7 +247,7 @@ def data_from_workdir(workdir: str | Path, cfg: SearchConfig) -> SearchData:
     chosen, rejected = load_pair_features(features_dir)
     if len(chosen) != len(rows):
         raise ValueError(f"{features_dir}: {len(chosen)} feature rows for {len(rows)} pairs")
-    encoder = _stage_summary(features_dir).get("encoder", "all-MiniLM-L6-v2")
+    encoder = read_summary(features_dir).get("encoder", "all-MiniLM-L6-v2")
     return _finish(rows, chosen, rejected, encoder, cfg, str(workdir))
 
 
@@ -254,25 +255,17 @@ def data_from_pairs(path: str | Path, cfg: SearchConfig, out: Path) -> SearchDat
     """A user's pairs file, featurised once into ``<out>/features`` (per-text cache ``<out>/feature_cache``) with
     the pipeline's default encoder; without a ``split`` column the pipeline's seeded test split is held out."""
     from fairl_ray.config import load_config
-    from fairl_ray.pairs_io import read_pairs, split_pairs
-    from fairl_ray.stages.featurize import featurize_pairs, load_pair_features
+    from fairl_ray.pairs_io import read_pairs
+    from fairl_ray.stages.irl_fit import featurize_table
 
-    table = read_pairs(path)
-    pipe = load_config(None)
-    train, test = split_pairs(table, pipe.pairs.test_fraction, pipe.pairs.seed)
-    if test.num_rows == 0 or train.num_rows < 3:
-        raise ValueError(f"{path}: need at least 3 train pairs and 1 test pair, got {train.num_rows} / {test.num_rows}")
-    rows = train.to_pylist() + test.to_pylist()
-    features_dir = out / "features"
-    features_dir.mkdir(parents=True, exist_ok=True)
-    summary = featurize_pairs(rows, pipe.features.encoder, out / "feature_cache", features_dir, pipe.features.batch_size)
-    chosen, rejected = load_pair_features(features_dir)
-    return _finish(rows, chosen, rejected, summary["encoder"], cfg, str(path))
-
-
-def _stage_summary(stage_dir: Path) -> dict:
-    card = stage_dir / "stage.json"
-    return json.loads(card.read_text()).get("summary", {}) if card.is_file() else {}
+    table = read_pairs(path)  # its errors already name the file, row and column
+    try:
+        rows, chosen, rejected, encoder = featurize_table(
+            table, load_config(None), out / "features", out / "feature_cache", min_train=3
+        )
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    return _finish(rows, chosen, rejected, encoder, cfg, str(path))
 
 
 def _finish(rows, chosen, rejected, encoder, cfg: SearchConfig, source: str) -> SearchData:
@@ -323,7 +316,7 @@ def evaluate_config(data: SearchData, irl: dict, seeds: list[int], on: Literal["
     members = [IRLConfig(**{**irl, "seed": int(s)}) for s in seeds]
     with tempfile.TemporaryDirectory(prefix="fairl-tune-") as tmp:
         fitted = fit_rewards(rows, chosen, rejected, members, data.encoder, Path(tmp), device)
-        summary = evaluate_rewards(rows, chosen, rejected, Path(tmp), fitted["members"], Path(tmp))
+        summary = evaluate_rewards(rows, chosen, rejected, Path(tmp), fitted["members"], Path(tmp), plots=False)
     return summary["per_method"][members[0].method]
 
 

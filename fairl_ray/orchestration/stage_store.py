@@ -49,7 +49,13 @@ class StageOutput:
 
     def summary(self) -> dict:
         """The dict the stage returned when it finished (stored in the marker)."""
-        return json.loads((self.path / MARKER).read_text())["summary"]
+        return read_summary(self.path)
+
+
+def read_summary(stage_dir: str | Path) -> dict:
+    """The summary a finished stage directory recorded in its marker (``{}`` if it has none)."""
+    marker = Path(stage_dir) / MARKER
+    return json.loads(marker.read_text())["summary"] if marker.is_file() else {}
 
 
 def stage_output(workdir: str | Path, stage: str, key: str) -> StageOutput:

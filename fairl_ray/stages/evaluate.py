@@ -24,9 +24,11 @@ TABLE_METRICS = ("accuracy", "f1", "roc_auc", "starc", "pair_accuracy")
 
 
 def evaluate_rewards(
-    rows: list[dict], chosen: np.ndarray, rejected: np.ndarray, irl_dir: Path, members: list[dict], out_dir: Path
+    rows: list[dict], chosen: np.ndarray, rejected: np.ndarray, irl_dir: Path, members: list[dict], out_dir: Path,
+    plots: bool = True,
 ) -> dict:
-    """Score the test split with each member's reward; write metrics.json, the plots; return the summary."""
+    """Score the test split with each member's reward; write metrics.json (and the plots unless ``plots`` is
+    False, as in search trials, whose outputs nobody looks at); return the summary."""
     test = [i for i, r in enumerate(rows) if r.get("split") == "test"]
     test_rows = [rows[i] for i in test]
     class_chosen, class_rejected = output_classes(test_rows)
@@ -55,6 +57,8 @@ def evaluate_rewards(
 
     summary = {"test_pairs": len(test), "per_member": per_member, "per_method": aggregate(per_member)}
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    if not plots:
+        return summary
     if has_rstar:
         scores_for_plot["R* (ground truth)"] = (gt_chosen, gt_rejected)
     plot_reward_distributions(scores_for_plot, out_dir / "reward_distributions.png")

@@ -109,6 +109,26 @@ def fit_rewards(
     return summary
 
 
+def featurize_table(table, cfg, features_dir: Path, cache_dir: Path, min_train: int = 2):
+    """A user's validated pairs table → ``(rows, chosen, rejected, encoder_name)`` for the IRL engine.
+
+    The test split is the pipeline's (``pairs.test_fraction`` / ``pairs.seed``, or the file's ``split``
+    column), checked before any encoding; features come from ``features.encoder`` through the per-text cache.
+    """
+    from fairl_ray.pairs_io import split_pairs
+    from fairl_ray.stages.featurize import featurize_pairs, load_pair_features
+
+    train, test = split_pairs(table, cfg.pairs.test_fraction, cfg.pairs.seed)
+    if train.num_rows < min_train or test.num_rows < 1:
+        raise ValueError(f"need at least {min_train} train pairs and 1 test pair, got {train.num_rows} train "
+                         f"and {test.num_rows} test")
+    rows = train.to_pylist() + test.to_pylist()
+    Path(features_dir).mkdir(parents=True, exist_ok=True)
+    summary = featurize_pairs(rows, cfg.features.encoder, cache_dir, features_dir, cfg.features.batch_size)
+    chosen, rejected = load_pair_features(features_dir)
+    return rows, chosen, rejected, summary["encoder"]
+
+
 def run_irl_on_pairs(table, cfg, out_dir: Path) -> dict:
     """``fairl irl``: features → batched IRL → evaluation on a user's (already validated) pairs table.
 
@@ -116,20 +136,10 @@ def run_irl_on_pairs(table, cfg, out_dir: Path) -> dict:
     A ``split`` column is honoured; without one a seeded test split is held out. Writes ``rewards/``,
     ``features.safetensors``, ``metrics.json`` and the plots into ``out_dir``; returns the evaluation summary.
     """
-    from fairl_ray.pairs_io import split_pairs
     from fairl_ray.stages.evaluate import evaluate_rewards
-    from fairl_ray.stages.featurize import featurize_pairs, load_pair_features
-
-    train, test = split_pairs(table, cfg.pairs.test_fraction, cfg.pairs.seed)
-    rows = train.to_pylist() + test.to_pylist()
-    n_train = train.num_rows
-    if n_train < 2 or n_train == len(rows):
-        raise ValueError(f"need at least 2 train pairs and 1 test pair, got {n_train} train of {len(rows)}")
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    featurize_pairs(rows, cfg.features.encoder, out_dir / "feature_cache", out_dir, cfg.features.batch_size)
-    chosen, rejected = load_pair_features(out_dir)
+    rows, chosen, rejected, encoder = featurize_table(table, cfg, out_dir, out_dir / "feature_cache")
     members = cfg.irl.member_configs(list(cfg.seeds))
-    fitted = fit_rewards(rows, chosen, rejected, members, cfg.features.encoder, out_dir, cfg.irl.device)
+    fitted = fit_rewards(rows, chosen, rejected, members, encoder, out_dir, cfg.irl.device)
     return evaluate_rewards(rows, chosen, rejected, out_dir, fitted["members"], out_dir)
