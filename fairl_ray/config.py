@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Optional
 
@@ -207,12 +206,14 @@ class PipelineConfig:
         return list(self.realign.methods) if self.realign.methods is not None else list(self.irl.methods)
 
 
+def tune_config_path(name: str) -> Path:
+    """A YAML shipped in the repository's ``tune_configs/`` (found through the editable install)."""
+    return Path(__file__).resolve().parent.parent / "tune_configs" / name
+
+
 def default_config_path() -> Path:
-    """The embedded default experiment (``tune_configs/default.yaml``, shipped inside the package too)."""
-    packaged = resources.files("fairl_ray") / "tune_configs" / "default.yaml"
-    if packaged.is_file():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parent.parent / "tune_configs" / "default.yaml"
+    """The embedded default experiment, ``tune_configs/default.yaml``."""
+    return tune_config_path("default.yaml")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:

@@ -358,7 +358,7 @@ class Pipeline:
         if isinstance(stage.config, dict) and stage.config:
             tracker.log_params(run_id, flatten(stage.config))
         summary = self.summaries[stage.name]
-        metrics = {k: v for k, v in flatten(_metric_view(stage.name, summary)).items()}
+        metrics = flatten(_metric_view(stage.name, summary))
         metrics["stage_seconds"] = seconds
         tracker.log_metrics(run_id, metrics)
         for rel in stage.artifacts:

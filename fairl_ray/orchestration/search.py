@@ -30,7 +30,6 @@ import math
 import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -160,10 +159,9 @@ def _check_distribution(key: str, fld: str, spec: Any, fixed: dict) -> None:
 
 def default_search_path() -> Path:
     """The shipped FA-IRL search (``tune_configs/search_fa_irl.yaml``)."""
-    packaged = resources.files("fairl_ray") / "tune_configs" / "search_fa_irl.yaml"
-    if packaged.is_file():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parents[2] / "tune_configs" / "search_fa_irl.yaml"
+    from fairl_ray.config import tune_config_path
+
+    return tune_config_path("search_fa_irl.yaml")
 
 
 def load_search_config(path: str | Path | None = None, overrides: list[str] | None = None) -> SearchConfig:
