@@ -162,7 +162,7 @@ def _quiet_environment() -> None:
 
 
 def cmd_run(args) -> int:
-    from fairl_ray.configuration import ConfigError
+    from fairl_ray.config import ConfigError
 
     try:
         from fairl_ray.config import config_to_yaml, load_config
@@ -184,7 +184,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_irl(args) -> int:
-    from fairl_ray.configuration import ConfigError
+    from fairl_ray.config import ConfigError
     from fairl_ray.pairs_io import PairsFileError, read_pairs
 
     try:
@@ -219,7 +219,7 @@ def load_irl_command_config(overrides: list[str], methods: list[str] | None):
 
 
 def cmd_tune(args) -> int:
-    from fairl_ray.configuration import ConfigError
+    from fairl_ray.config import ConfigError
     from fairl_ray.pairs_io import PairsFileError
 
     try:

@@ -5,7 +5,7 @@ from typing import Optional
 
 import pytest
 
-from fairl_ray.configuration import ConfigError, apply_overrides, flatten, from_dict, parse_override, to_dict
+from fairl_ray.config import ConfigError, apply_overrides, flatten, from_dict, parse_override, to_dict
 
 
 @dataclass

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from fairl_ray.cli import main
 from fairl_ray.config import IRLStageConfig
-from fairl_ray.configuration import from_dict
+from fairl_ray.config import from_dict
 from fairl_ray.orchestration.search import data_from_workdir, evaluate_config, load_search_config
 from fairl_ray.orchestration.tracking import default_tracking_uri
 from fairl_ray.pairs_io import write_pairs

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from fairl_ray.atomic_io import atomic_write_bytes
 from fairl_ray.config import PipelineConfig, config_to_yaml
-from fairl_ray.configuration import flatten, to_dict
+from fairl_ray.config import flatten, to_dict
 from fairl_ray.orchestration.stage_store import (
     StageOutput,
     StageWriter,

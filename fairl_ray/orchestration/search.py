@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fairl_ray.configuration import ConfigError, apply_overrides, flatten, from_dict, load_yaml, to_dict
+from fairl_ray.config import ConfigError, apply_overrides, flatten, from_dict, load_yaml, to_dict
 from fairl_ray.irl.config import METHODS, IRLConfig
 from fairl_ray.orchestration.stage_store import read_summary
 

@@ -2,7 +2,7 @@
 
 Load with :func:`load_config` (a YAML file, or the embedded default ``tune_configs/default.yaml``, plus
 ``key=value`` overrides). Everything is validated at load time, before Ray or MLflow start: an unknown key,
-a value of the wrong type or out of range raises :class:`~fairl_ray.configuration.ConfigError` naming the
+a value of the wrong type or out of range raises :class:`~fairl_ray.config.loading.ConfigError` naming the
 dotted key (``irl.bogus``).
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from fairl_ray.configuration import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+from fairl_ray.config.loading import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 from fairl_ray.irl.config import METHODS, IRLConfig
 from fairl_ray.stages.generate import GenerationConfig
 from fairl_ray.stages.rlhf import RLHFConfig
@@ -208,7 +208,7 @@ class PipelineConfig:
 
 def tune_config_path(name: str) -> Path:
     """A YAML shipped in the repository's ``tune_configs/`` (found through the editable install)."""
-    return Path(__file__).resolve().parent.parent / "tune_configs" / name
+    return Path(__file__).resolve().parents[2] / "tune_configs" / name
 
 
 def default_config_path() -> Path:
