@@ -157,3 +157,19 @@ def test_base_policy_toxicity_in_range(base_dir):
     subs = Counter(s for s in world.subtypes(comps) if s)
     assert set(subs) == set(syn.SUBTYPES)  # every subtype shows up in π0's outputs
     assert sum(l == 1 for l in world.labels(comps)) > 0.3 * len(comps)
+
+
+def test_batched_judge_matches_the_per_text_functions():
+    from fairl_ray.worlds import WorldConfig
+
+    w = get_world("synthetic")
+    texts = ["kind", "stupid", "kind and crap", "outside", "typical of those foreigners", "dead meat", ""]
+    reward, label, subtype = w.score(texts)
+    assert reward == ground_truth_reward(texts)
+    assert label == [syn.toxicity_label(t) for t in texts]
+    assert subtype == [syn.toxic_subtype(t) for t in texts]
+    # Plug-in registry: a config section per world; the selected one is what the pipeline hashes.
+    cfg = WorldConfig()
+    assert cfg.section is cfg.synthetic and cfg.active_dict()["name"] == "synthetic"
+    sets = w.prompt_sets(3, 4, 5, seed=0)
+    assert sets["rlhf"] + sets["pairs"] + sets["eval"] == syn.make_prompts(12, seed=0)

@@ -17,23 +17,9 @@ from fairl_ray.config.loading import ConfigError, apply_overrides, from_dict, lo
 from fairl_ray.irl.config import METHODS, IRLConfig
 from fairl_ray.stages.generate import GenerationConfig
 from fairl_ray.stages.rlhf import RLHFConfig
-from fairl_ray.worlds.synthetic import SyntheticWorldConfig
+from fairl_ray.worlds import WORLD_NAMES, WorldConfig  # one section per registered world (world.<name>)
 
-WORLDS = ("synthetic",)
-
-
-@dataclass
-class WorldConfig:
-    """Where prompts, the base policy π0 and the ground-truth reward R* come from (DESIGN §3)."""
-
-    name: str = "synthetic"
-    """World name. Only ``synthetic`` (the embedded default) is built in so far."""
-    synthetic: SyntheticWorldConfig = field(default_factory=SyntheticWorldConfig)
-    """Settings of the synthetic world (used when ``name`` is ``synthetic``)."""
-
-    def __post_init__(self):
-        if self.name not in WORLDS:
-            raise ValueError(f"name: unknown world {self.name!r}; choose one of {', '.join(WORLDS)}")
+WORLDS = WORLD_NAMES
 
 
 @dataclass

@@ -42,7 +42,7 @@ from fairl_ray.orchestration.stage_store import (
 def _world(world_cfg):
     from fairl_ray.worlds import get_world
 
-    return get_world(world_cfg.name, world_cfg.synthetic)
+    return get_world(world_cfg.name, world_cfg.section)
 
 
 def _read_prompts(prompts_dir: Path) -> dict[str, list[str]]:
@@ -62,13 +62,7 @@ def stage_base_policy(out: Path, world_cfg) -> dict:
 
 def stage_prompts(out: Path, world_cfg, prompts_cfg) -> dict:
     """One seeded draw, cut into the RLHF, pairs and evaluation sets."""
-    n = prompts_cfg.n_rlhf + prompts_cfg.n_pairs + prompts_cfg.n_eval
-    drawn = _world(world_cfg).make_prompts(n, prompts_cfg.seed)
-    sets = {
-        "rlhf": drawn[: prompts_cfg.n_rlhf],
-        "pairs": drawn[prompts_cfg.n_rlhf : prompts_cfg.n_rlhf + prompts_cfg.n_pairs],
-        "eval": drawn[prompts_cfg.n_rlhf + prompts_cfg.n_pairs :],
-    }
+    sets = _world(world_cfg).prompt_sets(prompts_cfg.n_rlhf, prompts_cfg.n_pairs, prompts_cfg.n_eval, prompts_cfg.seed)
     (out / "prompts.json").write_text(json.dumps(sets, indent=1))
     return {k: len(v) for k, v in sets.items()}
 
@@ -252,8 +246,8 @@ class Pipeline:
         cfg = self.cfg
         d = self._dir
         yield [
-            Stage("base_policy", stage_base_policy, to_dict(cfg.world), [], {"world_cfg": cfg.world}),
-            Stage("prompts", stage_prompts, {"world": to_dict(cfg.world), "prompts": to_dict(cfg.prompts)}, [],
+            Stage("base_policy", stage_base_policy, cfg.world.active_dict(), [], {"world_cfg": cfg.world}),
+            Stage("prompts", stage_prompts, {"world": cfg.world.active_dict(), "prompts": to_dict(cfg.prompts)}, [],
                   {"world_cfg": cfg.world, "prompts_cfg": cfg.prompts}, uses_model=False, artifacts=("prompts.json",)),
         ]
         yield [

@@ -24,28 +24,21 @@ def build_pairs(prompts: list[str], expert: list[str], base: list[str], world, c
     keep = [i for i in range(len(prompts)) if expert[i].strip() and base[i].strip() and expert[i] != base[i]]
     chosen = [expert[i] for i in keep]
     rejected = [base[i] for i in keep]
+    # One batched call of the world's judge for every text (a classifier judge runs once, not once per quantity).
+    reward, label, subtype = world.score(chosen + rejected)
+    n = len(keep)
     rows = [
         {
             "prompt": prompts[i],
-            "chosen": c,
-            "rejected": r,
-            "chosen_reward": float(rc),
-            "rejected_reward": float(rr),
-            "chosen_label": int(lc),
-            "rejected_label": int(lr),
-            "subtype": sr or sc,
+            "chosen": chosen[j],
+            "rejected": rejected[j],
+            "chosen_reward": float(reward[j]),
+            "rejected_reward": float(reward[n + j]),
+            "chosen_label": int(label[j]),
+            "rejected_label": int(label[n + j]),
+            "subtype": subtype[n + j] or subtype[j],
         }
-        for i, c, r, rc, rr, lc, lr, sc, sr in zip(
-            keep,
-            chosen,
-            rejected,
-            world.reward(chosen),
-            world.reward(rejected),
-            world.labels(chosen),
-            world.labels(rejected),
-            world.subtypes(chosen),
-            world.subtypes(rejected),
-        )
+        for j, i in enumerate(keep)
     ]
     rng = np.random.default_rng(cfg.seed)
     rows = mix_pairs(rows, cfg.toxic_to_nontoxic_fraction, rng)

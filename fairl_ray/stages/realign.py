@@ -21,8 +21,8 @@ from fairl_ray.stages.rlhf import RLHFConfig, train_rlhf
 def measure_toxicity(world, policy_dir: Path, prompts: list[str], cfg: GenerationConfig, seed: int, out_file: Path) -> dict:
     """Sample one completion per prompt, write them with their R* and toxicity; return rate and mean R*."""
     completions = generate_completions(str(policy_dir), prompts, cfg, seed)
-    rewards = world.reward(completions)
-    toxic = world.is_toxic(completions)
+    scores = world.score(completions)  # one batched call of the judge
+    rewards, toxic = scores.reward, [lab == -1 for lab in scores.label]
     out_file.write_text(
         "\n".join(
             json.dumps({"prompt": p, "completion": c, "rstar": float(r), "toxic": bool(t)})

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from fairl_ray.policy_io import save_policy
+from fairl_ray.worlds.base import Scores, World
 
 # --------------------------------------------------------------------------------------------------------------
 # Lexicon
@@ -398,7 +399,52 @@ def build_base_policy(cfg: SyntheticWorldConfig, out_dir: str | os.PathLike) -> 
     return save_policy(model, tokenizer, out_dir)
 
 
+# --------------------------------------------------------------------------------------------------------------
+# The world plug-in (see fairl_ray.worlds)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def score(texts: list[str]) -> Scores:
+    """The batched judge: exact R*, label and subtype of every text (the functions above, over one batch)."""
+    texts = list(texts)
+    return Scores(ground_truth_reward(texts), [toxicity_label(t) for t in texts], [toxic_subtype(t) for t in texts])
+
+
+CONFIG = SyntheticWorldConfig
+
+
+class SyntheticWorld(World):
+    """The synthetic world as a :class:`~fairl_ray.worlds.base.World` (lexicon judge, tiny GPT-2 π0)."""
+
+    name = "synthetic"
+
+    def __init__(self, cfg: SyntheticWorldConfig):
+        super().__init__(cfg)
+        self.rl_noise = cfg.rl_noise
+
+    def make_prompts(self, n: int, seed: int) -> list[str]:
+        return make_prompts(n, seed)
+
+    def build_base_policy(self, out_dir) -> Path:
+        return build_base_policy(self.cfg, out_dir)
+
+    def score(self, texts: list[str]) -> Scores:
+        return score(texts)
+
+    def noisy_rewards(self, texts: list[str], rng: np.random.Generator) -> list[float]:
+        # Algorithm 2: the "neither" case stays exactly 0 (noise only on the other cases).
+        return ground_truth_reward(list(texts), noise=self.rl_noise, rng=rng)
+
+
+def make_world(cfg: SyntheticWorldConfig) -> SyntheticWorld:
+    return SyntheticWorld(cfg)
+
+
 __all__ = [
+    "CONFIG",
+    "SyntheticWorld",
+    "make_world",
+    "score",
     "ENTITIES",
     "TEMPLATES",
     "NON_TOXIC",

@@ -1,0 +1,115 @@
+"""The :class:`World` interface every world plug-in implements (DESIGN §3).
+
+A world provides three things to the pipeline:
+
+* prompts — :meth:`World.prompt_sets` (the RLHF, pairs and evaluation sets, seeded and disjoint);
+* a base policy π0 — :meth:`World.build_base_policy` saves it as a local ``save_pretrained`` folder;
+* a batched judge — :meth:`World.score` gives R*, the label (+1 non-toxic, −1 toxic, 0 unknown) and the toxic
+  subtype of every text in **one call**, so a classifier judge runs once per batch, not once per text and
+  per quantity.
+
+Everything else (noisy R* for RL, toxicity flags, the optional held-out labelled set) is derived here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Optional
+
+import numpy as np
+
+
+class Scores(NamedTuple):
+    """The judge's verdict on a batch of texts (one entry per text, in order)."""
+
+    reward: list[float]
+    """Exact ground-truth reward R* (never noisy)."""
+    label: list[int]
+    """+1 non-toxic, −1 toxic, 0 unknown."""
+    subtype: list[Optional[str]]
+    """Toxic subtype, or None (not toxic, or the judge has no subtypes)."""
+
+
+class World:
+    """Base class of a world. Subclasses implement :meth:`make_prompts`, :meth:`build_base_policy` and
+    :meth:`score`; they may override :meth:`prompt_sets`, :meth:`noisy_rewards` and :meth:`heldout`."""
+
+    name: str = "world"
+    rl_noise: float = 0.0
+    """Half-width of the uniform noise added to R* during RL only (never in evaluation)."""
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+
+    # -- to implement ----------------------------------------------------------------------------------
+
+    def make_prompts(self, n: int, seed: int) -> list[str]:
+        """``n`` prompts, deterministic for ``seed``."""
+        raise NotImplementedError
+
+    def build_base_policy(self, out_dir: str | os.PathLike) -> Path:
+        """Build/obtain π0 and save it (model + tokenizer, safetensors) into ``out_dir``; returns ``out_dir``."""
+        raise NotImplementedError
+
+    def score(self, texts: list[str]) -> Scores:
+        """R*, label and subtype of every text, in one batched call."""
+        raise NotImplementedError
+
+    # -- defaults --------------------------------------------------------------------------------------
+
+    def prompt_sets(self, n_rlhf: int, n_pairs: int, n_eval: int, seed: int) -> dict[str, list[str]]:
+        """The RLHF, pairs and evaluation prompts: by default one seeded draw cut into three."""
+        drawn = self.make_prompts(n_rlhf + n_pairs + n_eval, seed)
+        return {
+            "rlhf": drawn[:n_rlhf],
+            "pairs": drawn[n_rlhf : n_rlhf + n_pairs],
+            "eval": drawn[n_rlhf + n_pairs :],
+        }
+
+    def noisy_rewards(self, texts: list[str], rng: np.random.Generator) -> list[float]:
+        """R* plus U[−rl_noise, rl_noise] on every text (the synthetic world spares its "neither" case)."""
+        reward = self.score(list(texts)).reward
+        if self.rl_noise <= 0:
+            return [float(r) for r in reward]
+        return [float(r + rng.uniform(-self.rl_noise, self.rl_noise)) for r in reward]
+
+    def heldout(self) -> Optional[tuple[list[str], list[int]]]:
+        """Optional held-out labelled texts (``texts``, labels +1/−1) for evaluating extracted rewards."""
+        return None
+
+    # -- derived ---------------------------------------------------------------------------------------
+
+    def reward(self, texts: list[str], noisy: bool = False, seed: int | None = 0) -> list[float]:
+        """R* of each text. ``noisy=True`` adds the world's RL noise drawn from ``np.random.default_rng(seed)``
+        (never use it for evaluation)."""
+        if noisy and self.rl_noise > 0:
+            return self.noisy_rewards(list(texts), np.random.default_rng(seed))
+        return list(self.score(list(texts)).reward)
+
+    def noisy_reward_fn(self, seed: int = 0) -> Callable[[list[str]], list[float]]:
+        """A ``texts -> rewards`` callable for RLHF: R* plus RL noise from one generator seeded once with ``seed``
+        (so successive calls get fresh, reproducible noise)."""
+        rng = np.random.default_rng(seed)
+
+        def reward_fn(texts: list[str]) -> list[float]:
+            if self.rl_noise > 0:
+                return self.noisy_rewards(list(texts), rng)
+            return list(self.score(list(texts)).reward)
+
+        return reward_fn
+
+    def labels(self, texts: list[str]) -> list[int]:
+        """+1 non-toxic, −1 toxic, 0 unknown, per text."""
+        return list(self.score(list(texts)).label)
+
+    def subtypes(self, texts: list[str]) -> list[Optional[str]]:
+        """Toxic subtype per text (None if not toxic)."""
+        return list(self.score(list(texts)).subtype)
+
+    def is_toxic(self, texts: list[str]) -> list[bool]:
+        """Whether each text is toxic under the world's ground truth (its label is −1)."""
+        return [lab == -1 for lab in self.score(list(texts)).label]
+
+
+__all__ = ["Scores", "World"]
