@@ -143,18 +143,29 @@ class EvaluationConfig:
 
 @dataclass
 class ResourcesConfig:
-    """Ray resources each stage task asks for."""
+    """Ray resources each stage and model worker *requests*. Requests, not what the cluster has at start, are
+    what Ray's autoscaler scales on: set ``gpus_per_worker`` > 0 and an autoscaling cluster whose GPU workers
+    start at ``min_workers: 0`` grows GPU nodes for the model work (DESIGN §6)."""
 
     cpus_per_task: float = 1.0
-    """CPUs per stage task (re-RLHF tasks of different methods run side by side)."""
-    gpus_per_task: Optional[float] = None
-    """GPUs per model stage; ``null`` means 1 when the Ray cluster has GPUs, else 0."""
+    """CPUs per stage task and per model worker (re-RLHF tasks of different methods run side by side)."""
+    gpus_per_worker: float = 0.0
+    """GPUs each model worker asks for: every model stage (RLHF, re-RLHF, features) and every policy worker of
+    the generation pool. Fractional values (``0.25``) let small models share a GPU; ``0`` runs on CPUs."""
+    generation_workers: int = 1
+    """Policy workers in a generation pool (each loads its policies once and takes fixed-size prompt shards;
+    completions do not depend on this number). With GPUs: one per GPU (or per GPU fraction); on CPUs: up to
+    the cores you can spare."""
 
     def __post_init__(self):
         if self.cpus_per_task <= 0:
             raise ValueError("cpus_per_task: must be positive")
-        if self.gpus_per_task is not None and self.gpus_per_task < 0:
-            raise ValueError("gpus_per_task: must be >= 0")
+        if self.gpus_per_worker < 0:
+            raise ValueError("gpus_per_worker: must be >= 0")
+        if self.gpus_per_worker > 1 and not float(self.gpus_per_worker).is_integer():
+            raise ValueError("gpus_per_worker: above 1 it must be a whole number of GPUs")
+        if self.generation_workers < 1:
+            raise ValueError("generation_workers: must be at least 1")
 
 
 @dataclass

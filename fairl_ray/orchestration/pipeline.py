@@ -178,7 +178,7 @@ class Stage:
     config: Any  # the config section(s) that define the output (hashed; logged as params)
     upstream: list[str]
     kwargs: dict = field(default_factory=dict)
-    uses_model: bool = True  # asks for a GPU when the cluster has one
+    uses_model: bool = True  # asks for resources.gpus_per_worker GPUs
     artifacts: tuple[str, ...] = ()  # paths in the stage dir logged to MLflow
 
 
@@ -203,7 +203,7 @@ class Pipeline:
     def run(self) -> dict:
         import ray
 
-        from fairl_ray.orchestration.ray_runtime import gpus_available, init_ray
+        from fairl_ray.orchestration.ray_runtime import init_ray
         from fairl_ray.orchestration.tracking import Tracker
 
         started = time.time()
@@ -216,9 +216,8 @@ class Pipeline:
         started_ray = not ray.is_initialized()  # a Ray session we did not start (tests, notebooks) is left running
         self.log(f"[fairl] starting Ray ({self.address or 'local'}) ...")
         resources = init_ray(self.address)
-        self.gpus = self.cfg.resources.gpus_per_task
-        if self.gpus is None:
-            self.gpus = 1.0 if gpus_available() else 0.0
+        # Requested from config, never decided from the GPUs present now: the autoscaler adds nodes for requests.
+        self.gpus = self.cfg.resources.gpus_per_worker
         self.log(f"[fairl] Ray resources: {resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU")
 
         self.tracker = Tracker(self.tracking_uri, artifact_root=self.workdir / "mlartifacts")

@@ -24,7 +24,8 @@ class GenerationConfig:
     top_p: float = 1.0
     """Nucleus-sampling mass in (0, 1] (ignored when ``do_sample`` is False)."""
     batch_size: int = 256
-    """Prompts per ``generate`` call."""
+    """Prompts per ``generate`` call, and the fixed shard size of the generation pool (each shard is seeded by
+    (seed, shard index), so completions depend on this number but not on how many workers run)."""
     do_sample: bool = True
     """Sample (True) or decode greedily (False)."""
 
@@ -44,44 +45,65 @@ class GenerationConfig:
             bad("do_sample", "must be a bool")
 
 
+def shard_seed(seed: int, shard: int) -> int:
+    """The sampling seed of prompt shard ``shard`` under run seed ``seed`` (independent streams per shard)."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(seed), int(shard)]).generate_state(1)[0])
+
+
+def shards(n: int, shard_size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the fixed-size shards of ``n`` prompts (the last one may be shorter)."""
+    return [(a, min(a + shard_size, n)) for a in range(0, n, shard_size)]
+
+
+def generate_shard(model, tokenizer, prompts: list[str], cfg: GenerationConfig, seed: int) -> list[str]:
+    """One ``generate`` call on one shard of prompts (left padding) seeded with ``seed``; returns the decoded new
+    tokens only (special tokens stripped, surrounding whitespace trimmed)."""
+    import torch
+
+    sample_kwargs = dict(temperature=cfg.temperature, top_p=cfg.top_p, top_k=0) if cfg.do_sample else {}
+    torch.manual_seed(seed)
+    with torch.inference_mode():
+        enc = tokenizer(list(prompts), return_tensors="pt", padding=True).to(model.device)
+        gen = model.generate(
+            **enc,
+            max_new_tokens=cfg.max_new_tokens,
+            do_sample=cfg.do_sample,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            **sample_kwargs,
+        )
+    new = gen[:, enc["input_ids"].shape[1] :]
+    return [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+
 def generate_completions(
     policy_dir: str | os.PathLike,
     prompts: list[str],
     cfg: GenerationConfig | None = None,
     seed: int = 0,
     progress: bool | None = None,
+    device: str = "auto",
 ) -> list[str]:
-    """One completion per prompt: batched ``generate`` with left padding; returns only the decoded new tokens
-    (special tokens stripped, surrounding whitespace trimmed). Deterministic for ``seed`` (and batch size).
+    """One completion per prompt, in this process: the prompts are cut into fixed-size shards of
+    ``cfg.batch_size``, shard ``i`` sampled with :func:`shard_seed` ``(seed, i)`` — exactly what a pool of policy
+    workers (:mod:`fairl_ray.orchestration.actors`) returns, whatever its size. Deterministic for ``seed``.
 
-    ``progress``: tqdm bar over batches; by default shown only when there are more than 4 batches.
+    ``device``: ``auto`` uses the GPU Ray assigned to this worker (bf16/fp16), else the CPU (fp32).
+    ``progress``: tqdm bar over shards; by default shown only when there are more than 4 shards.
     """
-    import torch
     from tqdm.auto import tqdm
 
     cfg = cfg or GenerationConfig()
     if not prompts:
         return []
-    model, tokenizer = load_policy(policy_dir)
-    n_batches = math.ceil(len(prompts) / cfg.batch_size)
-    show = progress if progress is not None else n_batches > 4
-    sample_kwargs = dict(temperature=cfg.temperature, top_p=cfg.top_p, top_k=0) if cfg.do_sample else {}
-    torch.manual_seed(seed)
+    model, tokenizer = load_policy(policy_dir, device=device)
+    parts = shards(len(prompts), cfg.batch_size)
+    show = progress if progress is not None else len(parts) > 4
     out: list[str] = []
-    with torch.inference_mode():
-        for b in tqdm(range(n_batches), desc="generate", disable=not show):
-            batch = prompts[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            enc = tokenizer(batch, return_tensors="pt", padding=True)
-            gen = model.generate(
-                **enc,
-                max_new_tokens=cfg.max_new_tokens,
-                do_sample=cfg.do_sample,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                **sample_kwargs,
-            )
-            new = gen[:, enc["input_ids"].shape[1] :]
-            out.extend(t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True))
+    for i, (a, b) in enumerate(tqdm(parts, desc="generate", disable=not show)):
+        out.extend(generate_shard(model, tokenizer, prompts[a:b], cfg, shard_seed(seed, i)))
     return out
 
 
@@ -93,4 +115,4 @@ def toxicity_rate(world: "World", completions: list[str]) -> float:
     return float(sum(bool(f) for f in flags)) / len(flags)
 
 
-__all__ = ["GenerationConfig", "generate_completions", "load_policy", "toxicity_rate"]
+__all__ = ["GenerationConfig", "generate_completions", "generate_shard", "load_policy", "shard_seed", "shards", "toxicity_rate"]

@@ -87,8 +87,19 @@ class RLHFConfig:
             bad("lr_scheduler_type", "must be a transformers scheduler name")
 
 
-def _trl_args(cfg: RLHFConfig, output_dir: Path, progress: bool):
-    """The TRL config object for ``cfg`` (CPU, fp32, no checkpoints, no reporting)."""
+def precision_flags(device: str, bf16_supported: bool) -> dict[str, bool]:
+    """TRL/transformers precision flags for ``device``: CPU runs fp32 (``use_cpu=True``; bf16 is far slower
+    there); a GPU trains fp32 master weights under bf16 autocast when supported, else fp16."""
+    if device == "cpu":
+        return {"use_cpu": True, "bf16": False, "fp16": False}
+    return {"use_cpu": False, "bf16": bool(bf16_supported), "fp16": not bf16_supported}
+
+
+def _trl_args(cfg: RLHFConfig, output_dir: Path, progress: bool, device: str = "cpu"):
+    """The TRL config object for ``cfg`` (on ``device``, no checkpoints, no reporting)."""
+    import torch
+
+    bf16_ok = device != "cpu" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     common: dict[str, Any] = dict(
         output_dir=str(output_dir),
         max_steps=cfg.max_steps,
@@ -105,9 +116,7 @@ def _trl_args(cfg: RLHFConfig, output_dir: Path, progress: bool):
         seed=cfg.seed,
         data_seed=cfg.seed,
         logging_steps=cfg.logging_steps,
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
+        **precision_flags(device, bf16_ok),
         # TRL turns gradient checkpointing on by default: pure overhead for a tiny model. transformers 5.23 renamed
         # it (`gradient_checkpointing` is a deprecated alias that warns when set), hence the new name.
         activation_checkpointing=False,
@@ -165,6 +174,7 @@ def train_rlhf(
     cfg: RLHFConfig | None = None,
     out_dir: str | os.PathLike = "rlhf_policy",
     progress: bool = True,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """RLHF a copy of the policy in ``policy_dir`` on ``prompts`` with ``reward_fn`` (called on completion strings).
 
@@ -174,7 +184,8 @@ def train_rlhf(
         {"reward_curve": [(step, mean reward), ...], "kl_curve": [(step, kl), ...],
          "initial_reward": ..., "final_reward": ..., "final_kl": ..., "wall_s": ..., "steps": ..., "config": {...}}
 
-    Rewards in the curve are whatever ``reward_fn`` returned (noisy R* for the expert run).
+    Rewards in the curve are whatever ``reward_fn`` returned (noisy R* for the expert run). ``device``: ``auto``
+    trains on the GPU Ray assigned to this worker (``cuda:0`` inside it; bf16/fp16 autocast), else on the CPU.
     """
     from datasets import Dataset
 
@@ -186,13 +197,20 @@ def train_rlhf(
     t0 = time.perf_counter()
 
     # Loaded from the local folder so that config._name_or_path points at it: TRL rebuilds the reference from there.
-    model, tokenizer = load_policy(policy_dir)
+    from fairl_ray.policy_io import select_device
+
+    device = select_device(device)
+    if cfg.algorithm == "ppo":
+        from fairl_ray.stages.ppo import train_ppo
+
+        return train_ppo(policy_dir, prompts, reward_fn, cfg, out_dir, progress=progress, device=device)
+    model, tokenizer = load_policy(policy_dir)  # fp32 master weights; the trainer moves them to the device
     dataset = Dataset.from_dict({"prompt": list(prompts)})
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.trl.", dir=out_dir.parent))
     try:
-        args = _trl_args(cfg, work / "trainer", progress)
+        args = _trl_args(cfg, work / "trainer", progress, device)
         if cfg.algorithm == "grpo":
             from trl import GRPOTrainer as Trainer
         else:
