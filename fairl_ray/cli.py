@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -64,11 +65,31 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _quiet_environment()
+    from fairl_ray.orchestration.ray_runtime import ClusterError
+
+    previous = _terminate_as_interrupt()
     try:
         return args.func(args)
+    except ClusterError as err:
+        return _fail(str(err))
     except KeyboardInterrupt:
         print("\n[fairl] interrupted; finished stages are kept and a rerun resumes from them", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_as_interrupt():
+    """SIGTERM (``kill``, a job scheduler) unwinds like Ctrl-C, so MLflow runs are closed as KILLED."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (fairl called from a library); leave signals alone
+        return None
 
 
 def build_parser() -> argparse.ArgumentParser:

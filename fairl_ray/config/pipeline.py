@@ -156,8 +156,13 @@ class ResourcesConfig:
     """Policy workers in a generation pool (each loads its policies once and takes fixed-size prompt shards;
     completions do not depend on this number). With GPUs: one per GPU (or per GPU fraction); on CPUs: up to
     the cores you can spare."""
+    node_wait_s: float = 45.0
+    """On a cluster (``--address``), how long to wait for the autoscaler to add a node that fits these requests
+    before stopping with an error naming the key; a local Ray that cannot fit them fails at once."""
 
     def __post_init__(self):
+        if self.node_wait_s < 0:
+            raise ValueError("node_wait_s: must be >= 0")
         if self.cpus_per_task <= 0:
             raise ValueError("cpus_per_task: must be positive")
         if self.gpus_per_worker < 0:

@@ -1,37 +1,85 @@
-"""Starting Ray (locally or on a cluster) and describing the resources a stage asks for."""
+"""Starting Ray (locally or on a cluster), and making sure the work asked of it can run there.
+
+Nothing here may wait forever: Ray itself retries an unreachable GCS for minutes and leaves a task whose
+resources no node has pending for ever ("No available node types can fulfill resource request"). So
+:func:`init_ray` checks that the address answers before handing it to Ray (and bounds Ray's own connect), and
+:func:`check_fits` checks each resource request against the nodes before a task is submitted; both raise
+:class:`ClusterError` with a message naming the address or the config key.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
+import sys
+import threading
+import time
+from contextlib import contextmanager
 
 # Ray >= 2.5x writes an auth token and warns unless told otherwise; a local session needs none (DESIGN §6).
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
+CONNECT_TIMEOUT_S = 45.0
+"""Longest wait for a cluster's address to answer (TCP) plus Ray's own handshake with its GCS."""
+RAY_CLIENT_PORT = 10001
+
+# Environment the Ray workers get from the driver (they start in Ray's environment, not ours).
+_FORWARDED_ENV = (
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
+    "TOKENIZERS_PARALLELISM", "RAY_AUTH_MODE", "TQDM_DISABLE", "TQDM_MININTERVAL", "NO_COLOR", "PYTHONWARNINGS",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS",
+)
+
+
+class ClusterError(RuntimeError):
+    """The Ray cluster cannot be reached, or cannot run what is asked of it. The message says which and why."""
+
+
+def plain_logs() -> bool:
+    """True when our output goes to a file or a pipe: no ANSI colour, no ``\\r`` progress bars then."""
+    return not (sys.stdout.isatty() and sys.stderr.isatty())
+
+
+def configure_log_environment() -> None:
+    """Make every process of the run (this one, Ray's, its workers) write plain lines when not on a terminal.
+
+    Ray prefixes forwarded worker lines with ANSI colours unless ``RAY_COLOR_PREFIX=0``; tqdm redraws its bars
+    with ``\\r`` several times a second unless disabled (``TQDM_DISABLE``, read by tqdm >= 4.66).
+    """
+    if plain_logs():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+        os.environ.setdefault("NO_COLOR", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")
+    else:
+        # Ray forwards worker output line by line: a bar redrawn 10×/s floods the driver. Redraw every 5 s.
+        os.environ.setdefault("TQDM_MININTERVAL", "5")
+
 
 def init_ray(address: str | None = None, temp_dir: str | None = None, num_cpus: int | None = None) -> dict:
-    """Connect to ``address`` (an existing cluster, e.g. ``auto`` or ``ray://host:10001``) or start a local Ray.
+    """Connect to ``address`` (a running cluster: ``auto``, ``host:port`` or ``ray://host:10001``) or start a local Ray.
 
     The local session is kept small (no dashboard, a 200 MB object store): stages pass file paths, not data.
-    Returns the cluster's resources. Safe to call twice.
+    Returns the cluster's resources. Safe to call twice. Raises :class:`ClusterError` within
+    :data:`CONNECT_TIMEOUT_S` when the cluster cannot be reached.
     """
     import ray
 
     if ray.is_initialized():
         return ray.cluster_resources()
+    configure_log_environment()
     # Workers inherit the driver's environment; keep tiny-model work on one thread per task (DESIGN §6).
-    env_vars = {
-        k: os.environ[k]
-        for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
-                  "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM", "RAY_AUTH_MODE")
-        if k in os.environ
-    }
+    env_vars = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
     env_vars.setdefault("OMP_NUM_THREADS", "1")
     env_vars.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # Ray forwards worker output line by line: a tqdm bar redrawn 10×/s floods the driver. Redraw every 5 s.
-    env_vars.setdefault("TQDM_MININTERVAL", os.environ.get("TQDM_MININTERVAL", "5"))
     kwargs: dict = {"runtime_env": {"env_vars": env_vars}, "log_to_driver": True, "logging_level": "WARNING"}
     if address:
-        ray.init(address=address, **kwargs)
+        target = resolve_address(address)
+        with _deadline(CONNECT_TIMEOUT_S, f"--address {address}: no Ray cluster answered at {target} within "
+                       f"{CONNECT_TIMEOUT_S:.0f} s (is it a Ray head node's GCS port, usually 6379?)"):
+            try:
+                ray.init(address=address, **kwargs)
+            except (ConnectionError, ValueError, RuntimeError, TimeoutError) as err:
+                raise ClusterError(f"--address {address}: cannot join the Ray cluster: {_first_line(err)}") from None
     else:
         ray.init(
             num_cpus=num_cpus or os.cpu_count(),
@@ -43,7 +91,103 @@ def init_ray(address: str | None = None, temp_dir: str | None = None, num_cpus: 
     return ray.cluster_resources()
 
 
+def resolve_address(address: str) -> str:
+    """The ``host:port`` that ``address`` points at, checked to answer; :class:`ClusterError` otherwise."""
+    if address.startswith("ray://"):
+        if not _ray_client_installed():
+            raise ClusterError(f"--address {address}: Ray Client addresses (ray://) need `pip install \"ray[client]\"`;"
+                               " or run fairl on the head node with --address auto")
+        host_port = address[len("ray://"):].split("/", 1)[0]
+        default_port = RAY_CLIENT_PORT
+    elif address == "auto":
+        from ray._private.services import canonicalize_bootstrap_address
+
+        try:
+            host_port = canonicalize_bootstrap_address(address)
+        except (ConnectionError, ValueError):
+            host_port = None
+        if not host_port:
+            raise ClusterError("--address auto: no running Ray cluster found on this machine (start one with "
+                               "`ray start --head` or `ray up`, or leave out --address to start a local Ray)")
+        default_port = 6379
+    else:
+        host_port, default_port = address, 6379
+    host, _, port = host_port.rpartition(":") if ":" in host_port else (host_port, "", str(default_port))
+    try:
+        port_no = int(port)
+    except ValueError:
+        raise ClusterError(f"--address {address}: {port!r} is not a port number") from None
+    try:
+        with socket.create_connection((host.strip("[]"), port_no), timeout=5.0):
+            pass
+    except OSError as err:
+        raise ClusterError(f"--address {address}: cannot reach {host}:{port_no} ({err.strerror or err}); "
+                           "is the Ray head node running and the port open?") from None
+    return f"{host}:{port_no}"
+
+
+def check_fits(requests: dict[str, dict[str, float]], wait_s: float = 0.0, where: str = "the local Ray") -> None:
+    """Raise :class:`ClusterError` unless every request fits on one alive node.
+
+    ``requests`` maps a config key to the resources asked under it, e.g.
+    ``{"resources.cpus_per_task": {"CPU": 1.0, "GPU": 0.0}}``. On an autoscaling cluster a fitting node may still
+    be on its way: then wait up to ``wait_s`` seconds for one to join before giving up.
+    """
+    import ray
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        missing = {key: req for key, req in requests.items() if not any(_fits(req, node) for node in nodes)}
+        if not missing or time.monotonic() >= deadline:
+            break
+        time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+    if not missing:
+        return
+    key, req = next(iter(missing.items()))
+    asked = ", ".join(f"{v:g} {r}" for r, v in req.items() if v)
+    largest = {r: max((node.get(r, 0.0) for node in nodes), default=0.0) for r in req}
+    have = ", ".join(f"{v:g} {r}" for r, v in largest.items())
+    waited = f" (waited {wait_s:g} s for the autoscaler; raise resources.node_wait_s to wait longer)" if wait_s else ""
+    raise ClusterError(f"{key}: a task asks for {asked} but no node of {where} has that much (the largest node "
+                       f"offers {have}){waited}")
+
+
 def gpus_available() -> int:
     import ray
 
     return int(ray.cluster_resources().get("GPU", 0))
+
+
+def _fits(request: dict[str, float], node: dict[str, float]) -> bool:
+    return all(node.get(r, 0.0) >= v for r, v in request.items() if v)
+
+
+def _ray_client_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("grpc") is not None and importlib.util.find_spec("ray.util.client") is not None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+@contextmanager
+def _deadline(seconds: float, message: str):
+    """Ray's connect retries block the main thread for minutes; past ``seconds`` say why and exit 2."""
+    done = threading.Event()
+
+    def expire():
+        if not done.wait(seconds):
+            sys.stderr.write(f"fairl: error: {message}\n")
+            sys.stderr.flush()
+            os._exit(2)
+
+    watchdog = threading.Thread(target=expire, name="fairl-connect-deadline", daemon=True)
+    watchdog.start()
+    try:
+        yield
+    finally:
+        done.set()
