@@ -206,26 +206,77 @@ def cmd_run(args) -> int:
 
 def cmd_irl(args) -> int:
     from fairl_ray.config import ConfigError
-    from fairl_ray.pairs_io import PairsFileError, read_pairs
+    from fairl_ray.pairs_io import PairsFileError, drop_degenerate, read_pairs, split_pairs, split_warnings
 
     try:
         cfg = load_irl_command_config(args.overrides, args.method)
     except ConfigError as err:
         return _fail(f"invalid config: {err}")
+    if cfg.features.encoder == "hidden:base":
+        return _fail("invalid config: features.encoder: hidden:base means the pipeline's base policy; with "
+                     "`fairl irl` name it: hidden:<local causal LM directory>")
+    out = Path(args.out)
+    problem = out_dir_problem(out)
+    if problem:
+        return _fail(problem)
     try:
-        table = read_pairs(args.pairs)
+        table, notes = drop_degenerate(read_pairs(args.pairs), args.pairs)
+        train, test = split_pairs(table, cfg.pairs.test_fraction, cfg.pairs.seed)
     except (PairsFileError, OSError) as err:
         return _fail(str(err))
+    if train.num_rows < 2 or test.num_rows < 1:
+        return _fail(f"{args.pairs}: {table.num_rows} usable pairs give {train.num_rows} train and {test.num_rows} "
+                     "test pairs; IRL needs at least 2 train pairs and 1 test pair (add pairs, or set "
+                     "pairs.test_fraction or a split column)")
+    notes += split_warnings(train, test, cfg.irl.methods, args.pairs)
+    notes += _remove_stale_rewards(out, cfg.irl.methods)
+    for note in notes:
+        _warn(note)
+    from fairl_ray.report import metrics_table
     from fairl_ray.stages.irl_fit import run_irl_on_pairs
 
-    from fairl_ray.report import metrics_table
-
-    out = Path(args.out)
     summary = run_irl_on_pairs(table, cfg, out)
     print(metrics_table(summary["per_method"], len(cfg.seeds)))
     print(f"\n[fairl] {summary['test_pairs']} test pairs held out; rewards in {out.resolve() / 'rewards'}, "
           f"metrics in {out.resolve() / 'metrics.json'}")
     return 0
+
+
+def out_dir_problem(out: Path, flag: str = "--out") -> str | None:
+    """Why ``out`` cannot be an output directory (a file is there, or its parent is missing), or None."""
+    if out.exists() and not out.is_dir():
+        return f"{flag} {out}: is a file, not a directory"
+    if not out.exists() and not out.parent.is_dir():
+        return f"{flag} {out}: its parent directory {out.parent} does not exist"
+    return None
+
+
+def out_file_problem(out: Path, flag: str = "--out") -> str | None:
+    """Why ``out`` cannot be written as a file (a directory is there, or its parent is missing), or None."""
+    if out.is_dir():
+        return f"{flag} {out}: is a directory, not a file"
+    if not out.parent.is_dir():
+        return f"{flag} {out}: its directory {out.parent} does not exist"
+    return None
+
+
+def _remove_stale_rewards(out: Path, methods: list[str]) -> list[str]:
+    """Reward folders of methods a previous ``fairl irl --out`` trained but this one does not would sit beside
+    the new ones as if they were its results: remove them, and say so."""
+    import shutil
+
+    rewards = out / "rewards"
+    stale = sorted(p for p in rewards.iterdir() if p.is_dir() and p.name not in methods) if rewards.is_dir() else []
+    for p in stale:
+        shutil.rmtree(p)
+    if not stale:
+        return []
+    return [f"{rewards}: removed reward folders of methods this run does not train, left by an earlier run: "
+            f"{', '.join(p.name for p in stale)}"]
+
+
+def _warn(message: str) -> None:
+    print(f"fairl: warning: {message}", file=sys.stderr)
 
 
 def load_irl_command_config(overrides: list[str], methods: list[str] | None):
@@ -285,13 +336,22 @@ def cmd_score(args) -> int:
         return _fail(f"{reward_dir} is not a reward artifact (no reward_card.json)")
     if not texts_file.is_file():
         return _fail(f"texts file not found: {texts_file}")
+    problem = out_file_problem(Path(args.out)) if args.out else None
+    if problem:
+        return _fail(problem)
     try:
         texts = read_texts(texts_file)
-    except ValueError as err:
-        return _fail(str(err))
+    except (ValueError, UnicodeDecodeError) as err:
+        return _fail(f"{texts_file}: not a UTF-8 text file ({err})" if isinstance(err, UnicodeDecodeError) else str(err))
     from fairl_ray.irl.reward import RewardModel
 
-    scores = RewardModel.from_dir(reward_dir)(texts)
+    try:
+        model = RewardModel.from_dir(reward_dir)
+        if not texts:
+            _warn(f"{texts_file} holds no texts; wrote no scores")
+        scores = model(texts)
+    except ValueError as err:
+        return _fail(str(err))
     lines = "".join(f"{s:.6f}\n" for s in scores)
     if args.out:
         Path(args.out).write_text(lines)

@@ -41,6 +41,7 @@ __all__ = [
     "DEFAULT_ENCODER",
     "HiddenStateEncoder",
     "SentenceEncoder",
+    "check_encoder_spec",
     "encode_cached",
     "load_encoder",
     "resolve_encoder_path",
@@ -89,6 +90,23 @@ def resolve_encoder_path(name: str) -> Path:
         f"unknown encoder {name!r}: use {DEFAULT_ENCODER!r} (packaged, offline), a local sentence-transformers "
         f"directory, or '{HIDDEN_PREFIX}<local causal LM directory>'; hub ids are never downloaded"
     )
+
+
+def check_encoder_spec(spec: str, allow: tuple[str, ...] = ()) -> None:
+    """Raise ``ValueError`` unless :func:`load_encoder` can load ``spec`` (checked without loading anything).
+
+    ``allow``: extra names the caller resolves itself (the pipeline's ``"hidden:base"``).
+    """
+    if spec in allow:
+        return
+    if spec.startswith(HIDDEN_PREFIX):
+        p = Path(spec[len(HIDDEN_PREFIX) :]).expanduser()
+        if not p.is_dir():
+            extra = f" (or {', '.join(repr(a) for a in allow)})" if allow else ""
+            raise ValueError(f"{spec!r}: {p} is not a local directory; hidden-state features need "
+                             f"'{HIDDEN_PREFIX}<local causal LM directory>'{extra}")
+        return
+    resolve_encoder_path(spec)
 
 
 def _default_device(device: str | None) -> str:

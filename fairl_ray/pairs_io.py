@@ -46,9 +46,11 @@ __all__ = [
     "REQUIRED_COLUMNS",
     "REWARD_COLUMNS",
     "PairsFileError",
+    "drop_degenerate",
     "labels_to_binary",
     "read_pairs",
     "split_pairs",
+    "split_warnings",
     "validate_pairs",
     "write_pairs",
 ]
@@ -410,3 +412,51 @@ def labels_to_binary(labels) -> tuple[np.ndarray, np.ndarray]:
     a = np.asarray([0 if v is None else v for v in (labels.to_pylist() if hasattr(labels, "to_pylist") else labels)],
                    dtype=np.float64)
     return (a > 0).astype(np.int8), a != 0
+
+
+# ------------------------------------------------------------------------------------- degenerate input
+
+
+def drop_degenerate(table: pa.Table, source: str = "<pairs>") -> tuple[pa.Table, list[str]]:
+    """Drop pairs that carry no preference (``chosen == rejected``) and exact duplicate rows.
+
+    Returns the kept table and one warning per kind of row dropped, each saying what was found and what was
+    done. Raises :class:`PairsFileError` when nothing would be left.
+    """
+    n = table.num_rows
+    chosen, rejected = table.column("chosen").to_pylist(), table.column("rejected").to_pylist()
+    same = [c == r for c, r in zip(chosen, rejected)]
+    if all(same):
+        raise PairsFileError(source, f"chosen == rejected in every one of the {n} pairs: there is no preference "
+                             "to learn a reward from")
+    keys = [tuple(table.column(c)[i].as_py() for c in table.column_names) for i in range(n)]
+    seen: set = set()
+    duplicate = []
+    for key in keys:
+        duplicate.append(key in seen)
+        seen.add(key)
+    keep = [not (s or d) for s, d in zip(same, duplicate)]
+    warnings = []
+    if any(same):
+        warnings.append(f"{source}: {sum(same)} of {n} pairs have chosen == rejected (no preference); dropped them")
+    n_dup = sum(d and not s for s, d in zip(same, duplicate))
+    if n_dup:
+        warnings.append(f"{source}: {n_dup} rows repeat an earlier row exactly; dropped the repeats (a repeat on "
+                        "both sides of the train/test split would inflate test metrics)")
+    return (table.filter(pa.array(keep)) if not all(keep) else table), warnings
+
+
+def split_warnings(train: pa.Table, test: pa.Table, methods: Sequence[str], source: str = "<pairs>") -> list[str]:
+    """Warnings about a train/test split and the methods about to train on it (nothing is changed)."""
+    warnings = []
+    if test.num_rows == 1:
+        warnings.append(f"{source}: only 1 test pair; test metrics from one pair are not meaningful (raise "
+                        "pairs.test_fraction or bring more pairs)")
+    gt = [m for m in methods if m.endswith("_gt")]
+    labelled = any(
+        c in train.column_names and any(v not in (None, 0) for v in train.column(c).to_pylist()) for c in LABEL_COLUMNS
+    )
+    if gt and not labelled:
+        warnings.append(f"{source}: {', '.join(gt)} use ground-truth failures but no train pair has a chosen_label "
+                        "or rejected_label; they train on margin failures only")
+    return warnings

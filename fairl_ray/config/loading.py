@@ -116,7 +116,13 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError("", f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError("", f"{path} is not a text file (not UTF-8); a config is a YAML file") from None
+    except OSError as err:
+        raise ConfigError("", f"cannot read config file {path}: {err.strerror or err}") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise ConfigError("", f"{path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):

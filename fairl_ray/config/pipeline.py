@@ -81,6 +81,12 @@ class FeaturesConfig:
     def __post_init__(self):
         if self.batch_size < 1:
             raise ValueError("batch_size: must be at least 1")
+        from fairl_ray.features import check_encoder_spec
+
+        try:  # before any work, not after RLHF and generation
+            check_encoder_spec(self.encoder, allow=("hidden:base",))
+        except ValueError as err:
+            raise ValueError(f"encoder: {err}") from None
 
 
 @dataclass
@@ -202,6 +208,18 @@ class PipelineConfig:
         for m in self.realign.methods or []:
             if m not in self.irl.methods:
                 raise ValueError(f"realign: method {m!r} is not in irl.methods")
+        self._check_pair_budget()
+
+    def _check_pair_budget(self) -> None:
+        """``prompts.n_pairs`` bounds the pairs (one per prompt at most); refuse a bound that cannot leave the IRL
+        stage 2 train pairs and 1 test pair, now rather than after RLHF and generation."""
+        most = self.prompts.n_pairs if self.pairs.max_pairs is None else min(self.prompts.n_pairs, self.pairs.max_pairs)
+        n_test = round(self.pairs.test_fraction * most)
+        if n_test < 1 or most - n_test < 2:
+            key = "prompts.n_pairs" if most == self.prompts.n_pairs else "pairs.max_pairs"
+            raise ConfigError(key, f"at most {most} pairs with pairs.test_fraction={self.pairs.test_fraction:g} "
+                              f"leave {most - n_test} train and {n_test} test pairs; IRL needs at least 2 train "
+                              "pairs and 1 test pair (and generation usually keeps fewer pairs than prompts)")
 
     @property
     def realign_methods(self) -> list[str]:

@@ -80,10 +80,20 @@ class RewardModel:
         """Load a reward directory (safetensors + JSON only). ``encoder``: an object with ``.encode(texts)`` used
         instead of ``load_encoder(card["encoder"])`` (tests, or an encoder already in memory)."""
         path = Path(path)
-        card = json.loads((path / CARD_FILE).read_text())
-        if card.get("format") != FORMAT:
-            raise ValueError(f"{path / CARD_FILE}: unknown reward format {card.get('format')!r}, expected {FORMAT}")
-        params = load_file(str(path / WEIGHTS_FILE))
+        try:
+            card = json.loads((path / CARD_FILE).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path / CARD_FILE}: unreadable reward card ({err})") from None
+        if not isinstance(card, dict) or card.get("format") != FORMAT:
+            found = card.get("format") if isinstance(card, dict) else type(card).__name__
+            raise ValueError(f"{path / CARD_FILE}: unknown reward format {found!r}, expected {FORMAT}")
+        missing = [k for k in ("param_names", "normalisation", "feature_dim", "encoder") if k not in card]
+        if missing:
+            raise ValueError(f"{path / CARD_FILE}: corrupt reward card, missing {', '.join(missing)}")
+        try:
+            params = load_file(str(path / WEIGHTS_FILE))
+        except Exception as err:  # safetensors raises its own SafetensorError on a truncated or foreign file
+            raise ValueError(f"{path / WEIGHTS_FILE}: unreadable weights ({err})") from None
         if sorted(params) != sorted(card["param_names"]):
             raise ValueError(f"{path}: weights {sorted(params)} do not match the card's {card['param_names']}")
         return cls(params, card, encoder)
