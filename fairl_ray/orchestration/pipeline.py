@@ -203,7 +203,7 @@ class Pipeline:
     def run(self) -> dict:
         import ray
 
-        from fairl_ray.orchestration.ray_runtime import init_ray
+        from fairl_ray.orchestration.ray_runtime import check_fits, init_ray
         from fairl_ray.orchestration.tracking import Tracker
 
         started = time.time()
@@ -219,6 +219,13 @@ class Pipeline:
         # Requested from config, never decided from the GPUs present now: the autoscaler adds nodes for requests.
         self.gpus = self.cfg.resources.gpus_per_worker
         self.log(f"[fairl] Ray resources: {resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU")
+        try:  # a request no node can fit would wait forever in Ray's queue: refuse it now, naming the key
+            check_fits(self._resource_requests(), wait_s=self.cfg.resources.node_wait_s if self.address else 0.0,
+                       where=f"the Ray cluster at {self.address}" if self.address else "the local Ray")
+        except Exception:
+            if started_ray:
+                ray.shutdown()
+            raise
 
         self.tracker = Tracker(self.tracking_uri, artifact_root=self.workdir / "mlartifacts")
         self.parent_run = self.tracker.start_run(self.cfg.name, tags={"fairl.workdir": str(self.workdir)})
@@ -303,6 +310,14 @@ class Pipeline:
 
     def _dir(self, name: str) -> Path:
         return self.outputs[name].path
+
+    def _resource_requests(self) -> dict[str, dict[str, float]]:
+        """What one stage task or model worker asks of a node, by the config key that sets it."""
+        cpus = self.cfg.resources.cpus_per_task
+        requests = {"resources.cpus_per_task": {"CPU": cpus}}
+        if self.gpus:
+            requests["resources.gpus_per_worker"] = {"CPU": cpus, "GPU": self.gpus}
+        return requests
 
     # -- run ----------------------------------------------------------------------------------------------
 
