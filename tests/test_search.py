@@ -18,13 +18,14 @@ from safetensors.torch import save_file
 from fairl_ray.cli import main
 from fairl_ray.config import IRLStageConfig
 from fairl_ray.config import from_dict
-from fairl_ray.orchestration.search import data_from_workdir, evaluate_config, load_search_config
+from fairl_ray.search import data_from_workdir, evaluate_config, load_search_config
 from fairl_ray.orchestration.tracking import default_tracking_uri
 from fairl_ray.pairs_io import write_pairs
 
 N_PAIRS, DIM, N_TEST = 160, 16, 40
 FAST = ["--set", "num_samples=4", "--set", "seeds=[0, 1]", "--set", "fresh_seeds=[7, 8]",
-        "--set", "fixed.epochs=6", "--set", "fixed.hidden_dim=16", "--set", "max_concurrent_trials=2"]
+        "--set", "fixed.epochs=6", "--set", "fixed.hidden_dim=16", "--set", "max_concurrent_trials=2",
+        "--set", "pack_size=2", "--set", "space.curriculum_rounds.randint=[2, 6]"]
 
 
 def make_workdir(root):
@@ -70,7 +71,7 @@ def test_best_json_is_the_best_trial_and_optuna_stayed_in_range(searched):
     assert best["best_val_objective"] == pytest.approx(trials["val_starc"].min())
     assert best["best_trial"] == trials.loc[trials["val_starc"].idxmin(), "trial_id"]
 
-    space = load_search_config().space  # the default search: every value Optuna proposed lies in its range
+    space = load_search_config(None, FAST[1::2]).space  # every value Optuna proposed lies in its range
     for key, spec in space.items():
         (kind, args), = spec.items()
         values = trials[key]
@@ -96,7 +97,7 @@ def test_best_json_is_the_best_trial_and_optuna_stayed_in_range(searched):
 
 
 def test_validation_split_is_carved_from_train_and_disjoint_from_test(searched, workdir):
-    splits = json.loads((searched / "splits.json").read_text())
+    splits = json.loads((searched / "splits.json").read_text())["main"]
     rows = pd.read_parquet(workdir / "stages" / "pairs-0" / "pairs.parquet")
     test = set(np.flatnonzero(rows["split"] == "test"))
     val = set(splits["val_index"])
@@ -108,7 +109,7 @@ def test_val_objective_does_not_depend_on_the_test_pairs(workdir):
     """No test leakage: scrambling every test pair (features, labels, R*) leaves the val metrics unchanged."""
     cfg = load_search_config(None, FAST[1::2])
     data = data_from_workdir(workdir, cfg)
-    irl = {"method": "fa_irl_mm_gt", "epochs": 4, "hidden_dim": 8}
+    irl = {"method": "fa_irl_mm_gt", "epochs": 4, "hidden_dim": 8, "curriculum_rounds": 4}
     before = evaluate_config(data, irl, [0], "val")
     rng = np.random.default_rng(1)
     for i in data.test_index:
@@ -130,6 +131,7 @@ def test_mlflow_has_parent_one_child_per_trial_and_the_fresh_seed_run(searched, 
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     trials = [r for r in children if r.info.run_name.startswith("trial:")]
     assert len(trials) == 4 and len(children) == 5
+    assert sorted(r.data.tags["fairl.trial"] for r in trials) == [f"main/{i}" for i in range(4)]
     assert min(r.data.metrics["val_starc"] for r in trials) == pytest.approx(best["best_val_objective"])
     assert all(r.data.params["method"].startswith("fa_irl_") for r in trials)
     fresh = next(r for r in children if r.info.run_name == "best_on_fresh_seeds")
@@ -170,7 +172,7 @@ def test_pairs_file_path_featurises_once_and_maximises_roc_auc(tmp_path, ray_ses
     out = tmp_path / "out"
     assert main(["tune", "--pairs", str(tmp_path / "pairs.jsonl"), "--out", str(out), "--set", "num_samples=2",
                  "--set", "seeds=[0]", "--set", "fresh_seeds=[1]", "--set", "fixed.epochs=4",
-                 "--set", "objective=roc_auc"]) == 0
+                 "--set", "space.curriculum_rounds.randint=[2, 4]", "--set", "objective=roc_auc"]) == 0
     best = json.loads((out / "best.json").read_text())
     trials = pd.read_csv(out / "trials.csv")
     assert best["mode"] == "max" and best["best_val_objective"] == pytest.approx(trials["val_roc_auc"].max())

@@ -76,12 +76,15 @@ def stage_expert_rlhf(out: Path, world_cfg, base_dir: Path, prompts_dir: Path, r
     return _scalars(metrics)
 
 
-def stage_generate(out: Path, base_dir: Path, expert_dir: Path, prompts_dir: Path, gen_cfg, seed: int) -> dict:
-    from fairl_ray.stages.generate import generate_completions
+def stage_generate(out: Path, base_dir: Path, expert_dir: Path, prompts_dir: Path, gen_cfg, seed: int,
+                   pool: dict | None = None) -> dict:
+    """π0 and π_E on the pairs prompts, at the same time, on one pool of policy workers (Ray actors)."""
+    from fairl_ray.orchestration.actors import PoolSpec, generate_with_pool
 
     prompts = _read_prompts(prompts_dir)["pairs"]
-    base = generate_completions(str(base_dir / "policy"), prompts, gen_cfg, seed)
-    expert = generate_completions(str(expert_dir / "policy"), prompts, gen_cfg, seed)
+    got = generate_with_pool({"base": (str(base_dir / "policy"), prompts), "expert": (str(expert_dir / "policy"), prompts)},
+                             gen_cfg, seed, PoolSpec(**(pool or {})))
+    base, expert = got["base"], got["expert"]
     (out / "completions.json").write_text(json.dumps({"prompt": prompts, "base": base, "expert": expert}))
     return {"completions": len(prompts), "identical": sum(b == e for b, e in zip(base, expert))}
 
@@ -123,14 +126,15 @@ def stage_evaluate(out: Path, pairs_dir: Path, features_dir: Path, irl_dir: Path
     return evaluate_rewards(_read_rows(pairs_dir), chosen, rejected, Path(irl_dir), members, out)
 
 
-def stage_reference_toxicity(out: Path, world_cfg, base_dir: Path, expert_dir: Path, prompts_dir: Path, eval_cfg) -> dict:
-    from fairl_ray.stages.realign import measure_toxicity
+def stage_reference_toxicity(out: Path, world_cfg, base_dir: Path, expert_dir: Path, prompts_dir: Path, eval_cfg,
+                             pool: dict | None = None) -> dict:
+    from fairl_ray.orchestration.actors import PoolSpec, generate_with_pool
+    from fairl_ray.stages.realign import score_completions
 
     world, prompts = _world(world_cfg), _read_prompts(prompts_dir)["eval"]
-    return {
-        name: measure_toxicity(world, Path(d) / "policy", prompts, eval_cfg.generation, eval_cfg.seed, out / f"{name}.jsonl")
-        for name, d in (("base", base_dir), ("expert", expert_dir))
-    }
+    jobs = {name: (str(Path(d) / "policy"), prompts) for name, d in (("base", base_dir), ("expert", expert_dir))}
+    got = generate_with_pool(jobs, eval_cfg.generation, eval_cfg.seed, PoolSpec(**(pool or {})))
+    return {name: score_completions(world, prompts, got[name], out / f"{name}.jsonl") for name in jobs}
 
 
 def stage_realign(out: Path, world_cfg, base_dir: Path, reward_dir: Path, prompts_dir: Path, rlhf_cfg, eval_cfg) -> dict:
@@ -179,6 +183,7 @@ class Stage:
     upstream: list[str]
     kwargs: dict = field(default_factory=dict)
     uses_model: bool = True  # asks for resources.gpus_per_worker GPUs
+    orchestrates: bool = False  # the task only drives a pool of policy workers (which hold the resources): 0 CPU/GPU
     artifacts: tuple[str, ...] = ()  # paths in the stage dir logged to MLflow
 
 
@@ -261,15 +266,17 @@ class Pipeline:
                   {"world_cfg": cfg.world, "base_dir": d("base_policy"), "prompts_dir": d("prompts"),
                    "rlhf_cfg": cfg.expert_rlhf}),
         ]
+        res = cfg.resources
+        pool = {"workers": res.generation_workers, "num_cpus": res.cpus_per_task, "num_gpus": res.gpus_per_worker}
         yield [
             Stage("generate", stage_generate, to_dict(cfg.generation), ["base_policy", "expert_rlhf", "prompts"],
                   {"base_dir": d("base_policy"), "expert_dir": d("expert_rlhf"), "prompts_dir": d("prompts"),
-                   "gen_cfg": cfg.generation, "seed": cfg.prompts.seed}),
+                   "gen_cfg": cfg.generation, "seed": cfg.prompts.seed, "pool": pool}, orchestrates=True),
             Stage("reference_toxicity", stage_reference_toxicity, to_dict(cfg.evaluation),
                   ["base_policy", "expert_rlhf", "prompts"],
                   {"world_cfg": cfg.world, "base_dir": d("base_policy"), "expert_dir": d("expert_rlhf"),
-                   "prompts_dir": d("prompts"), "eval_cfg": cfg.evaluation},
-                  artifacts=("base.jsonl", "expert.jsonl")),
+                   "prompts_dir": d("prompts"), "eval_cfg": cfg.evaluation, "pool": pool},
+                  orchestrates=True, artifacts=("base.jsonl", "expert.jsonl")),
         ]
         yield [
             Stage("pairs", stage_pairs, to_dict(cfg.pairs), ["generate"],
@@ -336,8 +343,8 @@ class Pipeline:
                 continue
             self.log(f"[fairl] {stage.name:<24} running  ...")
             task = ray.remote(_execute).options(
-                num_cpus=self.cfg.resources.cpus_per_task,
-                num_gpus=self.gpus if stage.uses_model else 0,
+                num_cpus=0 if stage.orchestrates else self.cfg.resources.cpus_per_task,
+                num_gpus=self.gpus if stage.uses_model and not stage.orchestrates else 0,
                 name=f"fairl:{stage.name}",
             )
             pending[task.remote(output, stage.fn, stage.kwargs)] = (stage, output, time.time())
