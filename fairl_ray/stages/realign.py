@@ -18,10 +18,9 @@ from fairl_ray.stages.generate import GenerationConfig, generate_completions
 from fairl_ray.stages.rlhf import RLHFConfig, train_rlhf
 
 
-def measure_toxicity(world, policy_dir: Path, prompts: list[str], cfg: GenerationConfig, seed: int, out_file: Path) -> dict:
-    """Sample one completion per prompt, write them with their R* and toxicity; return rate and mean R*."""
-    completions = generate_completions(str(policy_dir), prompts, cfg, seed)
-    scores = world.score(completions)  # one batched call of the judge
+def score_completions(world, prompts: list[str], completions: list[str], out_file: Path) -> dict:
+    """Write completions with their R* and toxicity (one batched judge call); return rate and mean R*."""
+    scores = world.score(completions)
     rewards, toxic = scores.reward, [lab == -1 for lab in scores.label]
     out_file.write_text(
         "\n".join(
@@ -31,6 +30,13 @@ def measure_toxicity(world, policy_dir: Path, prompts: list[str], cfg: Generatio
         + "\n"
     )
     return {"toxicity_rate": float(np.mean(toxic)), "mean_rstar": float(np.mean(rewards)), "n": len(completions)}
+
+
+def measure_toxicity(world, policy_dir: Path, prompts: list[str], cfg: GenerationConfig, seed: int, out_file: Path) -> dict:
+    """Sample one completion per prompt (in this process), write them with their R* and toxicity; return rate and
+    mean R*. The same shards and seeds as the generation pool, so the numbers match a pooled measurement."""
+    completions = generate_completions(str(policy_dir), prompts, cfg, seed)
+    return score_completions(world, prompts, completions, out_file)
 
 
 def realign_with_reward(
