@@ -25,7 +25,7 @@ def small_policy(tmp_path_factory) -> Path:
     return get_world("synthetic", SMALL).build_base_policy(tmp_path_factory.mktemp("rl") / "small")
 
 
-@pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
+@pytest.mark.parametrize("algorithm", ["grpo", "rloo", "ppo"])
 def test_tiny_rlhf_moves_parameters_and_saves(small_policy, tmp_path, algorithm):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -72,7 +72,9 @@ def test_tiny_rlhf_deterministic_for_seed(small_policy, tmp_path):
 @pytest.mark.parametrize(
     "field, kwargs",
     [
-        ("algorithm", {"algorithm": "ppo"}),
+        ("algorithm", {"algorithm": "bogus"}),
+        ("cliprange", {"algorithm": "ppo", "cliprange": 0.0}),
+        ("lam", {"algorithm": "ppo", "lam": 1.5}),
         ("num_generations", {"num_generations": 1}),
         ("per_device_train_batch_size", {"per_device_train_batch_size": 6, "num_generations": 4}),
         ("beta", {"beta": -0.1}),
@@ -91,19 +93,43 @@ def test_defaults_keep_kl_on():
     assert cfg.beta > 0 and cfg.algorithm == "grpo"
 
 
+@pytest.fixture(scope="module")
+def default_base(tmp_path_factory) -> Path:
+    return get_world("synthetic", SyntheticWorldConfig()).build_base_policy(tmp_path_factory.mktemp("rl") / "base")
+
+
 @pytest.mark.slow
-def test_default_rlhf_cuts_toxicity_below_a_third(tmp_path):
-    """The expert run the pipeline does: default world, default RLHFConfig, noisy R*."""
+@pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
+def test_default_rlhf_cuts_toxicity_below_a_third(default_base, tmp_path, algorithm):
+    """The expert run the pipeline does: default world, default RLHFConfig (GRPO, or ``algorithm: ppo``), noisy R*."""
     world = get_world("synthetic", SyntheticWorldConfig())
-    base = world.build_base_policy(tmp_path / "base")
+    base = default_base
     t0 = time.perf_counter()
-    m = train_rlhf(base, world.make_prompts(1000, seed=1), world.noisy_reward_fn(seed=0), RLHFConfig(),
-                   tmp_path / "expert", progress=False)
+    m = train_rlhf(base, world.make_prompts(1000, seed=1), world.noisy_reward_fn(seed=0),
+                   RLHFConfig(algorithm=algorithm), tmp_path / "expert", progress=False)
     wall = time.perf_counter() - t0
     prompts = world.make_prompts(500, seed=99)
     base_tox = toxicity_rate(world, generate_completions(base, prompts, GenerationConfig(), seed=0))
     expert_tox = toxicity_rate(world, generate_completions(tmp_path / "expert", prompts, GenerationConfig(), seed=0))
-    print(f"base toxicity {base_tox:.3f}  expert toxicity {expert_tox:.3f}  RLHF wall {wall:.1f}s  metrics {m}")
+    print(f"{algorithm}: base toxicity {base_tox:.3f}  expert toxicity {expert_tox:.3f}  RLHF wall {wall:.1f}s  "
+          f"metrics {m}")
     assert 0.30 <= base_tox <= 0.60
     assert expert_tox < base_tox / 3
     assert m["final_reward"] > m["initial_reward"]
+    assert m["final_kl"] < 3.0  # the KL penalty to π0 holds the expert near the base
+
+
+def test_gae_matches_hand_computation():
+    from fairl_ray.stages.ppo import gae, masked_whiten
+
+    rewards = torch.tensor([[0.0, 0.0, 1.0, 0.0]])
+    values = torch.tensor([[0.5, 0.2, 0.1, 9.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])  # the 4th token is after EOS: no value, no bootstrap
+    adv, ret = gae(rewards, values * mask, mask, gamma=1.0, lam=1.0)
+    # lam = gamma = 1: advantage = sum of future rewards - V(s_t); returns = sum of future rewards.
+    assert torch.allclose(adv, torch.tensor([[0.5, 0.8, 0.9, 0.0]]))
+    assert torch.allclose(ret[mask.bool()], torch.tensor([1.0, 1.0, 1.0]))
+    adv0, _ = gae(rewards, values * mask, mask, gamma=1.0, lam=0.0)  # one-step TD errors
+    assert torch.allclose(adv0, torch.tensor([[-0.3, -0.1, 0.9, 0.0]]))
+    w = masked_whiten(adv, mask)
+    assert abs(float(w[mask.bool()].mean())) < 1e-6 and float(w[0, 3]) == 0.0

@@ -1,4 +1,4 @@
-"""RLHF stage: optimise a saved policy against a text-level reward callable with TRL (GRPO or RLOO).
+"""RLHF stage: optimise a saved policy against a text-level reward callable: TRL GRPO or RLOO, or our PPO.
 
 Used twice by the pipeline: expert RLHF (π0 + ground-truth R*, with RL noise) and re-RLHF (fresh π0 + an extracted
 reward). Nothing here is world-specific: the reward is any ``completions -> rewards`` callable over completion
@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from fairl_ray.policy_io import load_policy, save_policy
 
-ALGORITHMS: tuple[str, ...] = ("grpo", "rloo")
+ALGORITHMS: tuple[str, ...] = ("grpo", "rloo", "ppo")
 
 
 @dataclass
@@ -33,7 +33,8 @@ class RLHFConfig:
     base policy's toxicity by well over 3× in well under a minute, with a KL penalty to the base kept on."""
 
     algorithm: str = "grpo"
-    """TRL algorithm: "grpo" (GRPOTrainer) or "rloo" (RLOOTrainer)."""
+    """"grpo" (TRL GRPOTrainer), "rloo" (TRL RLOOTrainer) or "ppo" (clipped PPO with a value head, GAE and a
+    per-token KL penalty to π0: :mod:`fairl_ray.stages.ppo`, since TRL 1.16 has no PPOTrainer)."""
     max_steps: int = 40
     """Optimizer steps; each step samples ``per_device_train_batch_size`` completions."""
     learning_rate: float = 2e-3
@@ -55,7 +56,21 @@ class RLHFConfig:
     logging_steps: int = 5
     """Log metrics (reward, KL, ...) every this many steps; they form the returned reward curve."""
     lr_scheduler_type: str = "constant"
-    """transformers LR schedule name ("constant", "linear", "cosine", ...)."""
+    """transformers LR schedule name ("constant", "linear", "cosine", ...) (GRPO/RLOO; PPO uses a constant lr)."""
+    ppo_epochs: int = 4
+    """PPO only: optimisation passes over each rollout batch."""
+    num_mini_batches: int = 1
+    """PPO only: minibatches per pass (the rollout batch is split into this many)."""
+    cliprange: float = 0.2
+    """PPO only: clip range ε of the probability ratio."""
+    cliprange_value: float = 0.2
+    """PPO only: clip range of the value update."""
+    vf_coef: float = 0.1
+    """PPO only: weight of the value loss."""
+    gamma: float = 1.0
+    """PPO only: discount over completion tokens."""
+    lam: float = 0.95
+    """PPO only: GAE λ."""
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
@@ -83,6 +98,20 @@ class RLHFConfig:
             bad("temperature", "must be a positive finite number")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             bad("seed", "must be an integer")
+        for name in ("ppo_epochs", "num_mini_batches"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                bad(name, "must be a positive integer")
+        if self.num_mini_batches > self.per_device_train_batch_size:
+            bad("num_mini_batches", f"must be <= per_device_train_batch_size={self.per_device_train_batch_size}")
+        for name in ("cliprange", "cliprange_value", "vf_coef"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
+                bad(name, "must be a positive finite number")
+        for name in ("gamma", "lam"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                bad(name, "must be in [0, 1]")
         if not isinstance(self.lr_scheduler_type, str) or not self.lr_scheduler_type:
             bad("lr_scheduler_type", "must be a transformers scheduler name")
 
