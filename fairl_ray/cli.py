@@ -130,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "runs the trials, the best config is re-evaluated on fresh seeds on the test split.",
                           epilog=EPILOG_TUNE, formatter_class=argparse.RawDescriptionHelpFormatter)
     tune.add_argument("search", nargs="?", help="search YAML (default: tune_configs/search_fa_irl.yaml)")
-    source = tune.add_mutually_exclusive_group(required=True)
-    source.add_argument("--workdir", help="a finished `fairl run` workdir (its pairs and cached features)")
+    source = tune.add_mutually_exclusive_group()
+    source.add_argument("--workdir", help="a finished `fairl run` workdir (its pairs and cached features); with "
+                        "`models:` in the search YAML, only where outputs and the MLflow store go")
     source.add_argument("--pairs", help="your own pairs file (.parquet, .jsonl or .json), featurised into <out>")
     _add_set(tune)
     tune.add_argument("--out", default=None,
@@ -139,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--tracking-uri", default=None,
                       help="MLflow tracking URI (default: the workdir's sqlite store, or <out>/mlflow.db with --pairs)")
     tune.add_argument("--address", default=None, help="Ray cluster to join (default: start a local Ray)")
+    tune.add_argument("--restart", action="store_true",
+                      help="start the search in <out> over (default: an interrupted search there is resumed)")
+    tune.add_argument("--realign-top", type=int, default=0, metavar="N",
+                      help="after the search, re-RLHF a fresh π0 of the --workdir run with each of the N best rewards "
+                      "and record the toxicity table (MLflow children of the search run)")
     tune.set_defaults(func=cmd_tune)
 
     score = sub.add_parser("score", help="score texts with an extracted reward",
@@ -295,35 +301,47 @@ def cmd_tune(args) -> int:
     from fairl_ray.pairs_io import PairsFileError
 
     try:
-        from fairl_ray.orchestration.search import load_search_config
+        from fairl_ray.search import load_search_config
 
         cfg = load_search_config(args.search, args.overrides)
     except ConfigError as err:
         return _fail(f"invalid search config: {err}")
-    from fairl_ray.orchestration.search import (data_from_pairs, data_from_workdir, resolve_objective, run_search,
-                                                summary_table)
     from fairl_ray.orchestration.tracking import default_tracking_uri
+    from fairl_ray.search import SearchStateError, check_resumable, load_models, run_search, summary_table
 
-    if args.workdir:
-        out = Path(args.out or Path(args.workdir) / "tune" / cfg.name)
-        store = Path(args.workdir)
+    if not (args.workdir or args.pairs or cfg.models):
+        return _fail("say what to search: --workdir RUN, --pairs FILE, or models: in the search YAML")
+    if args.realign_top < 0:
+        return _fail("--realign-top: must be >= 0")
+    realign_workdir = args.workdir or next((m["workdir"] for m in cfg.models if m.get("workdir")), None)
+    if args.realign_top and (not realign_workdir or (cfg.models and "workdir" not in cfg.models[0])):
+        return _fail("--realign-top needs a finished `fairl run` workdir as the (first) model, not a pairs file")
+    if args.workdir or not args.pairs and realign_workdir:
+        base = Path(args.workdir or realign_workdir)
+        out = Path(args.out or base / "tune" / cfg.name)
+        store = base
     else:
         out = Path(args.out or Path("tune_runs") / cfg.name)
         store = out
     try:
-        data = data_from_workdir(args.workdir, cfg) if args.workdir else data_from_pairs(args.pairs, cfg, out)
-        resolve_objective(cfg, data)
+        if not args.restart:
+            check_resumable(cfg, out)
+        models = load_models(cfg, args.workdir, args.pairs, out)
+    except SearchStateError as err:
+        return _fail(str(err))
     except ConfigError as err:
         return _fail(f"invalid search config: {err}")
     except (PairsFileError, ValueError, OSError) as err:
         return _fail(str(err))
-    summary = run_search(cfg, data, out, args.tracking_uri or default_tracking_uri(store),
-                         artifact_root=store / "mlartifacts", address=args.address)
+    summary = run_search(cfg, models, out, args.tracking_uri or default_tracking_uri(store),
+                         artifact_root=store / "mlartifacts", address=args.address, restart=args.restart,
+                         realign_top=args.realign_top, realign_workdir=realign_workdir)
     print()
     print(summary_table(summary))
-    print(f"\n[fairl] {summary['trials']['total']} trials in {summary['seconds']} s; outputs in {summary['out']} "
-          f"(best.json, best_irl.yaml, trials.csv, search.png); MLflow run {summary['mlflow']['parent_run_id']} "
-          f"in {summary['mlflow']['tracking_uri']}")
+    print(f"\n[fairl] {summary['trials']['total']} configs ({summary['trials']['ok']} finished, "
+          f"{summary['trials']['pruned']} pruned) in {summary['seconds']} s; outputs in {summary['out']} (best.json, "
+          f"best_irl.yaml, trials.csv, search.png); MLflow run {summary['mlflow']['parent_run_id']} in "
+          f"{summary['mlflow']['tracking_uri']}")
     return 0
 
 
