@@ -16,7 +16,8 @@ from fairl_ray.irl.losses import (
     asymmetric_margin_loss,
     asymmetric_released_loss,
     fa_irl_loss,
-    failure_loss,
+    failure_max_entropy_loss,
+    failure_max_margin_loss,
     masked_mean,
     max_entropy_loss,
     max_margin_loss,
@@ -84,13 +85,31 @@ def test_failure_loss_is_stricter():
     # MM: M_fail = 1.6 on pairs {1, 2}: Δ=[.5, −.2] → [1.1, 1.8] → 1.45; times weight 2 → 2.9
     d = T([1.0, 0.5, -0.2])
     mask = T([False, True, True])
-    assert failure_loss("mm", d, mask, margin_fail=1.6).item() == pytest.approx(1.45, abs=1e-6)
-    assert failure_loss("mm", d, mask, margin_fail=1.6, weight_fail=2.0).item() == pytest.approx(2.9, abs=1e-6)
-    # ME with τ_fail = 0.5 < τ penalises a mis-ordered pair harder: Δ = −1 → log(1+e^2) = 2.126928 (τ=1: 1.313262)
-    assert failure_loss("me", T([-1.0]), T([True]), temperature_fail=0.5).item() == pytest.approx(2.126928, abs=1e-5)
-    assert failure_loss("me", T([-1.0]), T([False])).item() == 0.0
-    with pytest.raises(ValueError):
-        failure_loss("asym_margin", d, mask)
+    assert failure_max_margin_loss(d, 0.8, 1.6, 1.0, mask=mask).item() == pytest.approx(1.45, abs=1e-6)
+    assert failure_max_margin_loss(d, 0.8, 1.6, 2.0, mask=mask).item() == pytest.approx(2.9, abs=1e-6)
+    # ME, τ_fail = 0.5 < τ = 1, mis-ordered pair Δ = −1: log(1+e^2) = 2.126928 > base log(1+e) = 1.313262
+    assert failure_max_entropy_loss(T([-1.0]), 1.0, 0.5, 1.0, mask=T([True])).item() == pytest.approx(2.126928, abs=1e-5)
+    # correctly ordered failure Δ = +1: τ_fail alone would give log(1+e^-2) = 0.126928 < base log(1+e^-1) = 0.313262;
+    # the max keeps the base temperature there and w_fail = 2 makes it stricter: 0.626523
+    assert failure_max_entropy_loss(T([1.0]), 1.0, 0.5, 1.0, mask=T([True])).item() == pytest.approx(0.313262, abs=1e-5)
+    assert failure_max_entropy_loss(T([1.0]), 1.0, 0.5, 2.0, mask=T([True])).item() == pytest.approx(0.626523, abs=1e-5)
+    assert failure_max_entropy_loss(T([-1.0]), mask=T([False])).item() == 0.0
+
+
+@pytest.mark.parametrize("family", ["mm", "me"])
+def test_default_failure_loss_stricter_than_base_on_both_signs(family):
+    """With the default hyperparameters L_fail(Δ) > L_base(Δ) for every Δ < M_fail (MM) / every Δ (ME)."""
+    c = IRLConfig()
+    d = torch.linspace(-3.0, 1.5, 91)  # both signs of Δ, below M_fail = 1.6
+    if family == "mm":
+        fail = failure_max_margin_loss(d, c.margin, c.margin_fail, c.weight_fail, reduction="none")
+        base = max_margin_loss(d, c.margin, reduction="none")
+    else:
+        d = torch.linspace(-3.0, 8.0, 111)
+        fail = failure_max_entropy_loss(d, c.temperature, c.temperature_fail, c.weight_fail, reduction="none")
+        base = max_entropy_loss(d, c.temperature, reduction="none")
+    assert (fail > base).all(), d[fail <= base]
+    assert (d > 0).any() and (d < 0).any()
 
 
 def test_masked_mean_and_fa_loss():
@@ -119,6 +138,27 @@ def test_supervised_failure_mask_with_unknown_labels():
     assert supervised_failure_mask(r_c, r_r, y_c, y_r).tolist() == [False, True, True, False, True]
     assert supervised_failure_mask(r_c, r_r, None, None).tolist() == [False] * 5
     assert supervised_failure_mask(r_c, r_r, torch.zeros(5), torch.zeros(5)).tolist() == [False] * 5
+    # against a zero of 0.4 (e.g. the label midpoint): pair 2's chosen 0.5 is fine, its rejected 0.2 now too;
+    # pair 3's chosen 0.5 > 0.4 still fine; pair 0's chosen 1.0 fine → only pairs 1 and 4 fail
+    assert supervised_failure_mask(r_c, r_r, y_c, y_r, 0.4).tolist() == [False, True, False, False, True]
+    # the mask does not depend on the level of R when the zero moves with it
+    assert supervised_failure_mask(r_c + 7, r_r + 7, y_c, y_r, 7.4).tolist() == [False, True, False, False, True]
+    # NaN zero (not known yet) flags nothing
+    assert not supervised_failure_mask(r_c, r_r, y_c, y_r, float("nan")).any()
+
+
+def test_label_midpoint_hand_values():
+    from fairl_ray.irl.failures import label_midpoint
+
+    nan = torch.full((2,), float("nan"))
+    r = T([[1.0, 3.0, -1.0, 0.0], [2.0, 2.0, 2.0, 2.0]])
+    y = T([[1.0, 1.0, -1.0, 0.0], [1.0, 1.0, 1.0, 0.0]])  # member 1 sees no bad output
+    good, bad, zero = label_midpoint(r, y, nan, nan)
+    assert good.tolist() == [2.0, 2.0] and bad[0].item() == -1.0 and math.isnan(bad[1].item())
+    assert zero[0].item() == pytest.approx(0.5) and math.isnan(zero[1].item())
+    # next minibatch: EMA with momentum 0.9 → good 0.9·2 + 0.1·4 = 2.2; bad unchanged (no bad output here)
+    good, bad, zero = label_midpoint(T([[4.0, 0.0]]), T([[1.0, 0.0]]), good[:1], bad[:1])
+    assert good.item() == pytest.approx(2.2) and bad.item() == -1.0 and zero.item() == pytest.approx(0.6)
 
 
 def test_bottom_k_failure_mask():
@@ -170,6 +210,10 @@ def test_config_defaults_and_validation():
     assert (c.penalty_factor, c.min_margin) == (5.0, 5.0)
     assert c.margin_fail > c.margin and c.temperature_fail < c.temperature
     assert len(METHODS) == 8 and all(IRLConfig(method=m).method == m for m in METHODS)
+    with pytest.raises(ValueError, match=r"irl\.curriculum_rounds: must be <= epochs \(50\)"):
+        IRLConfig(method="fa_irl_me_margin", epochs=50)
+    assert IRLConfig(method="max_margin", epochs=50).checkpoint_from == 1
+    assert IRLConfig(method="fa_irl_mm_gt", epochs=150).checkpoint_from == 100
     with pytest.raises(ValueError, match=r"irl\.method: unknown method 'foo'"):
         IRLConfig(method="foo")
     with pytest.raises(ValueError, match=r"irl\.head"):
@@ -192,7 +236,7 @@ def test_config_defaults_and_validation():
 def test_fa_objective_dominates_base(method):
     """With λ_t > 0 the failure term and the penalty are ≥ 0, so L_FA(θ) ≥ L_base(θ) pointwise (random θ, data)."""
     from fairl_ray.irl.heads import init_member_params, path_forward
-    from fairl_ray.irl.trainer import _HP, pair_objective
+    from fairl_ray.irl.objective import MemberHyperparameters, SupervisedZero, pair_objective
 
     g = torch.Generator().manual_seed(3)
     for trial in range(20):
@@ -204,14 +248,23 @@ def test_fa_objective_dominates_base(method):
         y_r = torch.randint(-1, 2, (32,), generator=g).float()[None]
         rD_c, rD_r = path_forward(p, "base", xc)[None], path_forward(p, "base", xr)[None]
         rF_c, rF_r = path_forward(p, "fail", xc)[None], path_forward(p, "fail", xr)[None]
-        sq = sum(t.pow(2).sum() for n, t in p.items() if n.startswith("fail."))[None]
+        sq = sum(t.pow(2).sum() for n, t in p.items() if n in ("fail.w", "fail.w2"))[None]
         lam = torch.rand(1, generator=g) * 10 + 1e-3
-        total, base, nfail = pair_objective(_HP([cfg], "cpu"), rD_c, rD_r, rF_c, rF_r, sq, y_c, y_r, lam,
-                                            torch.tensor([0.3]), torch.tensor([0.2]))
+        terms = pair_objective(MemberHyperparameters([cfg], "cpu"), rD_c, rD_r, rF_c, rF_r, fail_sq_norm=sq, lam=lam,
+                               gamma=torch.tensor([0.3]), fraction=torch.tensor([0.2]), y_c=y_c, y_r=y_r,
+                               zero=SupervisedZero.empty(1, "cpu"))
         # base is exactly the base loss of the full reward R = R_D + R_F
         full = (rD_c + rF_c) - (rD_r + rF_r)
         ref = max_margin_loss(full, 0.8) if "_mm_" in method else max_entropy_loss(full, 1.0)
-        assert torch.allclose(base, ref, atol=1e-6)
-        assert (total >= base).all()
-        assert (total - base >= 0.5 * lam * sq - 1e-5).all()  # strict when θ_F ≠ 0
-        assert nfail.item() >= (6 if method.endswith("margin") else 0)
+        assert torch.allclose(terms.base, ref, atol=1e-6)
+        assert torch.allclose(terms.total, fa_irl_loss(terms.base, terms.fail, lam, sq))
+        assert (terms.total >= terms.base).all()
+        assert (terms.total - terms.base >= 0.5 * lam * sq - 1e-5).all()  # strict when θ_F ≠ 0
+        if method.endswith("margin"):  # bottom-k: exactly ⌊0.2·32⌋ = 6 pairs
+            assert terms.n_failures.item() == 6
+        else:  # {Δ ≤ γ} ∪ {labelled output on the wrong side of the label midpoint of this minibatch}
+            r_c, r_r = rD_c + rF_c, rD_r + rF_r
+            r, y = torch.cat([r_c, r_r], 1), torch.cat([y_c, y_r], 1)
+            zero = 0.5 * (r[y > 0].mean() + r[y < 0].mean())
+            expected = margin_failure_mask(r_c - r_r, 0.3) | supervised_failure_mask(r_c, r_r, y_c, y_r, zero)
+            assert terms.n_failures.item() == expected.sum().item()

@@ -43,7 +43,7 @@ def data():
 @pytest.fixture(scope="module")
 def recovered(data):
     train, _, _ = data
-    cfgs = [IRLConfig(method=m, head=h, hidden_dim=32, epochs=20, patience=5, seed=7)
+    cfgs = [IRLConfig(method=m, head=h, hidden_dim=32, epochs=20, patience=5, curriculum_rounds=10, seed=7)
             for m in METHODS for h in ("linear", "mlp")]
     return cfgs, train_ensemble(train, cfgs)
 
@@ -72,7 +72,7 @@ def test_every_method_recovers_linear_reward(recovered, data, method, head):
 
 def test_training_moves_parameters(data):
     train, _, _ = data
-    cfg = IRLConfig(method="fa_irl_mm_margin", head="mlp", hidden_dim=8, epochs=2, seed=3)
+    cfg = IRLConfig(method="fa_irl_mm_margin", head="mlp", hidden_dim=8, epochs=2, curriculum_rounds=2, seed=3)
     init = init_member_params("mlp", 16, 8, True, torch.Generator().manual_seed(3))
     (m,) = train_ensemble(train, [cfg])
     for name in ("base.w1", "base.w2", "fail.w1", "fail.w2"):
@@ -90,8 +90,10 @@ def test_batched_matches_single(data):
         IRLConfig(method="max_margin", head="mlp", hidden_dim=8, epochs=6, seed=0),
         IRLConfig(method="max_entropy", head="mlp", hidden_dim=8, epochs=4, lr=3e-3, seed=1),
         IRLConfig(method="asymmetric_released", head="linear", epochs=6, seed=2),
-        IRLConfig(method="fa_irl_me_gt", head="mlp", hidden_dim=8, epochs=6, sample_rate=0.5, seed=3),
-        IRLConfig(method="fa_irl_mm_margin", head="mlp", hidden_dim=8, epochs=6, seed=4),
+        IRLConfig(method="fa_irl_me_gt", head="mlp", hidden_dim=8, epochs=6, sample_rate=0.5, curriculum_rounds=3,
+                  seed=3),
+        IRLConfig(method="fa_irl_mm_margin", head="mlp", hidden_dim=8, epochs=6, curriculum_rounds=4, seed=4),
+        IRLConfig(method="fa_irl_mm_gt", head="linear", epochs=5, curriculum_rounds=2, patience=1, lr=0.3, seed=6),
         # lr 0.5 makes the validation loss bounce: stops early after 1 epoch without improvement
         IRLConfig(method="max_margin", head="mlp", hidden_dim=8, epochs=6, lr=0.5, patience=1, seed=5),
     ]
@@ -109,7 +111,7 @@ def test_batched_matches_single(data):
 def test_deterministic_on_cpu(data):
     train, _, _ = data
     small = train.subset(torch.arange(400))
-    cfgs = [IRLConfig(method=m, head="mlp", hidden_dim=8, epochs=3, seed=s, sample_rate=0.7)
+    cfgs = [IRLConfig(method=m, head="mlp", hidden_dim=8, epochs=3, curriculum_rounds=3, seed=s, sample_rate=0.7)
             for m in ("fa_irl_mm_gt", "max_entropy") for s in (0, 1)]
     a, b = train_ensemble(small, cfgs), train_ensemble(small, cfgs)
     for x, y in zip(a, b):

@@ -5,18 +5,8 @@ up to 800 epochs with early stopping, M = 0.8, τ = 1.0, λ_0 = 10 decayed expon
 curriculum 20% → 0% over 100 rounds) and Insights §4 "Training details" (linear head, asymmetric loss, penalty
 factor 5 and minimum margin 5 for Pythia-70M).
 
-Method names (FA-IRL Table 1 rows, plus the two Insights losses):
-
-==========================  ==================================================================================
-``max_margin``              FA-IRL eq. 1: mean max(0, M − Δ)
-``asymmetric_released``     Insights eq. 1 as in the released code: −Δ if Δ > 0, −2Δ if Δ < 0 (unbounded below)
-``asymmetric_margin``       Insights §4 "penalty factor c / minimum margin m": max(0, m − Δ) + (c − 1)·max(0, −Δ)
-``max_entropy``             FA-IRL eq. 2: mean −log σ(Δ/τ)
-``fa_irl_mm_gt``            FA-IRL, base loss eq. 1, failures = margin failures {Δ ≤ γ_t} ∪ supervised (labels)
-``fa_irl_mm_margin``        FA-IRL, base loss eq. 1, failures = bottom-k_t of each minibatch by Δ (self-supervised)
-``fa_irl_me_gt``            as ``fa_irl_mm_gt`` with base loss eq. 2
-``fa_irl_me_margin``        as ``fa_irl_mm_margin`` with base loss eq. 2
-==========================  ==================================================================================
+Methods (their base loss, failure source and the fields below that each reads) are listed in ONE place,
+``fairl_ray/irl/methods.py``.
 
 A *round* of the curriculum is one epoch (one pass over the training pairs); every schedule (λ_t, γ_t, k_t,
 p_t) is evaluated once per epoch with t = the 0-based epoch index and held fixed within the epoch.
@@ -27,36 +17,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-METHODS = (
-    "max_margin",
-    "asymmetric_released",
-    "asymmetric_margin",
-    "max_entropy",
-    "fa_irl_mm_gt",
-    "fa_irl_mm_margin",
-    "fa_irl_me_gt",
-    "fa_irl_me_margin",
-)
-HEADS = ("linear", "mlp")
+from .methods import METHODS, get_method
 
-# base-loss family of each method ("mm", "me", "asym_released", "asym_margin")
-BASE_LOSS = {
-    "max_margin": "mm",
-    "asymmetric_released": "asym_released",
-    "asymmetric_margin": "asym_margin",
-    "max_entropy": "me",
-    "fa_irl_mm_gt": "mm",
-    "fa_irl_mm_margin": "mm",
-    "fa_irl_me_gt": "me",
-    "fa_irl_me_margin": "me",
-}
-# failure source of the FA-IRL methods: "gt" (margin γ_t ∪ supervised labels) or "margin" (bottom-k_t)
-FAILURE_SOURCE = {
-    "fa_irl_mm_gt": "gt",
-    "fa_irl_mm_margin": "margin",
-    "fa_irl_me_gt": "gt",
-    "fa_irl_me_margin": "margin",
-}
+HEADS = ("linear", "mlp")
 
 
 @dataclass
@@ -77,6 +40,10 @@ class IRLConfig:
     """maximum number of epochs (FA-IRL: up to 800)."""
     patience: int = 20
     """early stopping: stop after this many epochs without a strictly lower validation loss; 0 disables it."""
+    min_delta: float = 1e-4
+    """early stopping: a validation loss counts as better only if it is at least this much below the best so far.
+    Max-entropy losses never stop falling on separable pairs (the reward scale grows without bound); without a
+    minimum improvement they would always run to ``epochs``."""
     margin: float = 0.8
     """M of the max-margin loss, eq. 1 (FA-IRL: 0.8)."""
     temperature: float = 1.0
@@ -89,9 +56,9 @@ class IRLConfig:
     """FA-IRL MM variants: stricter margin M_fail > M used on failures (Alg. 1 line 11); default 2·M."""
     temperature_fail: float = 0.5
     """FA-IRL ME variants: sharper temperature τ_fail < τ used on failures (Alg. 1 line 11); default τ/2."""
-    weight_fail: float = 1.0
-    """extra multiplier on the failure loss (the "larger loss weight" option of §4.2); 1 = only M_fail / τ_fail
-    make it stricter, λ_t already weights it 10× at the start."""
+    weight_fail: float = 2.0
+    """w_fail ≥ 1, multiplier on the failure loss (the "larger loss weight" of §4.2). With w_fail > 1 the failure
+    loss is strictly larger than the base loss on every failure, whatever the sign of Δ (see ``losses.py``)."""
     lambda_0: float = 10.0
     """initial failure weight λ_0 of eq. 3 (FA-IRL: 10)."""
     lambda_decay: float = 0.05
@@ -101,7 +68,8 @@ class IRLConfig:
     failure_fraction_end: float = 0.0
     """``fa_irl_*_margin``: fraction at and after round ``curriculum_rounds`` (FA-IRL: 0%)."""
     curriculum_rounds: int = 100
-    """length in epochs of the linear curricula (bottom-k_t fraction and γ_t) (FA-IRL: 100 rounds)."""
+    """length in epochs of the linear curricula (bottom-k_t fraction and γ_t) (FA-IRL: 100 rounds). FA-IRL
+    members never stop early, nor return a checkpoint, before the curriculum ends; must be <= ``epochs``."""
     gamma_start: float = 0.0
     """``fa_irl_*_gt``: margin-failure threshold γ_0 (flag Δ ≤ γ_t): start with mis-ordered pairs only ..."""
     gamma_end: float = 0.4
@@ -137,7 +105,7 @@ class IRLConfig:
         for name in ("lr", "margin", "temperature", "temperature_fail"):
             if finite(name) <= 0:
                 raise bad(name, f"must be > 0, got {getattr(self, name)!r}")
-        for name in ("min_margin", "lambda_0", "lambda_decay"):
+        for name in ("min_margin", "lambda_0", "lambda_decay", "min_delta"):
             if finite(name) < 0:
                 raise bad(name, f"must be >= 0, got {getattr(self, name)!r}")
         for name in ("penalty_factor", "weight_fail"):
@@ -150,6 +118,9 @@ class IRLConfig:
         finite("gamma_end")
         if self.margin_fail < self.margin or not math.isfinite(self.margin_fail):
             raise bad("margin_fail", f"must be >= margin ({self.margin}) (stricter failure loss), got {self.margin_fail!r}")
+        if self.is_failure_aware and self.curriculum_rounds > self.epochs:
+            raise bad("curriculum_rounds", f"must be <= epochs ({self.epochs}) so the curriculum runs to its end, "
+                      f"got {self.curriculum_rounds!r}")
         if self.temperature_fail > self.temperature:
             raise bad(
                 "temperature_fail",
@@ -159,18 +130,24 @@ class IRLConfig:
     # ---- derived facts -------------------------------------------------------------------------------------
     @property
     def base_loss(self) -> str:
-        """Loss family of the base path: ``"mm"``, ``"me"``, ``"asym_released"`` or ``"asym_margin"``."""
-        return BASE_LOSS[self.method]
+        """Loss family of the base path (``methods.Method.base_loss``)."""
+        return get_method(self.method).base_loss
 
     @property
     def is_failure_aware(self) -> bool:
-        """True for the four FA-IRL methods (dual-path head)."""
-        return self.method in FAILURE_SOURCE
+        """True for the FA-IRL methods (dual-path head, eq. 3)."""
+        return get_method(self.method).is_failure_aware
 
     @property
     def failure_source(self) -> str | None:
         """``"gt"``, ``"margin"`` or ``None`` (not FA-IRL)."""
-        return FAILURE_SOURCE.get(self.method)
+        return get_method(self.method).failure_source
+
+    @property
+    def checkpoint_from(self) -> int:
+        """First epoch (1-based) that early stopping may stop at or return: the end of the curriculum for FA-IRL
+        (so λ_t, γ_t and k_t all run their course), epoch 1 otherwise."""
+        return self.curriculum_rounds if self.is_failure_aware else 1
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -19,21 +19,51 @@ def margin_failure_mask(delta: Tensor, gamma) -> Tensor:
 
 
 def supervised_failure_mask(r_chosen: Tensor, r_rejected: Tensor, y_chosen: Tensor | None,
-                            y_rejected: Tensor | None) -> Tensor:
-    """F_t^sup (Alg. 1 line 6; §4.3 "flag any output o for which y(o)·R(o) ≤ 0").
+                            y_rejected: Tensor | None, zero=0.0) -> Tensor:
+    """F_t^sup (Alg. 1 line 6; §4.3 "flag any output o for which y(o)·R(o) ≤ 0"), against a defined zero of R.
 
     Labels y ∈ {+1 (good / non-toxic), −1 (bad / toxic), 0 (unknown)}. A pair is flagged when one of its
-    LABELLED outputs is misclassified by the sign of R: ``y·R ≤ 0`` with y ≠ 0. For the usual labelling
-    y(o⁺) = +1, y(o⁻) = −1 this is exactly line 6's "R(o⁺) ≤ 0 or R(o⁻) ≥ 0"; we follow the prose rule
-    (y(o)R(o) ≤ 0 for every output) because line 6 as printed (y(o⁻)R(o⁻) ≥ 0) would flag a correctly scored
-    toxic rejected output. Unknown labels (0) never flag; ``None`` labels mean no supervised failures.
+    LABELLED outputs is on the wrong side of ``zero``: ``y·(R − zero) ≤ 0`` with y ≠ 0. ``zero``: float or
+    per-member tensor ``r_chosen.shape[:-1]``; NaN (no zero known yet) flags nothing.
+
+    Why a zero: pairwise losses see only differences, so the level of R is arbitrary (its output bias never
+    trains); testing the sign of R itself would flag about half of all outputs whatever the model learned. The
+    trainer passes :func:`label_midpoint` (the midpoint between the running mean rewards of good and bad outputs).
+    For the usual labelling y(o⁺) = +1, y(o⁻) = −1 and zero 0 this is line 6's "R(o⁺) ≤ 0 or R(o⁻) ≥ 0"; we follow
+    the prose rule (y(o)R(o) ≤ 0 for every output) because line 6 as printed (y(o⁻)R(o⁻) ≥ 0) would flag a
+    correctly scored toxic rejected output. Unknown labels (0) never flag; ``None`` labels mean no supervised
+    failures.
     """
+    if isinstance(zero, Tensor) and zero.ndim >= 1 and zero.ndim == r_chosen.ndim - 1:
+        zero = zero.unsqueeze(-1)
     mask = torch.zeros(r_chosen.shape, dtype=torch.bool, device=r_chosen.device)
     if y_chosen is not None:
-        mask |= (y_chosen != 0) & (y_chosen * r_chosen <= 0)
+        mask |= (y_chosen != 0) & (y_chosen * (r_chosen - zero) <= 0)
     if y_rejected is not None:
-        mask |= (y_rejected != 0) & (y_rejected * r_rejected <= 0)
+        mask |= (y_rejected != 0) & (y_rejected * (r_rejected - zero) <= 0)
     return mask
+
+
+def label_midpoint(rewards: Tensor, labels: Tensor, mean_good: Tensor, mean_bad: Tensor,
+                   momentum: float = 0.9) -> tuple[Tensor, Tensor, Tensor]:
+    """The zero of R for supervised failures: midpoint of the mean reward of good and of bad outputs.
+
+    ``rewards`` / ``labels``: ``[K, n]`` (the minibatch's outputs, labels in {−1, 0, +1}); ``mean_good`` /
+    ``mean_bad``: ``[K]`` running means (NaN = not seen yet). Each class mean is an exponential moving average
+    (``momentum``) of its per-minibatch means, started at the first minibatch that has the class; a minibatch
+    without the class leaves it unchanged. Returns ``(mean_good, mean_bad, zero)``; ``zero`` is NaN while either
+    class is unseen (then no supervised failure is flagged). The midpoint is the Bayes threshold of two classes
+    with equal spread, and needs no gradient: it only chooses which outputs count as misclassified.
+    """
+    def update(prev: Tensor, sel: Tensor) -> Tensor:
+        count = sel.sum(-1)
+        batch = (rewards * sel).sum(-1) / count.clamp_min(1)
+        smoothed = torch.where(torch.isnan(prev), batch, momentum * prev + (1.0 - momentum) * batch)
+        return torch.where(count > 0, smoothed, prev)
+
+    mean_good = update(mean_good, labels > 0)
+    mean_bad = update(mean_bad, labels < 0)
+    return mean_good, mean_bad, 0.5 * (mean_good + mean_bad)
 
 
 def bottom_k_failure_mask(delta: Tensor, fraction) -> Tensor:
@@ -69,3 +99,24 @@ def sample_failures(mask: Tensor, rate, generator: torch.Generator | None = None
     if isinstance(rate, Tensor) and rate.ndim >= 1 and rate.ndim == mask.ndim - 1:
         rate = rate.unsqueeze(-1)
     return mask & (uniform < rate)
+
+
+def gt_failures(r_chosen: Tensor, r_rejected: Tensor, *, gamma, y_chosen=None, y_rejected=None, zero=0.0,
+                **_) -> Tensor:
+    """Failure source ``gt`` (FA-IRL Table 1 "ground-truth failures"): F_t = {Δ ≤ γ_t} ∪ F_t^sup (Alg. 1 lines 4-10);
+    without labels only the margin failures."""
+    mask = margin_failure_mask(r_chosen - r_rejected, gamma)
+    if y_chosen is not None or y_rejected is not None:
+        mask = mask | supervised_failure_mask(r_chosen, r_rejected, y_chosen, y_rejected, zero)
+    return mask
+
+
+def bottom_k_failures(r_chosen: Tensor, r_rejected: Tensor, *, fraction, **_) -> Tensor:
+    """Failure source ``margin`` (FA-IRL Table 1 "IRL margin failures", self-supervised): the bottom-k_t pairs of
+    the minibatch by Δ, k_t = ⌊f_t·B⌋ with f_t going 20% → 0% over the curriculum (§5)."""
+    return bottom_k_failure_mask(r_chosen - r_rejected, fraction)
+
+
+#: Failure sources by the method table's names (``methods.py``); each maps the minibatch's full rewards and the
+#: schedule state to a boolean failure mask F_t (the trainer then samples S_t with :func:`sample_failures`).
+FAILURE_SOURCES = {"gt": gt_failures, "margin": bottom_k_failures}

@@ -69,33 +69,49 @@ def asymmetric_margin_loss(
     return _reduce(values, reduction, mask)
 
 
-def base_loss(kind: str, delta: Tensor, *, margin=0.8, temperature=1.0, min_margin=5.0, penalty_factor=5.0,
-              mask: Tensor | None = None, reduction: str = "mean") -> Tensor:
-    """Dispatch on a loss family name (``IRLConfig.base_loss``): mm, me, asym_released, asym_margin."""
-    if kind == "mm":
-        return max_margin_loss(delta, margin, mask=mask, reduction=reduction)
-    if kind == "me":
-        return max_entropy_loss(delta, temperature, mask=mask, reduction=reduction)
-    if kind == "asym_released":
-        return asymmetric_released_loss(delta, mask=mask, reduction=reduction)
-    if kind == "asym_margin":
-        return asymmetric_margin_loss(delta, min_margin, penalty_factor, mask=mask, reduction=reduction)
-    raise ValueError(f"unknown loss family {kind!r}")
+def failure_max_margin_loss(delta: Tensor, margin=0.8, margin_fail=1.6, weight_fail=2.0, *,
+                            mask: Tensor | None = None, reduction: str = "mean") -> Tensor:
+    """L_fail of the MM variants (Alg. 1 line 11): ``w_fail·max(0, M_fail − Δ)`` with M_fail ≥ M, w_fail ≥ 1.
+
+    Pointwise ≥ the base loss ``max(0, M − Δ)`` for every Δ, and > it wherever Δ < M_fail when w_fail > 1 or
+    M_fail > M: stricter on mis-ordered failures (Δ < 0) and on near-ties (0 ≤ Δ < M_fail) alike. ``margin`` is
+    unused (the signature matches the ME form)."""
+    del margin
+    values = _hp(weight_fail, delta) * torch.clamp_min(_hp(margin_fail, delta) - delta, 0.0)
+    return _reduce(values, reduction, mask)
 
 
-def failure_loss(kind: str, delta: Tensor, mask: Tensor, *, margin_fail=1.6, temperature_fail=0.5,
-                 weight_fail=1.0) -> Tensor:
-    """L_fail(S_t) of FA-IRL eq. 3: the base loss made stricter (M_fail for "mm", τ_fail for "me"), times
-    ``weight_fail``, as a masked mean over the failure subset ``mask`` (0 where S_t is empty)."""
-    if kind == "mm":
-        raw = max_margin_loss(delta, margin_fail, mask=mask)
-    elif kind == "me":
-        raw = max_entropy_loss(delta, temperature_fail, mask=mask)
-    else:
-        raise ValueError(f"FA-IRL failure loss is defined for 'mm' and 'me' only, got {kind!r}")
-    return weight_fail * raw  # weight_fail: float or per-member tensor of shape delta.shape[:-1]
+def failure_max_entropy_loss(delta: Tensor, temperature=1.0, temperature_fail=0.5, weight_fail=2.0, *,
+                             mask: Tensor | None = None, reduction: str = "mean") -> Tensor:
+    """L_fail of the ME variants: ``w_fail·max(softplus(−Δ/τ_fail), softplus(−Δ/τ))`` with τ_fail ≤ τ, w_fail ≥ 1.
+
+    §4.2 offers two ways to make eq. 2 stricter on failures: a lower temperature or a larger weight. A lower
+    temperature alone is stricter only for Δ < 0: for a correctly ordered failure (a near-tie or a bottom-k pair
+    with Δ > 0) softplus(−Δ/τ_fail) < softplus(−Δ/τ), i.e. the "stricter" loss would push LESS. CHOICE: keep the
+    sharper temperature where it is stricter (Δ < 0) and the base temperature elsewhere (the max), times the
+    larger weight w_fail (default 2), so that L_fail > L_ME for every Δ, both signs included."""
+    sharp = F.softplus(-delta / _hp(temperature_fail, delta))
+    base = F.softplus(-delta / _hp(temperature, delta))
+    return _reduce(_hp(weight_fail, delta) * torch.maximum(sharp, base), reduction, mask)
+
+
+# ---- registries: the trainer looks losses up here by the method table's family names (``methods.py``) ----------
+# Each entry maps (delta, hp, mask) -> per-member loss, reading the member's hyperparameters from ``hp``
+# (an object with per-member tensors named like the ``IRLConfig`` fields).
+BASE_LOSSES = {
+    "mm": lambda delta, hp, mask=None: max_margin_loss(delta, hp.margin, mask=mask),
+    "me": lambda delta, hp, mask=None: max_entropy_loss(delta, hp.temperature, mask=mask),
+    "asym_released": lambda delta, hp, mask=None: asymmetric_released_loss(delta, mask=mask),
+    "asym_margin": lambda delta, hp, mask=None: asymmetric_margin_loss(delta, hp.min_margin, hp.penalty_factor,
+                                                                       mask=mask),
+}
+FAILURE_LOSSES = {
+    "mm": lambda delta, hp, mask: failure_max_margin_loss(delta, hp.margin, hp.margin_fail, hp.weight_fail, mask=mask),
+    "me": lambda delta, hp, mask: failure_max_entropy_loss(delta, hp.temperature, hp.temperature_fail,
+                                                           hp.weight_fail, mask=mask),
+}
 
 
 def fa_irl_loss(base: Tensor, fail: Tensor, lam, fail_sq_norm: Tensor) -> Tensor:
-    """FA-IRL eq. 3: ``L_base + λ_t·L_fail(S_t) + (λ_t/2)·‖θ_F‖²`` (all per member)."""
+    """FA-IRL eq. 3: ``L_base + λ_t·L_fail(S_t) + (λ_t/2)·‖w_F‖²`` (all per member)."""
     return base + lam * fail + 0.5 * lam * fail_sq_norm
