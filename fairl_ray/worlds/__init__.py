@@ -26,6 +26,7 @@ from fairl_ray.worlds.base import Scores, World
 #: World name -> module. A new world is one module plus one line here.
 REGISTRY: dict[str, str] = {
     "synthetic": "fairl_ray.worlds.synthetic",  # lexicon toy world; tiny GPT-2 built and SFT'd in-process
+    "hf": "fairl_ray.worlds.hf",  # any HF causal LM; prompts from a file/dataset; profanity-check or HF classifier
 }
 
 WORLD_NAMES: tuple[str, ...] = tuple(REGISTRY)
@@ -54,6 +55,11 @@ def _world_config_class():
     def __post_init__(self):
         if self.name not in REGISTRY:
             raise ValueError(f"name: unknown world {self.name!r}; choose one of {', '.join(WORLD_NAMES)}")
+        check = getattr(world_module(self.name), "check_selected", None)
+        if check is not None:  # settings a world needs only when it is the selected one (e.g. hf.policy)
+            problem = check(getattr(self, self.name))
+            if problem:
+                raise ValueError(f"{self.name}: {problem}")
 
     def section(self):
         """The config section of the selected world."""
