@@ -28,10 +28,10 @@ FAST = ["--set", "num_samples=4", "--set", "seeds=[0, 1]", "--set", "fresh_seeds
         "--set", "pack_size=2", "--set", "space.curriculum_rounds.randint=[2, 6]"]
 
 
-def make_workdir(root):
+def make_workdir(root, seed=0):
     """A workdir as `fairl run` leaves it, holding pairs from r*(h) = w·h (chosen = the higher-reward output)."""
-    g = torch.Generator().manual_seed(0)
-    w = torch.randn(DIM, generator=torch.Generator().manual_seed(1234))
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(DIM, generator=torch.Generator().manual_seed(1234 + seed))
     a, b = torch.randn(N_PAIRS, DIM, generator=g), torch.randn(N_PAIRS, DIM, generator=g)
     first = (a @ w > b @ w)[:, None]
     chosen, rejected = torch.where(first, a, b), torch.where(first, b, a)

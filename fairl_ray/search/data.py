@@ -65,7 +65,7 @@ def data_from_workdir(workdir: str | Path, cfg: SearchConfig) -> SearchData:
         raise ValueError(f"{results} not found: run `fairl run --workdir {workdir}` first, or use --pairs FILE")
     stages = json.loads(results.read_text()).get("stages", {})
     try:
-        pairs_dir, features_dir = Path(stages["pairs"]["dir"]), Path(stages["features"]["dir"])
+        pairs_dir, features_dir = workdir / stages["pairs"]["dir"], workdir / stages["features"]["dir"]
     except KeyError as err:
         raise ValueError(f"{results}: no stages.{err.args[0]}.dir (did the pipeline finish?)") from None
     rows = read_pairs(pairs_dir / "pairs.parquet").to_pylist()

@@ -66,8 +66,8 @@ def realign_top_rewards(cfg: SearchConfig, data: SearchData, ranked: list[tuple[
                                                "irl": to_dict(member), "trial": trial_id},
                         {"base_policy": stages["base_policy"]["key"], "prompts": stages["prompts"]["key"]})
         output = stage_output(out, f"realign_top{rank}", key)
-        kwargs = {"world_cfg": run_cfg.world, "base_dir": Path(stages["base_policy"]["dir"]), "reward_dir": reward_dir,
-                  "prompts_dir": Path(stages["prompts"]["dir"]), "rlhf_cfg": run_cfg.realign.rlhf,
+        kwargs = {"world_cfg": run_cfg.world, "base_dir": workdir / stages["base_policy"]["dir"], "reward_dir": reward_dir,
+                  "prompts_dir": workdir / stages["prompts"]["dir"], "rlhf_cfg": run_cfg.realign.rlhf,
                   "eval_cfg": run_cfg.evaluation}
         label = f"realigned:top{rank}"
         if output.done:

@@ -52,7 +52,7 @@ class LiveSearchLog(Callback):
         self.fixed, self.objective, self.total, self.journal, self.cfg_dict = fixed, objective, total, journal, cfg_dict
         self.tracker = None
         self.logged: set[str] = set()
-        self.best = None
+        self.best: dict[str, float] = {}
 
     def __getstate__(self):  # Tune pickles its callbacks with the experiment state; the MLflow client stays out
         return {**self.__dict__, "tracker": None}
@@ -76,11 +76,12 @@ class LiveSearchLog(Callback):
         log_config_run(tracker, self.parent, record, self.fixed)
         self.logged.add(key)
         value = record["metrics"].get(f"val_{self.objective}")
+        model, best = record["model"], self.best.get(record["model"])
         if record["state"] == "COMPLETE" and value is not None and (
-                self.best is None or (value < self.best if OBJECTIVES[self.objective] == "min" else value > self.best)):
-            self.best = value
+                best is None or (value < best if OBJECTIVES[self.objective] == "min" else value > best)):
+            self.best[model] = best = value
         shown = "n/a" if value is None else f"{value:.4f}"
-        best = "" if self.best is None else f" (best {self.best:.4f})"
+        best = "" if best is None else f" (best of {model} {best:.4f})"
         print(f"[tune] {len(self.logged)}/{self.total} {key} {record['config'].get('method', '')} "
               f"{record['state'].lower()} at {record['epochs']} epochs val_{self.objective}={shown}{best}", flush=True)
 
@@ -101,9 +102,13 @@ class LiveSearchLog(Callback):
             for record in study_records(study, model, pack=pack):
                 self._log(record)
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        print(f"[tune] pack {trial.config.get('model')}/{trial.config.get('pack')} crashed (retried, up to "
+              f"max_failures times; its finished configs are kept): {trial.error_file}", flush=True)
+
     def on_trial_error(self, iteration, trials, trial, **info):
-        print(f"[tune] pack {trial.config.get('model')}/{trial.config.get('pack')} crashed (retried up to "
-              f"max_failures; its finished configs are kept): {trial.error_file}", flush=True)
+        print(f"[tune] pack {trial.config.get('model')}/{trial.config.get('pack')} FAILED after its retries: "
+              f"{trial.error_file}", flush=True)
 
 
 def study_records(study, model: str, pack: int | None = None) -> list[dict]:

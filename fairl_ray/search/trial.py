@@ -21,6 +21,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -186,7 +187,9 @@ def run_pack(config: dict, spec: dict) -> None:
                 now.append(_record(trial, model, pack, "FAIL", config_only, metrics, e, r, node))
                 continue
             values.append(value)
-            trial.report(value, r)
+            with warnings.catch_warnings():  # a retried pack re-reports the rungs it reached before its crash
+                warnings.simplefilter("ignore", UserWarning)
+                trial.report(value, r)
             if last:
                 study.tell(trial, value)
                 now.append(_record(trial, model, pack, "COMPLETE", config_only, metrics, e, r, node))

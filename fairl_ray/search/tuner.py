@@ -90,7 +90,7 @@ def run_search(cfg: SearchConfig, models: dict[str, SearchData], out: str | Path
     tracker = Tracker(tracking_uri, artifact_root=artifact_root or out / "mlartifacts")
     if state:
         parent = state["parent_run_id"]
-        tracker.client.update_run(parent, status="RUNNING")
+        tracker.reopen_run(parent)
         log(f"[tune] resuming search {cfg.name!r} in {out} (MLflow run {parent})")
     else:
         parent = tracker.start_run(f"tune:{cfg.name}", tags={"fairl.kind": "tune", "fairl.out": str(out),
@@ -166,6 +166,9 @@ def run_search(cfg: SearchConfig, models: dict[str, SearchData], out: str | Path
         (out / "best.json").write_text(json.dumps(summary, indent=2, default=float))
         status = "FINISHED"
         return summary
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
     finally:
         tracker.end_run(parent, status)
         if own_ray:
