@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 DEFAULT_WORKDIR = "fairl_runs/default"
@@ -323,6 +324,12 @@ def cmd_tune(args) -> int:
     else:
         out = Path(args.out or Path("tune_runs") / cfg.name)
         store = out
+    problem = out_dir_problem(out) if args.out else None
+    if problem:
+        return _fail(problem)
+    # Ctrl-C / SIGTERM must stop the search as an interruption (exit 130, parent run KILLED, no best.json);
+    # Tune's own SIGINT handler would end fit() quietly and the search would be reported as complete.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     try:
         if not args.restart:
             check_resumable(cfg, out)
@@ -401,15 +408,54 @@ def read_texts(path: Path) -> list[str]:
 def cmd_ui(args) -> int:
     import subprocess
 
-    from fairl_ray.orchestration.tracking import default_tracking_uri
+    from fairl_ray.orchestration.tracking import default_tracking_uri, relocate_artifacts, store_lock
 
     uri = args.tracking_uri or default_tracking_uri(args.workdir)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         return _fail(f"no MLflow store at {uri}; run `fairl run --workdir {args.workdir}` first")
+    if not args.tracking_uri:  # a copied workdir shows its own artifacts, not the original's
+        with store_lock(uri):
+            relocate_artifacts(uri, Path(args.workdir) / "mlartifacts")
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                "--host", args.host, "--port", str(args.port), "--workers", "1"]
-    print(f"[fairl] MLflow UI on http://{args.host}:{args.port}  (Ctrl-C to stop)")
-    return subprocess.call(command)
+    print(f"[fairl] MLflow UI on http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
+    # Its own process group: the server and its workers are stopped together when fairl stops (Ctrl-C, SIGTERM).
+    server = subprocess.Popen(command, start_new_session=True)
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        stop_process_group(server)
+
+
+def stop_process_group(proc, grace_s: float = 10.0) -> None:
+    """SIGTERM every process of ``proc``'s group (``proc`` leads it), then SIGKILL what is left after ``grace_s``."""
+    import subprocess
+
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return  # the whole group is gone
+        try:
+            proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+        if sig == signal.SIGTERM:  # the leader is gone; its workers may linger a moment
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline and _group_alive(proc.pid):
+                time.sleep(0.1)
+            if not _group_alive(proc.pid):
+                return
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 if __name__ == "__main__":

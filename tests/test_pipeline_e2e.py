@@ -114,7 +114,7 @@ def test_interrupted_run_resumes_from_finished_stages(first_run):
     workdir, results, _ = first_run
     # As if killed during IRL: IRL and everything after it never finished, a half-written temp dir remains.
     for name in ("irl", "evaluate", "realign_fa_irl_mm_margin"):
-        shutil.rmtree(results["stages"][name]["dir"])
+        shutil.rmtree(workdir / results["stages"][name]["dir"])
     (workdir / "stages" / ".tmp-irl-deadbeef-1234").mkdir()
     resumed, log = run(workdir)
     assert "removed 1 unfinished" in log

@@ -31,6 +31,7 @@ from fairl_ray.orchestration.stage_store import (
     read_summary,
     stage_key,
     stage_output,
+    workdir_lock,
 )
 
 # --------------------------------------------------------------------------------------------------------
@@ -206,13 +207,17 @@ class Pipeline:
     # -- public -------------------------------------------------------------------------------------------
 
     def run(self) -> dict:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with workdir_lock(self.workdir, self.log):  # one run per workdir; a second waits, then reuses
+            return self._run_locked()
+
+    def _run_locked(self) -> dict:
         import ray
 
         from fairl_ray.orchestration.ray_runtime import check_fits, init_ray
         from fairl_ray.orchestration.tracking import Tracker
 
         started = time.time()
-        self.workdir.mkdir(parents=True, exist_ok=True)
         removed = clean_stale_temporaries(self.workdir)
         if removed:
             self.log(f"[fairl] removed {removed} unfinished stage output(s) of an interrupted run")
@@ -233,6 +238,9 @@ class Pipeline:
             raise
 
         self.tracker = Tracker(self.tracking_uri, artifact_root=self.workdir / "mlartifacts")
+        if self.tracker.closed_stale:
+            self.log(f"[fairl] closed {len(self.tracker.closed_stale)} MLflow run(s) left RUNNING by killed runs "
+                     "as KILLED")
         self.parent_run = self.tracker.start_run(self.cfg.name, tags={"fairl.workdir": str(self.workdir)})
         self.tracker.log_params(self.parent_run, flatten(to_dict(self.cfg)))
         self.tracker.log_artifact(self.parent_run, self.workdir / "config.yaml")
@@ -245,6 +253,9 @@ class Pipeline:
             self._finish(results)
             status = "FINISHED"
             return results
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
         finally:
             self.tracker.end_run(self.parent_run, status)
             if started_ray:
@@ -318,6 +329,10 @@ class Pipeline:
     def _dir(self, name: str) -> Path:
         return self.outputs[name].path
 
+    def _rel(self, path: Path) -> str:
+        """A path inside the workdir as results.json records it: relative, so a copied workdir reads itself."""
+        return str(Path(path).relative_to(self.workdir))
+
     def _resource_requests(self) -> dict[str, dict[str, float]]:
         """What one stage task or model worker asks of a node, by the config key that sets it."""
         cpus = self.cfg.resources.cpus_per_task
@@ -368,7 +383,7 @@ class Pipeline:
             stage.name,
             parent_run_id=self.parent_run,
             tags={"fairl.stage": stage.name, "fairl.stage_key": output.key, "fairl.reused": str(reused).lower(),
-                  "fairl.stage_dir": str(output.path)},
+                  "fairl.stage_dir": self._rel(output.path)},
         )
         if isinstance(stage.config, dict) and stage.config:
             tracker.log_params(run_id, flatten(stage.config))
@@ -384,7 +399,7 @@ class Pipeline:
                 tracker.log_curve(run_id, f"{member.replace('/', '.')}.val_loss", curve.get("val_loss", []))
         tracker.end_run(run_id)
         self.stage_runs[stage.name] = {"run_id": run_id, "key": output.key, "reused": reused,
-                                       "dir": str(output.path), "seconds": round(seconds, 2)}
+                                       "dir": self._rel(output.path), "seconds": round(seconds, 2)}
 
     # -- results ------------------------------------------------------------------------------------------
 
@@ -406,8 +421,8 @@ class Pipeline:
             "pairs": self.summaries["pairs"],
             "stages": self.stage_runs,
             "plots": {
-                "reward_distributions": str(self._dir("evaluate") / "reward_distributions.png"),
-                "irl_training_curves": str(self._dir("evaluate") / "irl_training_curves.png"),
+                "reward_distributions": self._rel(self._dir("evaluate") / "reward_distributions.png"),
+                "irl_training_curves": self._rel(self._dir("evaluate") / "irl_training_curves.png"),
             },
         }
 

@@ -10,17 +10,20 @@ downstream of it, and nothing upstream.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 MARKER = "stage.json"
+LOCK_FILE = ".fairl.lock"
 # Bump when a stage's output format or semantics change, so old cached outputs are not reused.
 STAGE_FORMAT_VERSION = 2  # 2: pairs split drawn by pairs_io.test_mask
 
@@ -107,3 +110,34 @@ def clean_stale_temporaries(workdir: str | Path) -> int:
     for p in stale:
         shutil.rmtree(p, ignore_errors=True)
     return len(stale)
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str | Path, log: Callable[[str], None] = print) -> Iterator[None]:
+    """One run at a time per workdir: an exclusive ``flock`` on ``<workdir>/.fairl.lock``.
+
+    A second run on the same workdir says who holds the lock and waits for it; it then finds the first run's
+    stages finished and reuses them instead of computing them twice or overwriting its ``results.json``. The
+    kernel drops the lock when its holder dies, so a killed run never leaves the workdir locked.
+    """
+    import fcntl
+
+    path = Path(workdir) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            log(f"[fairl] another fairl run ({holder}) is using {workdir}; waiting for it to finish ...")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            log("[fairl] the other run finished; going on (its finished stages will be reused)")
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

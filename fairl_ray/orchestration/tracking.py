@@ -4,12 +4,25 @@ Everything goes through an explicit :class:`mlflow.MlflowClient`, never the glob
 workers, Tune trials and the driver cannot step on each other's "active run". The default store is a
 sqlite database in the workdir with artifacts beside it, so a workdir is a self-contained record that
 ``fairl ui`` (or ``mlflow ui --backend-store-uri sqlite:///<workdir>/mlflow.db``) can open.
+
+Three guarantees on top of MLflow:
+
+* **Safe creation under concurrency.** Two processes opening a fresh sqlite store at once both run MLflow's
+  schema migration and one crashes; opening a store here holds an exclusive lock (``<db>.lock``) meanwhile.
+* **Relocatable.** MLflow stores absolute artifact locations; when a workdir that owns its store (``mlflow.db``
+  beside ``mlartifacts/``) has been copied or moved, opening it re-points those locations at the copy, so the
+  copy never reads or writes the original's artifacts.
+* **The truth about killed runs.** Every run is tagged with the host and pid that created it; opening the
+  store closes runs still RUNNING whose process is gone (and their children) as KILLED.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import socket
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +30,70 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
 EXPERIMENT = "fairl-ray"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on one param value
+# MLflow 3 opens an experiment without this tag in its GenAI view (DESIGN §6); ours are training runs.
+EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
+HOST_TAG, PID_TAG = "fairl.host", "fairl.pid"
 
 
 def default_tracking_uri(workdir: str | Path) -> str:
     return f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for any other store)."""
+    return Path(tracking_uri[len("sqlite:///"):]) if tracking_uri.startswith("sqlite:///") else None
+
+
+@contextlib.contextmanager
+def store_lock(tracking_uri: str):
+    """Exclusive lock on a sqlite store's ``<db>.lock`` (no-op for other stores)."""
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        yield
+        return
+    import fcntl
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def relocate_artifacts(tracking_uri: str, artifact_root: str | Path) -> int:
+    """Re-point artifact locations at ``artifact_root`` when the store and ``artifact_root`` live in one directory
+    (a workdir) but the locations recorded inside still name another one (the workdir was copied or moved).
+
+    Returns how many locations were rewritten. Stores that do not sit beside ``artifact_root`` are left alone.
+    """
+    db = sqlite_path(tracking_uri)
+    root = Path(artifact_root).resolve()
+    if db is None or not db.is_file() or db.resolve().parent != root.parent:
+        return 0
+    new = root.as_uri()
+    with contextlib.closing(sqlite3.connect(db, timeout=60)) as con, con:
+        tables = {t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "experiments" not in tables:
+            return 0
+        changed = 0
+        for (old,) in con.execute("SELECT DISTINCT artifact_location FROM experiments").fetchall():
+            if not old or old == new or not old.startswith("file:") or not old.rstrip("/").endswith(f"/{root.name}"):
+                continue
+            for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                                  ("logged_models", "artifact_location")):
+                if table in tables:
+                    changed += con.execute(
+                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                        f"WHERE {column} = ? OR {column} LIKE ? ESCAPE '\\'",
+                        (new, len(old) + 1, old, _like_prefix(old + "/")),
+                    ).rowcount
+        return changed
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 class Tracker:
@@ -30,16 +103,52 @@ class Tracker:
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is not None:
-            self.experiment_id = found.experiment_id
-        else:
-            location = Path(artifact_root).resolve().as_uri() if artifact_root else None
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        with store_lock(tracking_uri):  # the client's first access creates (migrates) the sqlite schema
+            self.client = MlflowClient(tracking_uri=tracking_uri)
+            if artifact_root is not None and relocate_artifacts(tracking_uri, artifact_root):
+                from mlflow.tracking._tracking_service import utils as tracking_utils
+
+                # MLflow caches each run's artifact repository by run id, process-wide: forget the old places.
+                getattr(tracking_utils, "_artifact_repos_cache", {}).clear()
+            found = self.client.get_experiment_by_name(experiment)
+            if found is not None:
+                self.experiment_id = found.experiment_id
+                if found.tags.get(EXPERIMENT_KIND_TAG[0]) != EXPERIMENT_KIND_TAG[1]:
+                    self.client.set_experiment_tag(self.experiment_id, *EXPERIMENT_KIND_TAG)
+            else:
+                location = Path(artifact_root).resolve().as_uri() if artifact_root else None
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=location, tags=dict([EXPERIMENT_KIND_TAG])
+                )
+            self.closed_stale = self.close_stale_runs()
+
+    def close_stale_runs(self) -> list[str]:
+        """Mark KILLED every RUNNING run of this experiment whose creating process (this host) is gone, and the
+        RUNNING children of those. Returns the ids closed."""
+        from mlflow.entities import ViewType
+
+        running = self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'",
+                                          run_view_type=ViewType.ACTIVE_ONLY, max_results=5000)
+        host = socket.gethostname()
+        dead = {r.info.run_id for r in running
+                if r.data.tags.get(HOST_TAG) == host and not _alive(r.data.tags.get(PID_TAG))}
+        grew = True
+        while grew:  # children (and their children) of killed runs were killed with them
+            more = {r.info.run_id for r in running if r.data.tags.get("mlflow.parentRunId") in dead} - dead
+            dead |= more
+            grew = bool(more)
+        for run_id in sorted(dead):
+            self.client.set_terminated(run_id, status="KILLED")
+        return sorted(dead)
+
+    def reopen_run(self, run_id: str) -> None:
+        """Mark a finished or killed run RUNNING again, owned by this process (a resumed search)."""
+        self.client.update_run(run_id, status="RUNNING")
+        self.client.set_tag(run_id, HOST_TAG, socket.gethostname())
+        self.client.set_tag(run_id, PID_TAG, str(os.getpid()))
 
     def start_run(self, name: str, parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> str:
-        tags = dict(tags or {})
+        tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), **(tags or {})}
         tags["mlflow.runName"] = name
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
@@ -85,10 +194,6 @@ class Tracker:
         elif path.is_file():
             self.client.log_artifact(run_id, str(path), artifact_path)
 
-    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
-        for k, v in tags.items():
-            self.client.set_tag(run_id, k, str(v))
-
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 
@@ -96,3 +201,14 @@ class Tracker:
 def _param_value(value: Any) -> str:
     text = str(value)
     return text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 3] + "..."
+
+
+def _alive(pid: str | None) -> bool:
+    """Whether process ``pid`` (on this host) still exists; a missing or unreadable pid counts as gone."""
+    try:
+        os.kill(int(pid), 0)
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
