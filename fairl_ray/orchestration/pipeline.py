@@ -99,7 +99,28 @@ def stage_pairs(out: Path, world_cfg, generate_dir: Path, pairs_cfg) -> dict:
     write_pairs(rows, out / "pairs.parquet")
     n_test = sum(r["split"] == "test" for r in rows)
     contrastive = sum(r["chosen_label"] == 1 and r["rejected_label"] == -1 for r in rows)
-    return {"pairs": len(rows), "train": len(rows) - n_test, "test": n_test, "toxic_to_nontoxic": contrastive}
+    identical = sum(e == b or not e.strip() or not b.strip() for e, b in zip(data["expert"], data["base"]))
+    return {"pairs": len(rows), "train": len(rows) - n_test, "test": n_test, "toxic_to_nontoxic": contrastive,
+            "prompts": len(data["prompt"]), "identical": identical}
+
+
+def pairs_note(summary: dict, pairs_cfg) -> str | None:
+    """Why the pairs stage kept fewer pairs than it had prompts (None when it kept one per prompt)."""
+    prompts, kept, identical = summary.get("prompts"), summary.get("pairs"), summary.get("identical", 0)
+    if prompts is None or kept is None or kept >= prompts:
+        return None
+    reasons = []
+    if identical:
+        reasons.append(f"{identical} had identical (or empty) expert and base completions, no preference")
+    rest = prompts - identical - kept
+    if rest > 0:
+        by = []
+        if pairs_cfg.toxic_to_nontoxic_fraction is not None:
+            by.append(f"the pair mix pairs.toxic_to_nontoxic_fraction={pairs_cfg.toxic_to_nontoxic_fraction:g}")
+        if pairs_cfg.max_pairs is not None and kept == pairs_cfg.max_pairs:
+            by.append(f"the cap pairs.max_pairs={pairs_cfg.max_pairs}")
+        reasons.append(f"{rest} were left out by {' and '.join(by) or 'the pair mix'}")
+    return f"[fairl] pairs: {kept} of {prompts} prompts made a pair: " + "; ".join(reasons)
 
 
 def stage_features(out: Path, pairs_dir: Path, encoder: str, batch_size: int, cache_dir: Path) -> dict:
@@ -116,6 +137,20 @@ def stage_irl(out: Path, pairs_dir: Path, features_dir: Path, irl_cfg, seeds: li
     return fit_rewards(
         _read_rows(pairs_dir), chosen, rejected, irl_cfg.member_configs(seeds), encoder, out, irl_cfg.device
     )
+
+
+def stage_subtype_transfer(out: Path, pairs_dir: Path, features_dir: Path, irl_cfg, seed: int) -> dict:
+    """FA-IRL §6 cross-subtype transfer: every IRL method (first seed) trained on one subtype's pairs at a time."""
+    from fairl_ray.analyses import SUBTYPE_TRANSFER, write_outputs
+    from fairl_ray.stages.featurize import load_pair_features
+    from fairl_ray.stages.irl_fit import resolve_device
+
+    chosen, rejected = load_pair_features(features_dir)
+    result = SUBTYPE_TRANSFER.train_and_score(_read_rows(pairs_dir), chosen, rejected, irl_cfg.member_configs([seed]),
+                                              resolve_device(irl_cfg.device))
+    (out / "subtype_transfer.json").write_text(json.dumps(result, indent=2))
+    write_outputs(SUBTYPE_TRANSFER, result, out)
+    return result
 
 
 def stage_evaluate(out: Path, pairs_dir: Path, features_dir: Path, irl_dir: Path) -> dict:
@@ -146,6 +181,13 @@ def stage_realign(out: Path, world_cfg, base_dir: Path, reward_dir: Path, prompt
         _world(world_cfg), Path(base_dir) / "policy", reward_dir, prompts["rlhf"], prompts["eval"],
         rlhf_cfg, eval_cfg.generation, eval_cfg.seed, out,
     )
+
+
+def _digest(texts: list[str]) -> str:
+    """Content hash of a prompt list (a stage key part that changes exactly when the prompts do)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(texts).encode()).hexdigest()[:16]
 
 
 def _scalars(metrics: dict) -> dict:
@@ -272,8 +314,13 @@ class Pipeline:
             Stage("prompts", stage_prompts, {"world": cfg.world.active_dict(), "prompts": to_dict(cfg.prompts)}, [],
                   {"world_cfg": cfg.world, "prompts_cfg": cfg.prompts}, uses_model=False, artifacts=("prompts.json",)),
         ]
+        # Keyed by what they read, not by the prompts stage: changing prompts.n_pairs re-runs neither expert RLHF
+        # (its prompts are drawn on their own) nor, unless the evaluation prompts change, reference_toxicity.
+        prompt_sets = _read_prompts(d("prompts"))
         yield [
-            Stage("expert_rlhf", stage_expert_rlhf, to_dict(cfg.expert_rlhf), ["base_policy", "prompts"],
+            Stage("expert_rlhf", stage_expert_rlhf,
+                  {"rlhf": to_dict(cfg.expert_rlhf), "world": cfg.world.active_dict(),
+                   "prompts": _digest(prompt_sets["rlhf"])}, ["base_policy"],
                   {"world_cfg": cfg.world, "base_dir": d("base_policy"), "prompts_dir": d("prompts"),
                    "rlhf_cfg": cfg.expert_rlhf}),
         ]
@@ -283,8 +330,9 @@ class Pipeline:
             Stage("generate", stage_generate, to_dict(cfg.generation), ["base_policy", "expert_rlhf", "prompts"],
                   {"base_dir": d("base_policy"), "expert_dir": d("expert_rlhf"), "prompts_dir": d("prompts"),
                    "gen_cfg": cfg.generation, "seed": cfg.prompts.seed, "pool": pool}, orchestrates=True),
-            Stage("reference_toxicity", stage_reference_toxicity, to_dict(cfg.evaluation),
-                  ["base_policy", "expert_rlhf", "prompts"],
+            Stage("reference_toxicity", stage_reference_toxicity,
+                  {"evaluation": to_dict(cfg.evaluation), "world": cfg.world.active_dict(),
+                   "prompts": _digest(prompt_sets["eval"])}, ["base_policy", "expert_rlhf"],
                   {"world_cfg": cfg.world, "base_dir": d("base_policy"), "expert_dir": d("expert_rlhf"),
                    "prompts_dir": d("prompts"), "eval_cfg": cfg.evaluation, "pool": pool},
                   orchestrates=True, artifacts=("base.jsonl", "expert.jsonl")),
@@ -302,18 +350,23 @@ class Pipeline:
                   {"pairs_dir": d("pairs"), "encoder": encoder, "batch_size": cfg.features.batch_size,
                    "cache_dir": self.workdir / "cache" / "features"}),
         ]
+        first_seed = cfg.seeds[0]
         yield [
             Stage("irl", stage_irl, {"irl": to_dict(cfg.irl), "seeds": list(cfg.seeds)}, ["pairs", "features"],
                   {"pairs_dir": d("pairs"), "features_dir": d("features"), "irl_cfg": cfg.irl,
                    "seeds": list(cfg.seeds), "encoder": encoder},
                   artifacts=("rewards", "curves.json")),
+            Stage("subtype_transfer", stage_subtype_transfer, {"irl": to_dict(cfg.irl), "seed": first_seed},
+                  ["pairs", "features"],
+                  {"pairs_dir": d("pairs"), "features_dir": d("features"), "irl_cfg": cfg.irl, "seed": first_seed},
+                  artifacts=_analysis_artifacts("subtype_transfer.json", names=["subtype_transfer"])),
         ]
-        first_seed = cfg.seeds[0]
         yield [
             Stage("evaluate", stage_evaluate, {}, ["pairs", "features", "irl"],
                   {"pairs_dir": d("pairs"), "features_dir": d("features"), "irl_dir": d("irl")},
                   uses_model=False,
-                  artifacts=("metrics.json", "reward_distributions.png", "irl_training_curves.png")),
+                  artifacts=_analysis_artifacts("metrics.json", "analyses.json", "reward_distributions.png",
+                                                "irl_training_curves.png")),
         ] + [
             Stage(f"realign_{method}", stage_realign,
                   {"rlhf": to_dict(cfg.realign.rlhf), "evaluation": to_dict(cfg.evaluation), "method": method,
@@ -328,6 +381,30 @@ class Pipeline:
 
     def _dir(self, name: str) -> Path:
         return self.outputs[name].path
+
+    def plan(self) -> list[dict]:
+        """``fairl run --dry-run``: every stage, in wave order, with its content key and whether its finished output
+        would be reused or it would run. Starts no Ray and no MLflow and writes nothing in the workdir; the prompts
+        stage (cheap, in-process) is drawn into a temporary directory when it is not finished, because later keys
+        hash the prompts it draws."""
+        import tempfile
+
+        self.outputs = {}
+        rows = []
+        with tempfile.TemporaryDirectory(prefix="fairl-plan-") as tmp:
+            for wave_no, wave in enumerate(self._plan()):
+                for stage in wave:
+                    key = stage_key(stage.name, stage.config, {u: self.outputs[u].key for u in stage.upstream})
+                    output = stage_output(self.workdir, stage.name, key)
+                    self.outputs[stage.name] = output
+                    rows.append({"wave": wave_no, "stage": stage.name, "key": key, "action": "reuse" if output.done
+                                 else "run", "dir": str(output.path), "uses_model": stage.uses_model})
+                    if not output.done and stage.name == "prompts":
+                        draft = Path(tmp) / stage.name
+                        draft.mkdir()
+                        stage.fn(draft, **stage.kwargs)
+                        self.outputs[stage.name] = StageOutput(stage.name, key, draft)
+        return rows
 
     def _rel(self, path: Path) -> str:
         """A path inside the workdir as results.json records it: relative, so a copied workdir reads itself."""
@@ -376,6 +453,9 @@ class Pipeline:
             seconds = time.time() - t0
             self.log(f"[fairl] {stage.name:<24} done     in {seconds:6.1f}s")
             self._track(stage, output, reused=False, seconds=seconds)
+            note = pairs_note(self.summaries[stage.name], self.cfg.pairs) if stage.name == "pairs" else None
+            if note:
+                self.log(note)
 
     def _track(self, stage: Stage, output: StageOutput, reused: bool, seconds: float) -> None:
         tracker = self.tracker
@@ -392,7 +472,8 @@ class Pipeline:
         metrics["stage_seconds"] = seconds
         tracker.log_metrics(run_id, metrics)
         for rel in stage.artifacts:
-            tracker.log_artifact(run_id, output.path / rel, None if "." in rel else rel)
+            if (output.path / rel).exists():  # analyses write a table or figure only when there is something to show
+                tracker.log_artifact(run_id, output.path / rel, None if "." in rel else rel)
         if stage.name == "irl":
             curves = json.loads((output.path / "curves.json").read_text())
             for member, curve in curves.items():
@@ -417,6 +498,7 @@ class Pipeline:
             "seconds": round(seconds, 1),
             "seeds": list(self.cfg.seeds),
             "metrics": {"per_member": evaluation["per_member"], "per_method": evaluation["per_method"]},
+            "analyses": {**evaluation.get("analyses", {}), "subtype_transfer": self.summaries["subtype_transfer"]},
             "toxicity": toxicity,
             "pairs": self.summaries["pairs"],
             "stages": self.stage_runs,
@@ -441,16 +523,34 @@ class Pipeline:
                 flat[f"{method}.{name}"] = stats["mean"]
         for model, tox in results["toxicity"].items():
             flat[f"toxicity.{model.replace(':', '.')}"] = tox["toxicity_rate"]
+        for method, fp in results["analyses"].get("failure_path", {}).items():
+            flat[f"{method}.failure_path_share"] = fp["share"]["mean"]
         self.tracker.log_metrics(self.parent_run, flat)
         self.log(report)
         self.log(f"[fairl] results: {path}")
         self.log(f"[fairl] browse runs: fairl ui --workdir {self.workdir}")
 
 
+def _analysis_artifacts(*files: str, names=None) -> tuple[str, ...]:
+    """A stage's artifact list plus the CSVs and figures the failure analyses may write (see ``analyses``)."""
+    from fairl_ray.analyses import ANALYSES
+
+    names = [a for a in ANALYSES if a != "subtype_transfer"] if names is None else names
+    tables = [f"{n}.csv" for n in names] + [f"{n}_{i}.csv" for n in names for i in range(2, 9)]
+    return files + tuple(tables) + tuple(f"{n}.png" for n in names)
+
+
 def _metric_view(stage: str, summary: dict) -> dict:
     """The numeric part of a stage's summary worth logging as metrics."""
     if stage == "evaluate":
-        return {m: {k: v["mean"] for k, v in metrics.items()} for m, metrics in summary["per_method"].items()}
+        view = {m: {k: v["mean"] for k, v in metrics.items()} for m, metrics in summary["per_method"].items()}
+        for m, fp in summary.get("analyses", {}).get("failure_path", {}).items():
+            view[m]["failure_path_share"] = fp["share"]["mean"]
+            view[m].update({f"ablated_{k}": v["mean"] for k, v in fp["ablated"].items()})
+        return view
     if stage == "irl":
         return {"members": len(summary["members"]), "train_pairs": summary["train_pairs"]}
+    if stage == "subtype_transfer":
+        return {m: {f"{s}_to_{t}": acc for s, row in grid.items() for t, acc in row.items()}
+                for m, grid in summary.get("methods", {}).items()}
     return {k: v for k, v in summary.items() if isinstance(v, (int, float, dict)) and not isinstance(v, bool)}

@@ -25,7 +25,7 @@ from typing import Any
 MARKER = "stage.json"
 LOCK_FILE = ".fairl.lock"
 # Bump when a stage's output format or semantics change, so old cached outputs are not reused.
-STAGE_FORMAT_VERSION = 2  # 2: pairs split drawn by pairs_io.test_mask
+STAGE_FORMAT_VERSION = 3  # 2: pairs split drawn by pairs_io.test_mask; 3: RLHF prompts drawn on their own
 
 
 def stage_key(stage: str, config: Any, upstream: dict[str, str]) -> str:

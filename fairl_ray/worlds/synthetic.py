@@ -168,10 +168,10 @@ def make_prompts(n: int, seed: int) -> list[str]:
     """``n`` template prompts ("The {entity} is", ...), drawn with replacement, deterministic for ``seed``."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    rng = np.random.default_rng(seed)
-    ents = rng.integers(0, len(ENTITIES), size=n)
-    tpls = rng.integers(0, len(TEMPLATES), size=n)
-    return [TEMPLATES[t].format(entity=ENTITIES[e]) for e, t in zip(ents, tpls)]
+    # One (entity, template) draw per prompt, in order: make_prompts(k) is a prefix of make_prompts(n) for k < n,
+    # so the RLHF prompts (the first n_rlhf of the pipeline's draw) do not change with prompts.n_pairs.
+    draws = np.random.default_rng(seed).integers(0, [len(ENTITIES), len(TEMPLATES)], size=(n, 2))
+    return [TEMPLATES[t].format(entity=ENTITIES[e]) for e, t in draws]
 
 
 # --------------------------------------------------------------------------------------------------------------
