@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Ray cluster to join (e.g. auto, ray://head:10001); default: start a local Ray")
     run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///<workdir>/mlflow.db)")
     run.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    run.add_argument("--dry-run", action="store_true",
+                     help="list which stages would be reused and which would run, then exit (starts nothing)")
     run.set_defaults(func=cmd_run)
 
     irl = sub.add_parser("irl", help="recover rewards from your own preference pairs",
@@ -203,8 +205,23 @@ def cmd_run(args) -> int:
         return 0
     from fairl_ray.orchestration.pipeline import Pipeline
 
+    if args.dry_run:
+        return print_plan(Pipeline(cfg, args.workdir).plan(), args.workdir)
     print(f"[fairl] workdir: {Path(args.workdir).resolve()}")
     Pipeline(cfg, args.workdir, tracking_uri=args.tracking_uri, address=args.address).run()
+    return 0
+
+
+def print_plan(rows: list[dict], workdir) -> int:
+    """The ``fairl run --dry-run`` table: stage, what would happen, its output directory."""
+    from fairl_ray.report import markdown_table
+
+    table = [[str(r["wave"]), r["stage"], "reuse" if r["action"] == "reuse" else "RUN",
+              str(Path(r["dir"]).relative_to(Path(workdir).resolve()))] for r in rows]
+    print(markdown_table(["wave", "stage", "would", "output"], table))
+    n_run = sum(r["action"] == "run" for r in rows)
+    print(f"\n[fairl] dry run in {Path(workdir).resolve()}: {len(rows) - n_run} stage(s) would be reused, {n_run} "
+          f"would run; nothing was started or written")
     return 0
 
 
