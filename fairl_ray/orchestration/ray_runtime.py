@@ -23,6 +23,10 @@ CONNECT_TIMEOUT_S = 45.0
 """Longest wait for a cluster's address to answer (TCP) plus Ray's own handshake with its GCS."""
 RAY_CLIENT_PORT = 10001
 
+# Library deprecation notices a user cannot act on, which every Ray worker would print again (one per RLHF task):
+# TRL asks transformers' deprecated ``is_gradient_checkpointing`` (PYTHONWARNINGS syntax: action:message:category).
+QUIET_WARNINGS = ("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning",)
+
 # Environment the Ray workers get from the driver (they start in Ray's environment, not ours).
 _FORWARDED_ENV = (
     "OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
@@ -69,6 +73,7 @@ def init_ray(address: str | None = None, temp_dir: str | None = None, num_cpus: 
     configure_log_environment()
     # Workers inherit the driver's environment; keep tiny-model work on one thread per task (DESIGN §6).
     env_vars = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
+    env_vars["PYTHONWARNINGS"] = ",".join(filter(None, [env_vars.get("PYTHONWARNINGS", ""), *QUIET_WARNINGS]))
     env_vars.setdefault("OMP_NUM_THREADS", "1")
     env_vars.setdefault("TOKENIZERS_PARALLELISM", "false")
     kwargs: dict = {"runtime_env": {"env_vars": env_vars}, "log_to_driver": True, "logging_level": "WARNING"}
