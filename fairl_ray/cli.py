@@ -383,8 +383,10 @@ def cmd_score(args) -> int:
         return _fail(problem)
     try:
         texts = read_texts(texts_file)
-    except (ValueError, UnicodeDecodeError) as err:
-        return _fail(f"{texts_file}: not a UTF-8 text file ({err})" if isinstance(err, UnicodeDecodeError) else str(err))
+    except UnicodeDecodeError as err:
+        return _fail(f"{texts_file}: not a UTF-8 text file ({err})")
+    except ValueError as err:
+        return _fail(str(err))
     from fairl_ray.irl.reward import RewardModel
 
     try:

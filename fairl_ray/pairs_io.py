@@ -81,7 +81,9 @@ class PairsFileError(ValueError):
     ``column`` (str or None), ``reason`` (str).
     """
 
-    def __init__(self, path, reason: str, *, row: int | None = None, line: int | None = None, column: str | None = None):
+    def __init__(
+        self, path, reason: str, *, row: int | None = None, line: int | None = None, column: str | None = None
+    ):
         self.path, self.row, self.line, self.column, self.reason = str(path), row, line, column, reason
         where = []
         if row is not None:
@@ -148,7 +150,8 @@ def _build(
     """Validate column lists (row-major, first bad row wins) and build the canonical table."""
     for c in REQUIRED_COLUMNS:
         if c not in columns:
-            raise PairsFileError(source, f"missing required column {c!r} (required: {', '.join(REQUIRED_COLUMNS)})", column=c)
+            required = ", ".join(REQUIRED_COLUMNS)
+            raise PairsFileError(source, f"missing required column {c!r} (required: {required})", column=c)
     if n == 0:
         raise PairsFileError(source, "contains no pairs")
     present = [c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS if c in columns]
@@ -230,7 +233,9 @@ def _rows_to_columns(rows: Sequence[Mapping], source, line_of=lambda r: None) ->
     names: dict[str, None] = {}
     for r, rec in enumerate(rows):
         if not isinstance(rec, Mapping):
-            raise PairsFileError(source, f"expected a JSON object (mapping), got {_type_name(rec)}", row=r, line=line_of(r))
+            raise PairsFileError(
+                source, f"expected a JSON object (mapping), got {_type_name(rec)}", row=r, line=line_of(r)
+            )
         names.update(dict.fromkeys(rec))
     return {c: [rec.get(c, _MISSING) for rec in rows] for c in names}
 
@@ -287,7 +292,9 @@ def _read_jsonl(path: Path) -> pa.Table:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as exc:
-            raise PairsFileError(path, f"malformed JSON: {exc.msg} (char {exc.colno})", row=len(rows), line=lineno) from exc
+            raise PairsFileError(
+                path, f"malformed JSON: {exc.msg} (char {exc.colno})", row=len(rows), line=lineno
+            ) from exc
         lines.append(lineno)
     line_of = lines.__getitem__
     return _build(_rows_to_columns(rows, path, line_of), len(rows), path, line_of)

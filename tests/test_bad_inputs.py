@@ -10,8 +10,8 @@ from fairl_ray.cli import main
 
 GOOD = ["kind", "helpful", "gentle", "friendly", "generous", "honest", "brave", "cheerful", "patient", "wise"]
 BAD = ["stupid", "idiotic", "worthless", "pathetic", "disgusting", "moronic", "useless", "awful", "vile", "hateful"]
-FAST = ["--set", "irl.epochs=20", "--set", "seeds=[0]", "--set", "irl.hidden_dim=16",
-        "--set", "irl.curriculum_rounds=10"]
+FAST = ["--set", "irl.epochs=20", "--set", "irl.curriculum_rounds=10", "--set", "seeds=[0]",
+        "--set", "irl.hidden_dim=16"]
 
 
 def rows(n, labels=True):

@@ -7,7 +7,9 @@ import pytest
 
 
 def fairl(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "fairl_ray.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "fairl_ray.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,6 @@
 """The generic typed-config loader: unknown keys, wrong types and range errors name the dotted key."""
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import pytest
 
@@ -12,7 +11,7 @@ from fairl_ray.config import ConfigError, apply_overrides, flatten, from_dict, p
 class Inner:
     margin: float = 0.8
     methods: list[str] = field(default_factory=lambda: ["a"])
-    cap: Optional[int] = None
+    cap: int | None = None
 
     def __post_init__(self):
         if self.margin <= 0:

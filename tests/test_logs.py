@@ -49,8 +49,8 @@ def test_workers_drop_the_per_task_transformers_future_warning(ray_session):
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6. Use "
-                          "`is_activation_checkpointing` instead.", FutureWarning)
-            warnings.warn("an unrelated FutureWarning", FutureWarning)
+                          "`is_activation_checkpointing` instead.", FutureWarning, stacklevel=1)
+            warnings.warn("an unrelated FutureWarning", FutureWarning, stacklevel=1)
         return [str(w.message) for w in caught]
 
     assert ray.get(filtered.remote()) == ["an unrelated FutureWarning"]

@@ -2,7 +2,6 @@
 relocated workdirs and `fairl ui`. Real MLflow (sqlite), real processes, no mocks."""
 
 import hashlib
-import json
 import os
 import shutil
 import signal

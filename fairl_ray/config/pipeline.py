@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from fairl_ray.config.loading import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 from fairl_ray.irl.config import METHODS, IRLConfig
@@ -45,7 +44,7 @@ class PromptsConfig:
 class PairsConfig:
     """Preference pairs o+ = π_E(p), o− = π0(p) (FA-IRL §4 problem set-up)."""
 
-    toxic_to_nontoxic_fraction: Optional[float] = 1.0
+    toxic_to_nontoxic_fraction: float | None = 1.0
     """Pair mix: fraction of kept pairs whose o− is toxic and o+ non-toxic (by the world's labels); the other
     pairs are drawn from the rest. ``1.0`` keeps only toxic→non-toxic pairs, as Insights §3 does ("non-toxic
     outputs of the RLHF model as expert examples, toxic outputs of the pre-RLHF model as suboptimal");
@@ -53,7 +52,7 @@ class PairsConfig:
     dropped."""
     test_fraction: float = 0.25
     """Fraction of pairs held out as the test split (seeded)."""
-    max_pairs: Optional[int] = None
+    max_pairs: int | None = None
     """Cap on the number of pairs (after mixing); ``null`` for no cap."""
     seed: int = 0
     """Seed of mixing and splitting."""
@@ -130,7 +129,7 @@ _PER_MEMBER_IRL_KEYS = {"method": "irl.methods", "seed": "seeds"}
 class RealignConfig:
     """Re-RLHF: a fresh copy of π0 trained with each extracted reward (FA-IRL §5 "downstream utility")."""
 
-    methods: Optional[list[str]] = None
+    methods: list[str] | None = None
     """IRL methods whose reward is used; ``null`` means every method in ``irl.methods``. The reward of the
     method's first seed is used (one re-RLHF per method keeps the cost linear in methods, not seeds)."""
     rlhf: RLHFConfig = field(default_factory=RLHFConfig)
