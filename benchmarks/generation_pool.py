@@ -36,20 +36,20 @@ def build_policy(out: Path, shape: str, n_embd: int, n_layer: int) -> Path:
 
     tok = build_tokenizer()
     torch.manual_seed(0)
+    ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     if shape == "gpt2":
         cfg = AutoConfig.for_model("gpt2", vocab_size=len(tok), n_positions=128, n_embd=n_embd, n_layer=n_layer,
-                                   n_head=max(1, n_embd // 64))
+                                   n_head=max(1, n_embd // 64), **ids)
     elif shape == "smollm2-135m":  # SmolLM2-135M: llama, 30 layers, 576 hidden, 9 heads (3 KV), 1536 MLP
         cfg = AutoConfig.for_model("llama", vocab_size=49152, hidden_size=576, intermediate_size=1536,
                                    num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
-                                   max_position_embeddings=2048, tie_word_embeddings=True)
+                                   max_position_embeddings=2048, tie_word_embeddings=True, **ids)
     elif shape == "pythia-410m":  # Pythia-410M: gpt_neox, 24 layers, 1024 hidden, 16 heads
         cfg = AutoConfig.for_model("gpt_neox", vocab_size=50304, hidden_size=1024, intermediate_size=4096,
                                    num_hidden_layers=24, num_attention_heads=16, max_position_embeddings=2048,
-                                   rotary_pct=0.25)
+                                   rotary_pct=0.25, **ids)
     else:
         raise SystemExit(f"unknown --shape {shape}")
-    cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
     model = AutoModelForCausalLM.from_config(cfg)
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     return save_policy(model, tok, out)
@@ -66,6 +66,7 @@ def main(argv=None) -> int:
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs of the local Ray")
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
+    p.add_argument("--repeats", type=int, default=2, help="runs of each configuration (alternating order)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
 
@@ -83,7 +84,10 @@ def main(argv=None) -> int:
     init_ray(num_cpus=args.cpus)
     load = os.getloadavg()
     rows, outs = [], {}
-    for workers in (1, args.workers):
+    # Alternate the configurations (1, N, N, 1, ...) so that a change in the machine's load hits both alike; the
+    # best run of each is compared.
+    order = [w for r in range(args.repeats) for w in ((1, args.workers) if r % 2 == 0 else (args.workers, 1))]
+    for workers in order:
         stats: dict = {}
         t0 = time.perf_counter()
         out = generate_with_pool({"policy": (str(policy), prompts)}, gen, seed=0,
@@ -97,10 +101,12 @@ def main(argv=None) -> int:
                      "devices": sorted({d for w in stats.get("workers", []) for d in w["devices"].values()})})
         print(json.dumps(rows[-1]), flush=True)
     ray.shutdown()
+    best = {w: max(r["tokens_per_s"] for r in rows if r["workers"] == w) for w in (1, args.workers)}
     result = {
         "shape": args.shape, "prompts": args.prompts, "shard_size": args.batch, "new_tokens": args.new_tokens,
-        "cpus": args.cpus, "loadavg_at_start": [round(x, 2) for x in load], "runs": rows,
-        "speedup": round(rows[1]["tokens_per_s"] / rows[0]["tokens_per_s"], 2),
+        "cpus": args.cpus, "loadavg_at_start": [round(x, 2) for x in load],
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()], "runs": rows,
+        "best_tokens_per_s": best, "speedup": round(best[args.workers] / best[1], 2),
         "identical_completions": outs[1] == outs[args.workers],
     }
     print(json.dumps(result, indent=1))

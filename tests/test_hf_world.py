@@ -189,3 +189,13 @@ def test_gguf_policy_converted_once(tmp_path):
     assert cached_gguf_policy(gguf, "~/.cache/fairl_ray/policies") == first
     out = generate_completions(first, ["The weather today is"], GenerationConfig(max_new_tokens=4), seed=0)
     assert len(out) == 1 and isinstance(out[0], str)
+
+
+def test_prompts_stage_writes_the_heldout_set(assets, tmp_path):
+    from fairl_ray.orchestration.pipeline import stage_prompts
+
+    cfg = _cfg(assets, "gpt2", **{"prompts.n_rlhf": 4, "prompts.n_pairs": 4, "prompts.n_eval": 2})
+    summary = stage_prompts(tmp_path, cfg.world, cfg.prompts)
+    assert summary == {"rlhf": 4, "pairs": 4, "eval": 2, "heldout": 10}
+    held = json.loads((tmp_path / "heldout.json").read_text())
+    assert sorted(held["label"]) == [-1] * 5 + [1] * 5 and len(held["text"]) == 10

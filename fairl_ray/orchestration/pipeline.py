@@ -62,10 +62,17 @@ def stage_base_policy(out: Path, world_cfg) -> dict:
 
 
 def stage_prompts(out: Path, world_cfg, prompts_cfg) -> dict:
-    """One seeded draw, cut into the RLHF, pairs and evaluation sets."""
-    sets = _world(world_cfg).prompt_sets(prompts_cfg.n_rlhf, prompts_cfg.n_pairs, prompts_cfg.n_eval, prompts_cfg.seed)
+    """The world's RLHF, pairs and evaluation prompt sets (disjoint, seeded), and its held-out labelled texts when
+    it has them (``heldout.json``: ``{"text": [...], "label": [+1/-1, ...]}``, for evaluating extracted rewards)."""
+    world = _world(world_cfg)
+    sets = world.prompt_sets(prompts_cfg.n_rlhf, prompts_cfg.n_pairs, prompts_cfg.n_eval, prompts_cfg.seed)
     (out / "prompts.json").write_text(json.dumps(sets, indent=1))
-    return {k: len(v) for k, v in sets.items()}
+    summary = {k: len(v) for k, v in sets.items()}
+    heldout = world.heldout()
+    if heldout is not None:
+        (out / "heldout.json").write_text(json.dumps({"text": heldout[0], "label": heldout[1]}))
+        summary["heldout"] = len(heldout[0])
+    return summary
 
 
 def stage_expert_rlhf(out: Path, world_cfg, base_dir: Path, prompts_dir: Path, rlhf_cfg) -> dict:
