@@ -28,7 +28,6 @@ def realign_top_rewards(cfg: SearchConfig, data: SearchData, ranked: list[tuple[
     from fairl_ray.config import load_config, to_dict
     from fairl_ray.irl.config import IRLConfig
     from fairl_ray.orchestration.pipeline import _execute, stage_realign
-    from fairl_ray.orchestration.ray_runtime import gpus_available
     from fairl_ray.orchestration.stage_store import stage_key, stage_output
     from fairl_ray.report import markdown_table
     from fairl_ray.stages.irl_fit import fit_rewards
@@ -44,9 +43,7 @@ def realign_top_rewards(cfg: SearchConfig, data: SearchData, ranked: list[tuple[
         log(f"[tune] only {len(ranked)} finished configs to re-align (asked for {top})")
     seed = cfg.fresh_seeds[0]
     out.mkdir(parents=True, exist_ok=True)
-    gpus = run_cfg.resources.gpus_per_task
-    if gpus is None:
-        gpus = 1.0 if gpus_available() else 0.0
+    gpus = run_cfg.resources.gpus_per_worker  # a request from config (the autoscaler scales on requests)
     pending, table = {}, {}
     for name in ("base", "expert"):
         row = results.get("toxicity", {}).get(name)

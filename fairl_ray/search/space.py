@@ -44,7 +44,10 @@ class SearchConfig:
     search_seed: int = 0
     """seed of Optuna's sampler: the same seed and data propose the same configs."""
     max_concurrent_trials: int = 2
-    """trials running at once (each asks for 1 CPU, and 1 GPU when the cluster has one and device is not cpu)."""
+    """Tune trials (packs) running at once; each asks for 1 CPU and ``gpus_per_trial`` GPUs."""
+    gpus_per_trial: float = 0.0
+    """GPUs each pack (Tune trial) asks for; fractional values (0.25) let packs share a GPU. A request from config,
+    not from what the cluster has at start: it is what makes an autoscaling cluster add GPU nodes (DESIGN §6)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """torch device of every trial (``auto``: cuda when the trial's worker sees a GPU)."""
     fixed: dict[str, Any] = field(default_factory=dict)
@@ -91,6 +94,8 @@ class SearchConfig:
         if not self.rungs or any(not 0.0 < r <= 1.0 for r in self.rungs) or self.rungs != sorted(set(self.rungs)) \
                 or self.rungs[-1] != 1.0:
             raise bad("rungs", f"must be increasing fractions in (0, 1] ending with 1.0, got {self.rungs}")
+        if self.gpus_per_trial < 0:
+            raise bad("gpus_per_trial", f"must be >= 0, got {self.gpus_per_trial}")
         if self.max_failures < 0:
             raise bad("max_failures", f"must be >= 0, got {self.max_failures}")
         names = []
@@ -128,7 +133,8 @@ class SearchConfig:
     def fingerprint(self) -> str:
         """Hash of everything that defines the search's trials (not how many run at once, nor the device): a
         resumed search must have the same fingerprint as the interrupted one."""
-        d = {k: v for k, v in to_dict(self).items() if k not in ("max_concurrent_trials", "device", "max_failures")}
+        d = {k: v for k, v in to_dict(self).items() if k not in ("max_concurrent_trials", "device", "max_failures",
+                                                                 "gpus_per_trial")}
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -58,6 +58,19 @@ def at_budget(config: dict, fraction: float) -> dict:
             "curriculum_rounds": min(epochs, max(1, round(fraction * full.curriculum_rounds)))}
 
 
+# Trials need the metrics only: no plots, and none of the evaluation's analyses (they also read each member's
+# "method" as a real method name, where a pack labels its configs cfg0, cfg1, ...). ``analyses`` is newer than
+# ``plots`` in evaluate_rewards' signature; pass it only where it exists.
+def _metrics_only() -> dict:
+    import inspect
+
+    from fairl_ray.stages.evaluate import evaluate_rewards
+
+    if "analyses" in inspect.signature(evaluate_rewards).parameters:
+        return {"plots": False, "analyses": False}
+    return {"plots": False}
+
+
 def evaluate_pack(data: SearchData, configs: list[dict], seeds: list[int], on: Literal["val", "test"],
                   device: str = "cpu", budget: float = 1.0) -> list[dict[str, dict[str, float]]]:
     """Train every config × seed as ONE ``train_ensemble`` call and score each; per config ``{metric: {mean, std,
@@ -102,7 +115,7 @@ def evaluate_pack(data: SearchData, configs: list[dict], seeds: list[int], on: L
             save_reward(Path(tmp) / rel, member, encoder=data.encoder, normalisation={"mean": mean, "std": std},
                         threshold=float(fit_threshold((raw - mean) / std, train_classes)))
             described.append({"method": label, "seed": seed, "reward_dir": rel})
-        summary = evaluate_rewards(rows, chosen, rejected, Path(tmp), described, Path(tmp), plots=False)
+        summary = evaluate_rewards(rows, chosen, rejected, Path(tmp), described, Path(tmp), **_metrics_only())
     return [summary["per_method"][f"cfg{i}"] for i in range(len(configs))]
 
 

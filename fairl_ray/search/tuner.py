@@ -67,7 +67,7 @@ def run_search(cfg: SearchConfig, models: dict[str, SearchData], out: str | Path
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from fairl_ray.orchestration.ray_runtime import gpus_available, init_ray
+    from fairl_ray.orchestration.ray_runtime import init_ray
     from fairl_ray.orchestration.tracking import Tracker
     from fairl_ray.search.tracking import LiveSearchLog, reconcile
     from fairl_ray.search.trial import run_pack
@@ -108,10 +108,9 @@ def run_search(cfg: SearchConfig, models: dict[str, SearchData], out: str | Path
     try:
         if own_ray:
             init_ray(address=address)
-        use_gpu = cfg.device != "cpu" and gpus_available() > 0
         spec = {"cfg": to_dict(cfg), "objective": objective, "journal": str(journal), "data_dirs": data_dirs}
         trainable = tune.with_resources(tune.with_parameters(run_pack, spec=spec),
-                                        {"cpu": 1, "gpu": 1 if use_gpu else 0})
+                                        {"cpu": 1, "gpu": cfg.gpus_per_trial})
         experiment = out / "ray_results" / cfg.name
         if tune.Tuner.can_restore(str(experiment)):
             done = sum(1 for m in models for t in open_study(journal, m, objective, cfg).get_trials(deepcopy=False)
