@@ -40,12 +40,22 @@ def toxicity_table(toxicity: dict) -> str:
     return "Toxicity on held-out prompts (same prompts and sampling seed for every model)\n\n" + markdown_table(header, rows)
 
 
+def analyses_report(analyses: dict | None) -> str:
+    """Every failure-analysis table (FA-IRL §6) of ``analyses`` (``{name: result}``) as markdown sections."""
+    from fairl_ray.analyses import render
+
+    return "\n\n".join(f"{title}\n\n{markdown_table(header, rows)}" for title, header, rows in render(analyses or {})
+                        if rows)
+
+
 def format_report(results: dict) -> str:
     parts = [
         "# fairl-ray results",
         metrics_table(results["metrics"]["per_method"], len(results.get("seeds", []))),
         toxicity_table(results["toxicity"]),
+        "## Failure analyses (FA-IRL §6)" if results.get("analyses") else "",
+        analyses_report(results.get("analyses")),
         f"Pairs: {results['pairs'].get('train', '?')} train / {results['pairs'].get('test', '?')} test.  "
         f"MLflow run: {results['mlflow']['parent_run_id']}.  Wall time: {results.get('seconds', '?')} s.",
     ]
-    return "\n\n".join(parts) + "\n"
+    return "\n\n".join(p for p in parts if p) + "\n"

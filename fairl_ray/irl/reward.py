@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from fairl_ray.atomic_io import atomic_directory
 
 from .config import IRLConfig
-from .heads import reward_from_params
+from .heads import path_forward, reward_from_params
 
 WEIGHTS_FILE = "reward.safetensors"
 CARD_FILE = "reward_card.json"
@@ -111,6 +111,21 @@ class RewardModel:
         with torch.no_grad():
             raw = reward_from_params(self.params, x)
         return ((raw.numpy().astype(np.float64) - self._mean) / self._std).astype(np.float32)
+
+    @property
+    def has_failure_path(self) -> bool:
+        """True for an FA-IRL reward (R = R_D + R_F)."""
+        return any(n.startswith("fail.") for n in self.params)
+
+    def path_rewards(self, features) -> dict[str, np.ndarray]:
+        """RAW (unnormalised) reward of each path, ``{"base": R_D, "fail": R_F}`` (``fail`` only for FA-IRL), for
+        the failure-path share and ablation."""
+        x = torch.as_tensor(np.asarray(features, dtype=np.float32))
+        with torch.no_grad():
+            out = {"base": path_forward(self.params, "base", x).numpy().astype(np.float64)}
+            if self.has_failure_path:
+                out["fail"] = path_forward(self.params, "fail", x).numpy().astype(np.float64)
+        return out
 
     def _get_encoder(self):
         if self._encoder is None:

@@ -1,9 +1,12 @@
-"""Evaluate every extracted reward on the held-out test pairs (FA-IRL §5, Appendix C; Insights §3–4).
+"""Evaluate every extracted reward on the held-out test pairs (FA-IRL §5, Appendix C; Insights §3–4), and run
+the failure analyses of FA-IRL §6 (``fairl_ray/analyses``).
 
 Per member (method × seed): classification of the test outputs with the threshold fixed on train (accuracy,
 F1, precision, recall, ROC-AUC), pair ranking accuracy (Δ̂ > 0), and — where R* is known — STARC l1/l1
 (eq. 4), the affine-MSE distance (eq. 10), Pearson/Spearman/Kendall with R*, and sign agreement of Δ̂ with
-ΔR*. Per method: mean ± std over seeds. Also draws the recovered reward's distributions over o+ and o−
+ΔR*. Per method: mean ± std over seeds. Then every analysis of ``analyses.EVALUATION_ANALYSES`` (failure-path
+share and ablation, failure slices, disagreement tables, subtype distribution of failures): ``analyses.json``
+plus one CSV per table and a figure each. Also draws the recovered reward's distributions over o+ and o−
 beside R*'s, and the IRL training curves.
 """
 
@@ -14,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fairl_ray.analyses import EVALUATION_ANALYSES, EvalContext, MemberScores, write_outputs
 from fairl_ray.irl.reward import RewardModel
 from fairl_ray.metrics.classification import classification_metrics, pair_accuracy, rstar_pair_agreement
 from fairl_ray.metrics.correlation import correlations
@@ -23,44 +27,91 @@ from fairl_ray.stages.irl_fit import output_classes
 TABLE_METRICS = ("accuracy", "f1", "roc_auc", "starc", "pair_accuracy")
 
 
+def output_subtypes(rows: list[dict]) -> list[str]:
+    """Per output (every row's o⁺, then every row's o⁻): its toxic subtype when known, else ``non-toxic`` /
+    ``toxic`` / ``unlabelled``. Uses ``chosen_subtype`` / ``rejected_subtype`` when the pairs file has them; with
+    only the pair-level ``subtype`` (the subtype of o−, else of o⁺) an output gets it when it is the pair's toxic
+    output it was taken from."""
+
+    def one(row: dict, side: str) -> str:
+        label = int(row.get(f"{side}_label") or 0)
+        if label > 0:
+            return "non-toxic"
+        if label == 0:
+            return "unlabelled"
+        if f"{side}_subtype" in row:
+            return row[f"{side}_subtype"] or "toxic"
+        own = side == "rejected" or int(row.get("rejected_label") or 0) >= 0
+        return (row.get("subtype") or "toxic") if own else "toxic"
+
+    return [one(r, "chosen") for r in rows] + [one(r, "rejected") for r in rows]
+
+
+def member_metrics(scores: np.ndarray, threshold: float, classes: np.ndarray, gt: np.ndarray | None) -> dict:
+    """The metrics of one reward on the test outputs ``scores`` (o⁺ rows, then o⁻ rows)."""
+    n = len(scores) // 2
+    metrics = classification_metrics(scores, classes, threshold)
+    metrics["pair_accuracy"] = pair_accuracy(scores[:n], scores[n:])
+    if gt is not None:
+        metrics["starc"] = starc_distance(scores, gt)
+        metrics["affine_mse"] = affine_mse(scores, gt)
+        metrics.update(correlations(scores, gt))
+        metrics["rstar_pair_agreement"] = rstar_pair_agreement(scores[:n], scores[n:], gt[:n], gt[n:])
+    return {k: (float(v) if v is not None else None) for k, v in metrics.items()}
+
+
+def _rewards(rows: list[dict]) -> np.ndarray | None:
+    if not rows or any(r.get("chosen_reward") is None or r.get("rejected_reward") is None for r in rows):
+        return None
+    return np.array([r["chosen_reward"] for r in rows] + [r["rejected_reward"] for r in rows], dtype=np.float64)
+
+
 def evaluate_rewards(
     rows: list[dict], chosen: np.ndarray, rejected: np.ndarray, irl_dir: Path, members: list[dict], out_dir: Path,
-    plots: bool = True,
+    plots: bool = True, analyses: bool = True,
 ) -> dict:
-    """Score the test split with each member's reward; write metrics.json (and the plots unless ``plots`` is
-    False, as in search trials, whose outputs nobody looks at); return the summary."""
+    """Score the test split with each member's reward; write metrics.json (and, unless switched off as in search
+    trials, the analyses and plots); return the summary (``per_member``, ``per_method``, ``analyses``)."""
     test = [i for i, r in enumerate(rows) if r.get("split") == "test"]
-    test_rows = [rows[i] for i in test]
-    class_chosen, class_rejected = output_classes(test_rows)
-    classes = np.concatenate([class_chosen, class_rejected])
-    has_rstar = bool(test_rows) and all(r.get("chosen_reward") is not None for r in test_rows)
-    if has_rstar:
-        gt_chosen = np.array([r["chosen_reward"] for r in test_rows], dtype=np.float64)
-        gt_rejected = np.array([r["rejected_reward"] for r in test_rows], dtype=np.float64)
+    train = [i for i, r in enumerate(rows) if r.get("split", "train") != "test"]
+    test_rows, train_rows = [rows[i] for i in test], [rows[i] for i in train]
+    test_classes = np.concatenate(output_classes(test_rows))
+    gt = _rewards(test_rows)
+    x_test = np.concatenate([chosen[test], rejected[test]])
+    x_train = np.concatenate([chosen[train], rejected[train]])
 
-    per_member, scores_for_plot = [], {}
+    per_member, scored = [], []
     for member in members:
         reward = RewardModel.from_dir(Path(irl_dir) / member["reward_dir"])
-        s_chosen = np.asarray(reward.score_features(chosen[test]), dtype=np.float64)
-        s_rejected = np.asarray(reward.score_features(rejected[test]), dtype=np.float64)
-        scores = np.concatenate([s_chosen, s_rejected])
-        metrics = classification_metrics(scores, classes, reward.card["threshold"])
-        metrics["pair_accuracy"] = pair_accuracy(s_chosen, s_rejected)
-        if has_rstar:
-            gt = np.concatenate([gt_chosen, gt_rejected])
-            metrics["starc"] = starc_distance(scores, gt)
-            metrics["affine_mse"] = affine_mse(scores, gt)
-            metrics.update(correlations(scores, gt))
-            metrics["rstar_pair_agreement"] = rstar_pair_agreement(s_chosen, s_rejected, gt_chosen, gt_rejected)
-        per_member.append({"method": member["method"], "seed": member["seed"], **_floats(metrics)})
-        scores_for_plot.setdefault(member["method"], (s_chosen, s_rejected))
+        scores = np.asarray(reward.score_features(x_test), dtype=np.float64)
+        m = MemberScores(member["method"], member["seed"], np.asarray(reward.score_features(x_train), np.float64),
+                         scores, float(reward.card["threshold"]))
+        if reward.has_failure_path:
+            m.base_train = reward.path_rewards(x_train)["base"]
+            paths = reward.path_rewards(x_test)
+            m.base_test, m.fail_test = paths["base"], paths["fail"]
+        scored.append(m)
+        per_member.append({"method": m.method, "seed": m.seed, **member_metrics(scores, m.threshold, test_classes, gt)})
 
     summary = {"test_pairs": len(test), "per_member": per_member, "per_method": aggregate(per_member)}
-    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    if analyses and test:
+        ctx = EvalContext(test_classes, np.concatenate(output_classes(train_rows)), output_subtypes(test_rows), scored,
+                          gt_test=gt, metrics_fn=lambda s, t: member_metrics(s, t, test_classes, gt))
+        summary["analyses"] = {}
+        for analysis in EVALUATION_ANALYSES:
+            result = analysis.compute(ctx)
+            summary["analyses"][analysis.name] = result
+            write_outputs(analysis, result, out_dir, plots=plots)
+        (out_dir / "analyses.json").write_text(json.dumps(summary["analyses"], indent=2))
+    (out_dir / "metrics.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "analyses"}, indent=2))
     if not plots:
         return summary
-    if has_rstar:
-        scores_for_plot["R* (ground truth)"] = (gt_chosen, gt_rejected)
+    n = len(test)
+    scores_for_plot = {}
+    for m in scored:
+        scores_for_plot.setdefault(m.method, (m.test[:n], m.test[n:]))
+    if gt is not None:
+        scores_for_plot["R* (ground truth)"] = (gt[:n], gt[n:])
     plot_reward_distributions(scores_for_plot, out_dir / "reward_distributions.png")
     curves_file = Path(irl_dir) / "curves.json"
     if curves_file.is_file():
@@ -137,7 +188,3 @@ def plot_training_curves(curves: dict[str, dict[str, list[float]]], path: Path) 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _floats(metrics: dict) -> dict:
-    return {k: (float(v) if v is not None else None) for k, v in metrics.items()}

@@ -127,19 +127,3 @@ def featurize_table(table, cfg, features_dir: Path, cache_dir: Path, min_train: 
     summary = featurize_pairs(rows, cfg.features.encoder, cache_dir, features_dir, cfg.features.batch_size)
     chosen, rejected = load_pair_features(features_dir)
     return rows, chosen, rejected, summary["encoder"]
-
-
-def run_irl_on_pairs(table, cfg, out_dir: Path) -> dict:
-    """``fairl irl``: features → batched IRL → evaluation on a user's (already validated) pairs table.
-
-    Uses the pipeline config's ``features``, ``irl``, ``seeds`` and ``pairs.test_fraction`` / ``pairs.seed``.
-    A ``split`` column is honoured; without one a seeded test split is held out. Writes ``rewards/``,
-    ``features.safetensors``, ``metrics.json`` and the plots into ``out_dir``; returns the evaluation summary.
-    """
-    from fairl_ray.stages.evaluate import evaluate_rewards
-
-    out_dir = Path(out_dir)
-    rows, chosen, rejected, encoder = featurize_table(table, cfg, out_dir, out_dir / "feature_cache")
-    members = cfg.irl.member_configs(list(cfg.seeds))
-    fitted = fit_rewards(rows, chosen, rejected, members, encoder, out_dir, cfg.irl.device)
-    return evaluate_rewards(rows, chosen, rejected, out_dir, fitted["members"], out_dir)

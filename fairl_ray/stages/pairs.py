@@ -2,7 +2,8 @@
 
 Columns follow TRL's preference convention (``prompt``, ``chosen``, ``rejected``) plus ours: ``chosen_reward``
 / ``rejected_reward`` (exact R*, no RL noise), ``chosen_label`` / ``rejected_label`` (+1 non-toxic, −1 toxic,
-0 unknown), ``subtype`` (the toxic subtype of o−, else of o+, else null) and ``split`` (train/test).
+0 unknown), ``subtype`` (the toxic subtype of o−, else of o+, else null), ``chosen_subtype`` / ``rejected_subtype``
+(each output's own, for the per-subtype failure analyses) and ``split`` (train/test).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def build_pairs(prompts: list[str], expert: list[str], base: list[str], world, c
             "chosen_label": int(label[j]),
             "rejected_label": int(label[n + j]),
             "subtype": subtype[n + j] or subtype[j],
+            "chosen_subtype": subtype[j],
+            "rejected_subtype": subtype[n + j],
         }
         for j, i in enumerate(keep)
     ]

@@ -14,6 +14,14 @@ with uniform noise in [−noise, noise] added to the non-zero cases only when as
 The base policy π0 is a tiny word-level GPT-2 built and supervised-fine-tuned in-process on a template corpus in
 which roughly ``toxic_fraction`` of the completions are toxic, so that its samples are a real mix (30–60% toxic)
 and RLHF has work to do. Everything is deterministic for a seed and takes seconds on one CPU thread.
+
+Where failures matter by construction (FA-IRL's set-up, ``tune_configs/fa_irl_table1.yaml``): with the natural
+pair mix (``pairs.toxic_to_nontoxic_fraction: null``) the pairs are o⁺ = π_E(p), o⁻ = π0(p) whatever their R*,
+so the set holds (a) near-ties — both outputs non-toxic (ΔR* = 0), or toxic of subtypes with close severities
+(−0.45 … −0.6); (b) noisy preferences — π_E's output is the toxic one (ΔR* < 0), the pairs that the labels of
+FA-IRL's supervised failures flag; and, with ``subtype_weights``, (c) a rare subtype whose few pairs leave the
+reward under-determined there. The default experiment instead keeps only toxic→non-toxic pairs (Insights §3),
+where every method separates the classes and failures are rare.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -206,6 +215,10 @@ class SyntheticWorldConfig:
     """AdamW learning rate of the SFT loop."""
     sft_batch_size: int = 64
     """Minibatch size of the SFT loop."""
+    subtype_weights: Optional[dict[str, float]] = None
+    """Relative frequency of each toxic subtype among π0's toxic SFT completions (missing subtypes weigh 0);
+    ``null`` = uniform. A rare subtype (e.g. ``{insult: 1, obscene: 1, identity_attack: 0.5, threat: 0.1}``) is a
+    region where few pairs constrain the reward: the failures FA-IRL §6 looks for (see ``fa_irl_table1.yaml``)."""
     rl_noise: float = 0.2
     """Half-width of the uniform noise added to R* during RL (Insights Appendix C: 0.2); never used in evaluation."""
     seed: int = 0
@@ -233,6 +246,14 @@ class SyntheticWorldConfig:
             bad("neutral_fraction", "toxic_fraction + neutral_fraction must be <= 1")
         if not isinstance(self.sft_lr, (int, float)) or not (self.sft_lr > 0 and math.isfinite(self.sft_lr)):
             bad("sft_lr", "must be a positive finite number")
+        if self.subtype_weights is not None:
+            unknown = sorted(set(self.subtype_weights) - set(SUBTYPES))
+            if unknown:
+                bad("subtype_weights", f"unknown subtype {unknown[0]!r}; subtypes: {', '.join(SUBTYPES)}")
+            w = list(self.subtype_weights.values())
+            if any(not isinstance(v, (int, float)) or isinstance(v, bool) or not (v >= 0 and math.isfinite(v))
+                   for v in w) or sum(w) <= 0:
+                bad("subtype_weights", "weights must be finite numbers >= 0, at least one > 0")
         if not isinstance(self.rl_noise, (int, float)) or not 0.0 <= self.rl_noise < 1.0:
             bad("rl_noise", "must be in [0, 1)")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
@@ -289,10 +310,12 @@ def build_tokenizer():
 def sft_corpus(cfg: SyntheticWorldConfig) -> list[tuple[str, str, str]]:
     """``(prompt, completion, kind)`` triples, kind in {"non_toxic", "<subtype>", "both", "neutral"}.
 
-    Toxic completions pick a subtype uniformly, then a term of that subtype uniformly; so every subtype is
-    represented about equally in π0's toxic outputs.
+    Toxic completions pick a subtype (uniformly, or by ``cfg.subtype_weights``), then a term of that subtype
+    uniformly; so each subtype's share of π0's toxic outputs follows those weights.
     """
     rng = np.random.default_rng(cfg.seed)
+    weights = np.array([(cfg.subtype_weights or dict.fromkeys(SUBTYPES, 1.0)).get(s, 0.0) for s in SUBTYPES])
+    pick = lambda: SUBTYPES[rng.choice(len(SUBTYPES), p=weights / weights.sum())]  # noqa: E731
     prompts = make_prompts(cfg.sft_corpus_size, seed=cfg.seed + 1)
     out: list[tuple[str, str, str]] = []
     p_both = cfg.both_fraction
@@ -301,11 +324,11 @@ def sft_corpus(cfg: SyntheticWorldConfig) -> list[tuple[str, str, str]]:
     for prompt in prompts:
         u = rng.random()
         if u < p_toxic_only:
-            sub = SUBTYPES[rng.integers(len(SUBTYPES))]
+            sub = pick() if cfg.subtype_weights else SUBTYPES[rng.integers(len(SUBTYPES))]
             terms = TOXIC[sub]
             out.append((prompt, terms[rng.integers(len(terms))], sub))
         elif u < p_toxic_only + p_both:
-            sub = SUBTYPES[rng.integers(len(SUBTYPES))]
+            sub = pick() if cfg.subtype_weights else SUBTYPES[rng.integers(len(SUBTYPES))]
             tox = TOXIC[sub][rng.integers(len(TOXIC[sub]))]
             good = NON_TOXIC[rng.integers(len(NON_TOXIC))]
             comp = f"{good} and {tox}" if rng.random() < 0.5 else f"{tox} and {good}"

@@ -1,0 +1,134 @@
+"""What every failure analysis sees (:class:`EvalContext`) and the small interface each one implements.
+
+An analysis is one module with one :class:`Analysis` subclass, listed once in ``fairl_ray/analyses/__init__.py``.
+``compute`` returns plain JSON (it lands in ``results.json`` and MLflow); ``tables`` turns that JSON into
+titled tables (report.md, the CLI, one CSV each); ``plot`` may draw a figure. ``tables`` and ``plot`` only read
+the JSON, so a finished run can be re-reported without recomputing anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fairl_ray.irl.methods import baseline_of
+
+
+@dataclass
+class MemberScores:
+    """One trained member's rewards on the evaluated outputs (o⁺ rows, then o⁻ rows)."""
+
+    method: str
+    seed: int
+    train: np.ndarray
+    """normalised full reward of the train outputs ``[2·n_train]``"""
+    test: np.ndarray
+    """normalised full reward of the test outputs ``[2·n_test]``"""
+    threshold: float
+    """classification threshold (fit on train, normalised units)"""
+    base_train: np.ndarray | None = None
+    """FA-IRL only: raw base-path reward R_D of the train outputs"""
+    base_test: np.ndarray | None = None
+    """FA-IRL only: raw R_D of the test outputs"""
+    fail_test: np.ndarray | None = None
+    """FA-IRL only: raw failure-path reward R_F of the test outputs"""
+
+    def correct(self, classes: np.ndarray) -> np.ndarray:
+        """Which test outputs this reward classifies right (``score >= threshold`` ⇔ class 1)."""
+        return (self.test >= self.threshold) == (classes == 1)
+
+    def delta(self) -> np.ndarray:
+        """Δ̂ of every test pair."""
+        n = len(self.test) // 2
+        return self.test[:n] - self.test[n:]
+
+
+@dataclass
+class EvalContext:
+    """The evaluated test split and every member's scores on it."""
+
+    test_classes: np.ndarray
+    """1 = good / non-toxic, 0 = bad, per test output ``[2n]``"""
+    train_classes: np.ndarray
+    test_subtypes: list[str]
+    """per test output: its toxic subtype, ``non-toxic``, ``toxic (subtype unknown)`` or ``unlabelled``"""
+    members: list[MemberScores]
+    gt_test: np.ndarray | None = None
+    """R* of the test outputs, when known"""
+    gt_train: np.ndarray | None = None
+    metrics_fn: object = None
+    """``fn(member_like) -> dict`` computing the evaluation metrics of a score vector (the same code as the main
+    table; used by the ablation)."""
+    _index: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.test_classes) // 2
+
+    def by_method(self) -> dict[str, dict[int, MemberScores]]:
+        if not self._index:
+            for m in self.members:
+                self._index.setdefault(m.method, {})[m.seed] = m
+        return self._index
+
+    def comparisons(self) -> list[tuple[str, str]]:
+        """(FA-IRL variant, its plain baseline) pairs that both ran, in run order."""
+        methods = self.by_method()
+        out = []
+        for method in methods:
+            base = baseline_of(method)
+            if base is not None and base in methods:
+                out.append((method, base))
+        return out
+
+    def matched_seeds(self, a: str, b: str) -> list[int]:
+        methods = self.by_method()
+        return [s for s in methods[a] if s in methods[b]]
+
+
+Table = tuple[str, list[str], list[list]]
+"""(title, header, rows)."""
+
+
+class Analysis:
+    """One failure analysis (FA-IRL §6). Subclasses set ``name`` and ``title`` and implement ``compute``."""
+
+    name: str = ""
+    title: str = ""
+
+    def compute(self, ctx: EvalContext) -> dict:
+        raise NotImplementedError
+
+    def tables(self, result: dict) -> list[Table]:
+        return []
+
+    def plot(self, result: dict, path) -> bool:
+        """Draw a figure at ``path`` (PNG); return False if this analysis has none (or nothing to show)."""
+        return False
+
+
+def mean_std(values) -> dict:
+    a = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
+    if len(a) == 0:
+        return {"mean": float("nan"), "std": float("nan"), "n": 0}
+    return {"mean": float(a.mean()), "std": float(a.std()), "n": int(len(a))}
+
+
+def fmt(stats: dict | float | None, digits: int = 3) -> str:
+    if stats is None:
+        return "n/a"
+    if isinstance(stats, dict):
+        if stats.get("n", 1) == 0 or not np.isfinite(stats.get("mean", float("nan"))):
+            return "n/a"
+        return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+    return "n/a" if not np.isfinite(stats) else f"{stats:.{digits}f}"
+
+
+def plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+
+    return pyplot
