@@ -256,11 +256,13 @@ def cmd_irl(args) -> int:
     notes += _remove_stale_rewards(out, cfg.irl.methods)
     for note in notes:
         _warn(note)
-    from fairl_ray.report import metrics_table
-    from fairl_ray.stages.irl_fit import run_irl_on_pairs
+    from fairl_ray.irl_on_pairs import run_irl_on_pairs
+    from fairl_ray.report import analyses_report, metrics_table
 
     summary = run_irl_on_pairs(table, cfg, out)
     print(metrics_table(summary["per_method"], len(cfg.seeds)))
+    if summary.get("analyses"):
+        print("\n" + analyses_report(summary["analyses"]))
     print(f"\n[fairl] {summary['test_pairs']} test pairs held out; rewards in {out.resolve() / 'rewards'}, "
           f"metrics in {out.resolve() / 'metrics.json'}")
     return 0

@@ -36,7 +36,7 @@ def write_jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-FAST = ["--set", "irl.epochs=40", "--set", "seeds=[0, 1]", "--set", "irl.hidden_dim=32"]
+FAST = ["--set", "irl.epochs=40", "--set", "irl.curriculum_rounds=20", "--set", "seeds=[0, 1]", "--set", "irl.hidden_dim=32"]
 
 
 def test_fairl_irl_writes_rewards_and_metrics_and_score_uses_them(tmp_path, capsys):

@@ -22,6 +22,7 @@ TINY = [
     "expert_rlhf.per_device_train_batch_size=8",
     "irl.methods=[max_margin, fa_irl_mm_margin]",
     "irl.epochs=15",
+    "irl.curriculum_rounds=8",
     "irl.hidden_dim=16",
     "realign.methods=[fa_irl_mm_margin]",
     "realign.rlhf.max_steps=2",

@@ -88,41 +88,65 @@ class FeaturesConfig:
             raise ValueError(f"encoder: {err}") from None
 
 
-@dataclass
-class IRLStageConfig(IRLConfig):
-    """The IRL stage: which methods to train, each over every seed, as one batched ensemble.
-
-    Every :class:`~fairl_ray.irl.config.IRLConfig` hyperparameter can be set here (``irl.margin=1.0``) and
-    applies to every member; ``method`` and ``seed`` are set per member from ``methods`` and ``seeds``.
-    """
-
-    methods: list[str] = field(
-        default_factory=lambda: ["max_margin", "max_entropy", "fa_irl_mm_margin", "fa_irl_me_gt"]
-    )
-    """Methods (names as in FA-IRL Table 1; see ``fairl_ray.irl.config.METHODS``)."""
-    device: str = "auto"
-    """``auto`` (CUDA when the stage's worker has a GPU), ``cpu`` or ``cuda``."""
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not self.methods:
-            raise ValueError("methods: list at least one method")
-        for m in self.methods:
-            if m not in METHODS:
-                raise ValueError(f"methods: unknown method {m!r}; choose from {', '.join(METHODS)}")
-        if len(set(self.methods)) != len(self.methods):
-            raise ValueError("methods: a method is listed twice")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError("device: must be auto, cpu or cuda")
-
-    def member_configs(self, seeds: list[int]) -> list[IRLConfig]:
-        """One :class:`IRLConfig` per (method, seed), sharing every other hyperparameter."""
-        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(IRLConfig)}
-        return [IRLConfig(**{**shared, "method": m, "seed": s}) for m in self.methods for s in seeds]
-
-
-# Keys of IRLConfig that IRLStageConfig sets per member; setting them directly would be silently ignored.
+# Keys of IRLConfig that IRLStageConfig sets per member from ``methods`` and ``seeds``; it does not have them.
 _PER_MEMBER_IRL_KEYS = {"method": "irl.methods", "seed": "seeds"}
+
+
+def _irl_stage_fields() -> list[tuple]:
+    """IRLConfig's shared hyperparameters (every field but the per-member ones) plus the stage's own."""
+    import typing
+
+    hints = typing.get_type_hints(IRLConfig)  # real types: IRLConfig's string annotations name its own module
+    fields = []
+    for f in dataclasses.fields(IRLConfig):
+        if f.name in _PER_MEMBER_IRL_KEYS:
+            continue
+        default = (field(default_factory=f.default_factory) if f.default is dataclasses.MISSING
+                   else field(default=f.default))
+        fields.append((f.name, hints[f.name], default))
+    return fields + [
+        ("methods", list[str],
+         field(default_factory=lambda: ["max_margin", "max_entropy", "fa_irl_mm_margin", "fa_irl_me_gt"])),
+        ("device", str, field(default="auto")),
+    ]
+
+
+def _irl_stage_post_init(self) -> None:
+    if not self.methods:
+        raise ValueError("methods: list at least one method")
+    for m in self.methods:
+        if m not in METHODS:
+            raise ValueError(f"methods: unknown method {m!r}; choose from {', '.join(METHODS)}")
+    if len(set(self.methods)) != len(self.methods):
+        raise ValueError("methods: a method is listed twice")
+    if self.device not in ("auto", "cpu", "cuda"):
+        raise ValueError("device: must be auto, cpu or cuda")
+    self.member_configs([0])  # every hyperparameter checked as each method will use it (IRLConfig's checks)
+
+
+def _member_configs(self, seeds: list[int]) -> list[IRLConfig]:
+    """One :class:`IRLConfig` per (method, seed), sharing every other hyperparameter."""
+    per_member = _PER_MEMBER_IRL_KEYS
+    shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(IRLConfig) if f.name not in per_member}
+    return [IRLConfig(**shared, method=m, seed=s) for m in self.methods for s in seeds]
+
+
+# Composed, not inherited: the stage has every shared IRLConfig hyperparameter (``irl.margin=1.0`` applies to every
+# member) but not ``method`` and ``seed``, which each member gets from ``irl.methods`` and ``seeds``.
+IRLStageConfig = dataclasses.make_dataclass(
+    "IRLStageConfig",
+    _irl_stage_fields(),
+    namespace={
+        "__doc__": "The IRL stage: which methods to train, each over every seed, as one batched ensemble.\n\n"
+        "Every :class:`~fairl_ray.irl.config.IRLConfig` hyperparameter except ``method`` and ``seed`` can be set "
+        "here and applies to every member; ``methods`` lists the IRL methods (FA-IRL Table 1 names, see "
+        "``fairl_ray.irl.config.METHODS``), ``device`` is ``auto`` (CUDA when the stage's worker has a GPU), "
+        "``cpu`` or ``cuda``.",
+        "__post_init__": _irl_stage_post_init,
+        "member_configs": _member_configs,
+    },
+)
+IRLStageConfig.__module__ = __name__
 
 
 @dataclass
@@ -250,7 +274,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def config_to_yaml(config: PipelineConfig) -> str:
     import yaml
 
-    data = to_dict(config)
-    for key in _PER_MEMBER_IRL_KEYS:  # set per member from irl.methods and seeds; showing them would mislead
-        data["irl"].pop(key, None)
-    return yaml.safe_dump(data, sort_keys=False)
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

@@ -413,30 +413,6 @@ class Pipeline:
                         self.outputs[stage.name] = StageOutput(stage.name, key, draft)
         return rows
 
-    def plan(self) -> list[dict]:
-        """``fairl run --dry-run``: every stage, in wave order, with its content key and whether its finished output
-        would be reused or it would run. Starts no Ray and no MLflow and writes nothing in the workdir; the prompts
-        stage (cheap, in-process) is drawn into a temporary directory when it is not finished, because later keys
-        hash the prompts it draws."""
-        import tempfile
-
-        self.outputs = {}
-        rows = []
-        with tempfile.TemporaryDirectory(prefix="fairl-plan-") as tmp:
-            for wave_no, wave in enumerate(self._plan()):
-                for stage in wave:
-                    key = stage_key(stage.name, stage.config, {u: self.outputs[u].key for u in stage.upstream})
-                    output = stage_output(self.workdir, stage.name, key)
-                    self.outputs[stage.name] = output
-                    rows.append({"wave": wave_no, "stage": stage.name, "key": key, "action": "reuse" if output.done
-                                 else "run", "dir": str(output.path), "uses_model": stage.uses_model})
-                    if not output.done and stage.name == "prompts":
-                        draft = Path(tmp) / stage.name
-                        draft.mkdir()
-                        stage.fn(draft, **stage.kwargs)
-                        self.outputs[stage.name] = StageOutput(stage.name, key, draft)
-        return rows
-
     def _rel(self, path: Path) -> str:
         """A path inside the workdir as results.json records it: relative, so a copied workdir reads itself."""
         return str(Path(path).relative_to(self.workdir))
