@@ -72,3 +72,22 @@ def test_to_dict_and_flatten_roundtrip():
     flat = flatten(to_dict(cfg))
     assert flat["inner.margin"] == 3.0 and flat["seeds"] == [0]
     assert from_dict(Outer, to_dict(cfg)) == cfg
+
+
+def test_irl_stage_config_has_the_shared_hyperparameters_but_not_the_per_member_keys():
+    import dataclasses
+
+    import yaml
+
+    from fairl_ray.config import IRLStageConfig, config_to_yaml, load_config
+    from fairl_ray.irl.config import IRLConfig
+
+    names = {f.name for f in dataclasses.fields(IRLStageConfig)}
+    assert not names & {"method", "seed"}  # composed from IRLConfig, not inherited and then forbidden
+    assert {f.name for f in dataclasses.fields(IRLConfig)} - {"method", "seed"} <= names
+    cfg = load_config(None, ["irl.margin=1.25", "irl.methods=[max_margin, fa_irl_mm_gt]", "seeds=[4, 5]"])
+    members = cfg.irl.member_configs(cfg.seeds)
+    assert [(m.method, m.seed, m.margin) for m in members] == [
+        ("max_margin", 4, 1.25), ("max_margin", 5, 1.25), ("fa_irl_mm_gt", 4, 1.25), ("fa_irl_mm_gt", 5, 1.25)]
+    printed = yaml.safe_load(config_to_yaml(cfg))["irl"]
+    assert "method" not in printed and "seed" not in printed and printed["margin"] == 1.25
