@@ -59,20 +59,21 @@ class Disagreement(Analysis):
                 ("Disagreement per subtype (Table 3)", sub_header, per_subtype)]
 
     def plot(self, result: dict, path) -> bool:
+        """Where the two disagree (both-right outputs are in the labels: they would dwarf the rest)."""
         if not result:
             return False
         pyplot = plt()
         names = list(result)
-        fig, ax = pyplot.subplots(figsize=(7, 0.6 + 0.5 * len(names)))
-        left = np.zeros(len(names))
-        colours = {"both": "tab:grey", "only_fa_irl": "tab:green", "only_baseline": "tab:red", "neither": "black"}
-        for c in CATEGORIES:
-            vals = np.array([result[n]["overall"][c] for n in names])
-            ax.barh(names, vals, left=left, color=colours[c], label=TITLES[c])
-            left += vals
+        shown = ("only_fa_irl", "only_baseline", "neither")
+        colours = {"only_fa_irl": "tab:green", "only_baseline": "tab:red", "neither": "tab:grey"}
+        fig, ax = pyplot.subplots(figsize=(7, 0.8 + 0.6 * len(names)))
+        y = np.arange(len(names))
+        for i, c in enumerate(shown):
+            vals = [result[n]["overall"][c] for n in names]
+            ax.barh(y + (i - 1) * 0.27, vals, 0.27, color=colours[c], label=TITLES[c])
+        ax.set_yticks(y, [f"{n}\n(both right: {result[n]['overall']['both']:.1f})" for n in names], fontsize=7)
         ax.set_xlabel("test outputs (mean over seeds)")
-        ax.legend(fontsize=7, ncol=4, loc="lower center", bbox_to_anchor=(0.5, 1.0))
-        ax.tick_params(axis="y", labelsize=7)
+        ax.legend(fontsize=7, ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         pyplot.close(fig)

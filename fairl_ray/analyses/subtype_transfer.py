@@ -75,18 +75,20 @@ class SubtypeTransfer(Analysis):
             return False
         pyplot = plt()
         tests, trains = result["test_subtypes"], result["train_subtypes"]
-        fig, axes = pyplot.subplots(1, len(methods), figsize=(2.6 * len(methods) + 1, 2.8), squeeze=False)
+        fig, axes = pyplot.subplots(1, len(methods), figsize=(2.4 * len(methods) + 1.5, 3.0), squeeze=False)
         for ax, (method, grid) in zip(axes[0], methods.items()):
             m = np.array([[grid[s][t] for t in tests] for s in trains])
             im = ax.imshow(m, vmin=0.5, vmax=1.0, cmap="viridis")
             ax.set_xticks(range(len(tests)), tests, rotation=45, ha="right", fontsize=6)
-            ax.set_yticks(range(len(trains)), trains, fontsize=6)
+            ax.set_yticks(range(len(trains)), trains if ax is axes[0][0] else [""] * len(trains), fontsize=6)
             ax.set_title(method, fontsize=8)
             for i in range(len(trains)):
                 for j in range(len(tests)):
-                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=5, color="white")
+                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                            color="black" if m[i, j] > 0.8 else "white")
         fig.colorbar(im, ax=axes[0].tolist(), fraction=0.02)
-        fig.suptitle("cross-subtype transfer (pair accuracy)", fontsize=9)
+        axes[0][0].set_ylabel("trained on", fontsize=7)
+        fig.suptitle("cross-subtype transfer: pair accuracy on each test subtype", fontsize=9)
         fig.savefig(path, dpi=110, bbox_inches="tight")
         pyplot.close(fig)
         return True
