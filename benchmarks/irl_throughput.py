@@ -58,11 +58,11 @@ def time_naive(train, val, cfg, device) -> float:
 def throughput_table(args) -> None:
     train, val = make_features(args.n_pairs, args.dim)
     base = dict(method=args.method, head=args.head, hidden_dim=args.hidden, batch_size=args.batch_size,
-                epochs=args.epochs, patience=0)
+                epochs=args.epochs, curriculum_rounds=min(100, args.epochs), patience=0)
     # warm-up (allocator, kernels) on a tiny problem
     small = train.subset(torch.arange(min(256, len(train))))
-    train_ensemble(small, [IRLConfig(**{**base, "epochs": 1})], val=val, device=args.device)
-    train_single(small, IRLConfig(**{**base, "epochs": 1}), val=val, device=args.device)
+    train_ensemble(small, [IRLConfig(**{**base, "epochs": 1, "curriculum_rounds": 1})], val=val, device=args.device)
+    train_single(small, IRLConfig(**{**base, "epochs": 1, "curriculum_rounds": 1}), val=val, device=args.device)
 
     naive_cfg = IRLConfig(**base, seed=0)
     print(f"\ndevice={args.device} threads={torch.get_num_threads()} method={args.method} head={args.head} "
@@ -88,7 +88,7 @@ def paper_sweep(args) -> None:
     """Paper-scale sweep: 6 methods × 5 seeds, N pairs, ``--epochs`` epochs (paper: 20,000 pairs, 800 epochs)."""
     train, val = make_features(args.n_pairs, args.dim)
     cfgs = [IRLConfig(method=m, head=args.head, hidden_dim=args.hidden, batch_size=args.batch_size,
-                      epochs=args.epochs, patience=0, seed=s) for m in SWEEP_METHODS for s in range(args.seeds)]
+                      epochs=args.epochs, curriculum_rounds=min(100, args.epochs), patience=0, seed=s) for m in SWEEP_METHODS for s in range(args.seeds)]
     print(f"\npaper sweep: {len(SWEEP_METHODS)} methods × {args.seeds} seeds = {len(cfgs)} members, "
           f"N={len(train)}, d={args.dim}, head={args.head}({args.hidden}), epochs={args.epochs}, device={args.device}")
     t_batched = time_batched(train, val, cfgs, args.device)
@@ -97,7 +97,7 @@ def paper_sweep(args) -> None:
     naive_total = 0.0
     for m in SWEEP_METHODS:
         c = IRLConfig(method=m, head=args.head, hidden_dim=args.hidden, batch_size=args.batch_size,
-                      epochs=args.naive_epochs, patience=0, seed=0)
+                      epochs=args.naive_epochs, curriculum_rounds=min(100, args.naive_epochs), patience=0, seed=0)
         t = time_naive(train, val, c, args.device)
         naive_measured += t
         naive_total += t / args.naive_epochs * args.epochs * args.seeds

@@ -3,21 +3,44 @@
 Papers: FA-IRL ("Learning from failures", §4, Algorithm 1) and Insights from the Inverse (eq. 1, §4).
 """
 
-from .config import METHODS, IRLConfig
-from .failures import bottom_k_failure_mask, margin_failure_mask, sample_failures, supervised_failure_mask
+from .config import IRLConfig
+from .failures import (
+    FAILURE_SOURCES,
+    bottom_k_failure_mask,
+    label_midpoint,
+    margin_failure_mask,
+    sample_failures,
+    supervised_failure_mask,
+)
 from .heads import HeadEnsemble, init_member_params, member_params, reward_from_params
 from .losses import (
+    BASE_LOSSES,
+    FAILURE_LOSSES,
     asymmetric_margin_loss,
     asymmetric_released_loss,
     fa_irl_loss,
     masked_mean,
     max_entropy_loss,
+    failure_max_entropy_loss,
+    failure_max_margin_loss,
     max_margin_loss,
 )
+from .methods import METHOD_TABLE, METHODS, TABLE1_METHODS, Method, baseline_of, get_method
 from .schedules import failure_fraction_schedule, gamma_schedule, lambda_schedule
 
 __all__ = [
+    "BASE_LOSSES",
+    "FAILURE_LOSSES",
+    "FAILURE_SOURCES",
     "METHODS",
+    "METHOD_TABLE",
+    "TABLE1_METHODS",
+    "Method",
+    "baseline_of",
+    "get_method",
+    "label_midpoint",
+    "failure_max_entropy_loss",
+    "failure_max_margin_loss",
     "IRLConfig",
     "bottom_k_failure_mask",
     "margin_failure_mask",
