@@ -111,7 +111,11 @@ def train_ppo(
     params = [p for p in model.parameters() if p.requires_grad] + list(value_head.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
     eos_id = tokenizer.eos_token_id
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device != "cpu" else torch.autocast("cpu", enabled=False)
+    # fp32 master weights; on a GPU the forward passes run under bf16 (or fp16) autocast.
+    from fairl_ray.policy_io import select_dtype
+
+    autocast = (torch.autocast("cuda", dtype=select_dtype(device)) if device != "cpu"
+                else torch.autocast("cpu", enabled=False))
 
     n_prompts = cfg.per_device_train_batch_size // cfg.num_generations
     order: list[int] = []
