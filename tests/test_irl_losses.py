@@ -130,19 +130,22 @@ def test_margin_failure_mask():
 def test_supervised_failure_mask_with_unknown_labels():
     # pair 0: both labelled, both right → ok; pair 1: chosen y=+1 but R=−1 → fail;
     # pair 2: chosen unknown, rejected y=−1 but R=+0.2 → fail; pair 3: chosen right, rejected unknown → ok;
-    # pair 4: chosen y=+1, R = 0 exactly → fail (y·R ≤ 0)
-    r_c = T([1.0, -1.0, 0.5, 0.5, 0.0])
-    r_r = T([-1.0, -1.0, 0.2, 0.3, -1.0])
-    y_c = T([1.0, 1.0, 0.0, 1.0, 1.0])
-    y_r = T([-1.0, -1.0, -1.0, 0.0, -1.0])
-    assert supervised_failure_mask(r_c, r_r, y_c, y_r).tolist() == [False, True, True, False, True]
-    assert supervised_failure_mask(r_c, r_r, None, None).tolist() == [False] * 5
-    assert supervised_failure_mask(r_c, r_r, torch.zeros(5), torch.zeros(5)).tolist() == [False] * 5
-    # against a zero of 0.4 (e.g. the label midpoint): pair 2's chosen 0.5 is fine, its rejected 0.2 now too;
+    # pair 4: chosen y=+1, R = 0 exactly → fail (y·R ≤ 0);
+    # pair 5: a noisy preference (toxic chosen scored +2, non-toxic rejected scored −2): both outputs are on the
+    # wrong side of zero, but raising Δ (all L_fail can do) would not correct them → not a failure
+    r_c = T([1.0, -1.0, 0.5, 0.5, 0.0, 2.0])
+    r_r = T([-1.0, -1.0, 0.2, 0.3, -1.0, -2.0])
+    y_c = T([1.0, 1.0, 0.0, 1.0, 1.0, -1.0])
+    y_r = T([-1.0, -1.0, -1.0, 0.0, -1.0, 1.0])
+    assert supervised_failure_mask(r_c, r_r, y_c, y_r).tolist() == [False, True, True, False, True, False]
+    assert supervised_failure_mask(r_c, r_r, None, None).tolist() == [False] * 6
+    assert supervised_failure_mask(r_c, r_r, torch.zeros(6), torch.zeros(6)).tolist() == [False] * 6
+    # against a zero of 0.4 (e.g. the label midpoint): pair 2's rejected 0.2 is now below it → ok;
     # pair 3's chosen 0.5 > 0.4 still fine; pair 0's chosen 1.0 fine → only pairs 1 and 4 fail
-    assert supervised_failure_mask(r_c, r_r, y_c, y_r, 0.4).tolist() == [False, True, False, False, True]
+    assert supervised_failure_mask(r_c, r_r, y_c, y_r, 0.4).tolist() == [False, True, False, False, True, False]
     # the mask does not depend on the level of R when the zero moves with it
-    assert supervised_failure_mask(r_c + 7, r_r + 7, y_c, y_r, 7.4).tolist() == [False, True, False, False, True]
+    assert supervised_failure_mask(r_c + 7, r_r + 7, y_c, y_r, 7.4).tolist() == [False, True, False, False, True,
+                                                                                  False]
     # NaN zero (not known yet) flags nothing
     assert not supervised_failure_mask(r_c, r_r, y_c, y_r, float("nan")).any()
 

@@ -20,27 +20,30 @@ def margin_failure_mask(delta: Tensor, gamma) -> Tensor:
 
 def supervised_failure_mask(r_chosen: Tensor, r_rejected: Tensor, y_chosen: Tensor | None,
                             y_rejected: Tensor | None, zero=0.0) -> Tensor:
-    """F_t^sup (Alg. 1 line 6; §4.3 "flag any output o for which y(o)·R(o) ≤ 0"), against a defined zero of R.
+    """F_t^sup (Alg. 1 line 6: "R(o⁺) ≤ 0 or R(o⁻) ≥ 0"; §4.3 "y(o)·R(o) ≤ 0"), against a defined zero of R.
 
-    Labels y ∈ {+1 (good / non-toxic), −1 (bad / toxic), 0 (unknown)}. A pair is flagged when one of its
-    LABELLED outputs is on the wrong side of ``zero``: ``y·(R − zero) ≤ 0`` with y ≠ 0. ``zero``: float or
-    per-member tensor ``r_chosen.shape[:-1]``; NaN (no zero known yet) flags nothing.
+    Labels y ∈ {+1 (good / non-toxic), −1 (bad / toxic), 0 (unknown)}. A pair is flagged when its chosen output
+    is labelled good but scored at or below ``zero``, or its rejected output is labelled bad but scored at or
+    above it: ``y·(R − zero) ≤ 0`` for each output whose label AGREES with its side of the pair. ``zero``: float
+    or per-member tensor ``r_chosen.shape[:-1]``; NaN (no zero known yet) flags nothing.
 
-    Why a zero: pairwise losses see only differences, so the level of R is arbitrary (its output bias never
-    trains); testing the sign of R itself would flag about half of all outputs whatever the model learned. The
-    trainer passes :func:`label_midpoint` (the midpoint between the running mean rewards of good and bad outputs).
-    For the usual labelling y(o⁺) = +1, y(o⁻) = −1 and zero 0 this is line 6's "R(o⁺) ≤ 0 or R(o⁻) ≥ 0"; we follow
-    the prose rule (y(o)R(o) ≤ 0 for every output) because line 6 as printed (y(o⁻)R(o⁻) ≥ 0) would flag a
-    correctly scored toxic rejected output. Unknown labels (0) never flag; ``None`` labels mean no supervised
-    failures.
+    CHOICES. (1) The zero: pairwise losses see only differences, so the level of R is arbitrary (its output bias
+    never trains); testing the sign of R itself flags about half of all outputs whatever the model learned. The
+    trainer passes :func:`label_midpoint` (midpoint between the running mean rewards of good and bad outputs).
+    (2) Line 6 is written for pairs whose labels agree with the preference (y(o⁺) = +1, y(o⁻) = −1). A labelled
+    output on the "wrong" side — a toxic chosen output, a non-toxic rejected one: a noisy preference — is not a
+    failure that L_fail can correct: L_fail can only raise Δ, which moves that output further from its label.
+    Flagging such pairs made the failure path chase contradictions (measured: 18% of pairs flagged forever, the
+    max-entropy failure path at 2-5% of the reward on the Table-1 world). Unknown labels (0) never flag; ``None``
+    labels mean no supervised failures.
     """
     if isinstance(zero, Tensor) and zero.ndim >= 1 and zero.ndim == r_chosen.ndim - 1:
         zero = zero.unsqueeze(-1)
     mask = torch.zeros(r_chosen.shape, dtype=torch.bool, device=r_chosen.device)
     if y_chosen is not None:
-        mask |= (y_chosen != 0) & (y_chosen * (r_chosen - zero) <= 0)
+        mask |= (y_chosen > 0) & (r_chosen - zero <= 0)
     if y_rejected is not None:
-        mask |= (y_rejected != 0) & (y_rejected * (r_rejected - zero) <= 0)
+        mask |= (y_rejected < 0) & (r_rejected - zero >= 0)
     return mask
 
 
