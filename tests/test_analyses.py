@@ -76,11 +76,25 @@ def test_failure_path_share_and_ablation():
     assert ANALYSES["failure_path"].compute(context([member("max_margin", 0, BASE)])) == {}
 
 
+def test_scoreboard_verdict_only_beyond_the_seed_spread():
+    # seed 0: FA right on 6/8, baseline 5/8; seed 1: FA 7/8 (−> accuracy 0.875), baseline 5/8 again
+    fa1 = list(FA)
+    fa1[2] = 0.5  # output 2 now right
+    ctx = context([member("max_entropy", 0, BASE), member("max_entropy", 1, BASE),
+                   member("fa_irl_me_margin", 0, FA), member("fa_irl_me_margin", 1, fa1)])
+    acc = ANALYSES["scoreboard"].compute(ctx)["fa_irl_me_margin vs max_entropy"]["metrics"]["accuracy"]
+    assert acc["fa_irl"]["mean"] == pytest.approx(0.8125) and acc["baseline"]["mean"] == pytest.approx(0.625)
+    assert acc["gap"] == pytest.approx(0.1875) and acc["spread"] == pytest.approx(0.0625)
+    assert acc["verdict"] == "FA-IRL better"
+    same = ANALYSES["scoreboard"].compute(context([member("max_entropy", 0, BASE), member("fa_irl_me_gt", 0, BASE)]))
+    assert same["fa_irl_me_gt vs max_entropy"]["metrics"]["accuracy"]["verdict"] == "within seed spread"
+
+
 def test_tables_render_every_analysis():
     ctx = context([member("max_entropy", 0, BASE), member("fa_irl_me_margin", 0, FA, base=FA, fail=np.zeros(8))])
     results = {a.name: a.compute(ctx) for a in ANALYSES.values() if a.name != "subtype_transfer"}
     titles = [t for t, _, rows in render(results) if rows]
-    assert len(titles) == 5 and any("Table 2" in t for t in titles) and any("Table 3" in t for t in titles)
+    assert len(titles) == 6 and any("Table 2" in t for t in titles) and any("Table 3" in t for t in titles)
 
 
 def test_output_subtypes_from_pair_columns():

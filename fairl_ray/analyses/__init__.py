@@ -15,9 +15,11 @@ from .disagreement import Disagreement
 from .failure_path import FailurePath
 from .failure_slices import FailureSlices
 from .failure_subtypes import FailureSubtypes
+from .scoreboard import Scoreboard
 from .subtype_transfer import SubtypeTransfer
 
-EVALUATION_ANALYSES: tuple[Analysis, ...] = (FailurePath(), FailureSlices(), Disagreement(), FailureSubtypes())
+EVALUATION_ANALYSES: tuple[Analysis, ...] = (Scoreboard(), FailurePath(), FailureSlices(), Disagreement(),
+                                             FailureSubtypes())
 SUBTYPE_TRANSFER = SubtypeTransfer()
 ANALYSES: dict[str, Analysis] = {a.name: a for a in (*EVALUATION_ANALYSES, SUBTYPE_TRANSFER)}
 
