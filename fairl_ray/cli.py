@@ -55,7 +55,14 @@ examples:
 
 Outputs (<out>, default <workdir>/tune/<name>, or tune_runs/<name> with --pairs): best.json, best_irl.yaml (an
 irl: section for `fairl run`), trials.csv, search.png (objective vs each hyperparameter), ray_results/; MLflow
-parent run tune:<name> with one child per trial and best_on_fresh_seeds (open it with `fairl ui`).
+parent run tune:<name> with one child per configuration (logged as it finishes) and best_on_fresh_seeds (open it
+with `fairl ui`).
+
+Each Tune trial trains `pack_size` configurations x `seeds` as one batched ensemble. Running the same command
+on an interrupted search resumes it (only unfinished configurations run); --restart starts over. With `models:`
+in the search YAML several runs / pairs files are searched and compared side by side (models.md).
+  fairl tune --workdir runs/exp1 --set num_samples=512 --set pack_size=64
+  fairl tune --workdir runs/exp1 --realign-top 2              # re-RLHF a fresh π0 with the 2 best rewards
 """
 
 
@@ -353,6 +360,8 @@ def cmd_tune(args) -> int:
         if not args.restart:
             check_resumable(cfg, out)
         models = load_models(cfg, args.workdir, args.pairs, out)
+        if not args.restart:
+            check_resumable(cfg, out, models)
     except SearchStateError as err:
         return _fail(str(err))
     except ConfigError as err:

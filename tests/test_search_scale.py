@@ -107,6 +107,17 @@ def test_a_changed_search_in_the_same_out_is_refused(tmp_path, capsys):
     assert "different config" in capsys.readouterr().err and not (wd / "mlflow.db").exists()
 
 
+def test_a_search_over_changed_data_in_the_same_out_is_refused(tmp_path, capsys):
+    wd = make_workdir(tmp_path / "wd")
+    cfg = load_search_config(None, [])
+    state = wd / "tune" / "fa-irl" / "state"
+    state.mkdir(parents=True)
+    (state / "search.json").write_text(json.dumps({"name": "fa-irl", "fingerprint": cfg.fingerprint(),
+                                                   "parent_run_id": "x", "data": {"main": "0123456789abcdef"}}))
+    assert main(["tune", "--workdir", str(wd)]) == 2
+    assert "over different data (model(s) main changed" in capsys.readouterr().err
+
+
 def test_realign_top_needs_a_run_workdir(tmp_path, capsys):
     from test_irl_command import pairs_rows, write_jsonl
 

@@ -39,6 +39,15 @@ class SearchData:
     def test_index(self) -> list[int]:
         return [i for i, r in enumerate(self.rows) if r["split"] == "test"]
 
+    def digest(self) -> str:
+        """Content hash of the pairs, their features and the splits: a resumed search must see the same data."""
+        import hashlib
+
+        h = hashlib.sha256(json.dumps([self.rows, self.val_index, self.encoder], sort_keys=True, default=str).encode())
+        h.update(np.ascontiguousarray(self.chosen).tobytes())
+        h.update(np.ascontiguousarray(self.rejected).tobytes())
+        return h.hexdigest()[:16]
+
     @property
     def has_rstar(self) -> bool:
         return all(r.get("chosen_reward") is not None and r.get("rejected_reward") is not None for r in self.rows)

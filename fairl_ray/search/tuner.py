@@ -46,14 +46,21 @@ def _write_state(out: Path, state: dict) -> None:
     atomic_write_bytes(Path(out) / "state" / "search.json", json.dumps(state, indent=2).encode())
 
 
-def check_resumable(cfg: SearchConfig, out: str | Path) -> dict | None:
-    """The interrupted search in ``out`` (None if there is none); raises :class:`SearchStateError` if its config
-    differs from ``cfg`` (checked before anything starts)."""
+def check_resumable(cfg: SearchConfig, out: str | Path, models: dict[str, SearchData] | None = None) -> dict | None:
+    """The interrupted search in ``out`` (None if there is none); raises :class:`SearchStateError` if its config —
+    or, given ``models``, its data (pairs, features, splits) — differs (checked before anything starts)."""
     state = read_state(Path(out))
     if state and state["fingerprint"] != cfg.fingerprint():
         raise SearchStateError(f"{out} holds search {state['name']!r} with a different config (fingerprint "
                                f"{state['fingerprint']} != {cfg.fingerprint()}); rerun with --restart to start it "
                                f"over, or pick another --out")
+    if state and models is not None and "data" in state:
+        now = {m: d.digest() for m, d in models.items()}
+        if now != state["data"]:
+            changed = sorted(m for m in set(now) | set(state["data"]) if now.get(m) != state["data"].get(m))
+            raise SearchStateError(f"{out} holds search {state['name']!r} over different data (model(s) "
+                                   f"{', '.join(changed)} changed since it started); rerun with --restart to start it "
+                                   f"over, or pick another --out")
     return state
 
 
@@ -78,7 +85,7 @@ def run_search(cfg: SearchConfig, models: dict[str, SearchData], out: str | Path
         for p in (out / "state", out / "ray_results"):
             shutil.rmtree(p, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    state = check_resumable(cfg, out)
+    state = check_resumable(cfg, out, models)
     primary = next(iter(models))
     objective = resolve_objective(cfg, models[primary])
     metric, mode = f"val_{objective}", OBJECTIVES[objective]
@@ -102,6 +109,7 @@ def run_search(cfg: SearchConfig, models: dict[str, SearchData], out: str | Path
                                     "pairs.train": len(first.train_index) - len(first.val_index),
                                     "pairs.val": len(first.val_index), "pairs.test": len(first.test_index)})
         _write_state(out, {"name": cfg.name, "fingerprint": cfg.fingerprint(), "parent_run_id": parent,
+                           "data": {m: d.digest() for m, d in models.items()},
                            "tracking_uri": tracking_uri, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
     own_ray = not ray.is_initialized()
     status = "FAILED"
