@@ -17,6 +17,7 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
+from fairl_ray.orchestration.ray_runtime import SESSION_FILE, reap_killed_session
 from fairl_ray.orchestration.stage_store import workdir_lock
 from fairl_ray.orchestration.tracking import EXPERIMENT, Tracker, default_tracking_uri
 
@@ -212,3 +213,61 @@ def test_interrupted_tune_exits_non_zero_and_is_marked_killed(ray_session, tmp_p
     experiment = client.get_experiment_by_name(EXPERIMENT)
     parents = client.search_runs([experiment.experiment_id], "tags.`fairl.kind` = 'tune'")
     assert [r.info.status for r in parents] == ["KILLED"]
+
+
+# ------------------------------------------------------------------------------------------------ kill -9
+
+
+KILLED_DRIVER = """
+import sys, time
+import ray
+from fairl_ray.orchestration.ray_runtime import init_ray
+from fairl_ray.orchestration.tracking import Tracker
+
+init_ray(None, temp_dir=sys.argv[2], num_cpus=1, session_file=sys.argv[3])
+tracker = Tracker(sys.argv[1])
+parent = tracker.start_run("pipeline")
+tracker.start_run("expert_rlhf", parent_run_id=parent)
+
+@ray.remote
+def stage():
+    time.sleep(120)
+
+ref = stage.remote()
+print("running", parent, flush=True)
+ray.get(ref)
+"""
+
+
+def test_kill_9_then_rerun_leaves_no_running_run_and_no_ray_process(tmp_path):
+    """Acceptance: kill -9 of a run, then a rerun: no RUNNING parent left in MLflow, no Ray process of the killed
+    run alive 10 s after the rerun ends."""
+    uri = default_tracking_uri(tmp_path / "w")
+    session_file = tmp_path / "w" / SESSION_FILE
+    session_file.parent.mkdir()
+    raytmp = Path("/tmp") / f"fairl-k9-{os.getpid()}"  # Ray's socket paths must stay short
+    driver = subprocess.Popen(
+        [sys.executable, "-c", KILLED_DRIVER, uri, str(raytmp), str(session_file)], cwd=HERE, stdout=subprocess.PIPE,
+        text=True)
+    try:
+        line = driver.stdout.readline()
+        assert line.startswith("running"), line
+        parent = line.split()[1]
+        time.sleep(2)  # the task's worker is up
+        session = psutil.Process(driver.pid).children(recursive=True)
+        assert len(session) >= 3, session  # gcs_server, raylet, workers, ...
+        driver.kill()  # kill -9
+        driver.wait(timeout=10)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert session_file.is_file()
+    # What the next `fairl run` on the workdir does first: stop the killed run's Ray, close its MLflow runs.
+    assert reap_killed_session(session_file) > 0
+    rerun = Tracker(uri)
+    assert parent in rerun.closed_stale
+    client = MlflowClient(uri)
+    assert not client.search_runs([rerun.experiment_id], "attributes.status = 'RUNNING'")
+    _, alive = psutil.wait_procs(session, timeout=10)
+    assert not alive, [(p.pid, p.name()) for p in alive]
+    shutil.rmtree(raytmp, ignore_errors=True)

@@ -263,7 +263,7 @@ class Pipeline:
     def _run_locked(self) -> dict:
         import ray
 
-        from fairl_ray.orchestration.ray_runtime import check_fits, init_ray
+        from fairl_ray.orchestration.ray_runtime import SESSION_FILE, check_fits, init_ray
         from fairl_ray.orchestration.tracking import Tracker
 
         started = time.time()
@@ -274,7 +274,7 @@ class Pipeline:
 
         started_ray = not ray.is_initialized()  # a Ray session we did not start (tests, notebooks) is left running
         self.log(f"[fairl] starting Ray ({self.address or 'local'}) ...")
-        resources = init_ray(self.address)
+        resources = init_ray(self.address, session_file=self.workdir / SESSION_FILE)
         # Requested from config, never decided from the GPUs present now: the autoscaler adds nodes for requests.
         self.gpus = self.cfg.resources.gpus_per_worker
         self.log(f"[fairl] Ray resources: {resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU")

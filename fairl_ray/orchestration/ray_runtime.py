@@ -9,12 +9,15 @@ resources no node has pending for ever ("No available node types can fulfill res
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import socket
 import sys
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 # Ray >= 2.5x writes an auth token and warns unless told otherwise; a local session needs none (DESIGN §6).
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -22,6 +25,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 CONNECT_TIMEOUT_S = 45.0
 """Longest wait for a cluster's address to answer (TCP) plus Ray's own handshake with its GCS."""
 RAY_CLIENT_PORT = 10001
+SESSION_FILE = ".fairl-ray-session.json"
+"""Where a workdir records the local Ray its run started (see :func:`reap_killed_session`)."""
 
 # Library deprecation notices a user cannot act on, which every Ray worker would print again (one per RLHF task):
 # TRL asks transformers' deprecated ``is_gradient_checkpointing`` (PYTHONWARNINGS syntax: action:message:category).
@@ -59,17 +64,23 @@ def configure_log_environment() -> None:
         os.environ.setdefault("TQDM_MININTERVAL", "5")
 
 
-def init_ray(address: str | None = None, temp_dir: str | None = None, num_cpus: int | None = None) -> dict:
+def init_ray(address: str | None = None, temp_dir: str | None = None, num_cpus: int | None = None,
+             session_file: str | Path | None = None) -> dict:
     """Connect to ``address`` (a running cluster: ``auto``, ``host:port`` or ``ray://host:10001``) or start a local Ray.
 
     The local session is kept small (no dashboard, a 200 MB object store): stages pass file paths, not data.
     Returns the cluster's resources. Safe to call twice. Raises :class:`ClusterError` within
     :data:`CONNECT_TIMEOUT_S` when the cluster cannot be reached.
+
+    ``session_file`` (a workdir's): before starting a local Ray, stop what is left of the local Ray of a run that
+    was killed (``kill -9`` leaves Ray's agents running for a minute or more); after, record this one's processes.
     """
     import ray
 
     if ray.is_initialized():
         return ray.cluster_resources()
+    if session_file is not None and not address:
+        reap_killed_session(session_file)
     configure_log_environment()
     # Workers inherit the driver's environment; keep tiny-model work on one thread per task (DESIGN §6).
     env_vars = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
@@ -93,7 +104,64 @@ def init_ray(address: str | None = None, temp_dir: str | None = None, num_cpus: 
             _temp_dir=temp_dir,
             **kwargs,
         )
+        if session_file is not None:
+            record_session(session_file)
     return ray.cluster_resources()
+
+
+def record_session(path: str | Path) -> None:
+    """Write this driver's identity and the processes of the local Ray it started (gcs_server, raylet, agents)."""
+    import psutil
+
+    me = psutil.Process()
+    procs = [{"pid": p.pid, "started": p.create_time()} for p in me.children(recursive=True)]
+    data = {"driver": {"pid": me.pid, "started": me.create_time()}, "processes": procs}
+    Path(path).write_text(json.dumps(data))
+
+
+def reap_killed_session(path: str | Path, grace_s: float = 5.0) -> int:
+    """Stop the recorded local Ray processes of a driver that no longer exists; return how many were running.
+
+    A process counts only if its pid *and* start time match the record (pids are reused). A live driver's
+    session is never touched.
+    """
+    import psutil
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return 0
+    if _same_process(data.get("driver", {})) is not None:
+        return 0
+    victims = [p for p in (_same_process(rec) for rec in data.get("processes", [])) if p is not None]
+    for p in list(victims):
+        try:
+            victims.extend(p.children(recursive=True))
+        except psutil.Error:
+            pass
+    for p in victims:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    _, alive = psutil.wait_procs(victims, timeout=grace_s)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=grace_s)
+    path.unlink(missing_ok=True)
+    return len(victims)
+
+
+def _same_process(record: dict):
+    import psutil
+
+    try:
+        p = psutil.Process(int(record["pid"]))
+        if abs(p.create_time() - float(record["started"])) < 0.01 and p.status() != psutil.STATUS_ZOMBIE:
+            return p
+    except (KeyError, TypeError, ValueError, psutil.Error):
+        pass
+    return None
 
 
 def resolve_address(address: str) -> str:
