@@ -59,14 +59,21 @@ def test_results_json_has_metrics_per_method_and_seed_and_toxicity(first_run):
     assert set(on_disk["toxicity"]) == {"base", "expert", "realigned:fa_irl_mm_margin"}
     for row in on_disk["toxicity"].values():
         assert 0.0 <= row["toxicity_rate"] <= 1.0 and row["n"] == 24
-    # The printed report has both tables.
+    # The printed report has both tables, and the failure analyses.
     assert "STARC" in log and "toxicity rate" in log and "realigned:fa_irl_mm_margin" in log
+    analyses = on_disk["analyses"]
+    assert set(analyses) >= {"scoreboard", "failure_path", "failure_slices", "disagreement", "failure_subtypes",
+                             "subtype_transfer"}
+    assert set(analyses["failure_path"]) == {"fa_irl_mm_margin"}
+    assert analyses["failure_path"]["fa_irl_mm_margin"]["share"]["n"] == 2
+    assert set(analyses["disagreement"]) == {"fa_irl_mm_margin vs max_margin"}
+    assert "Failure path: share of the reward" in log and "Scoreboard" in log
 
 
 def test_every_stage_ran_as_ray_work_and_wrote_its_output(first_run):
     workdir, results, log = first_run
     stages = results["stages"]
-    assert set(stages) == set(UPSTREAM_OF_IRL) | {"irl", "evaluate", "realign_fa_irl_mm_margin"}
+    assert set(stages) == set(UPSTREAM_OF_IRL) | {"irl", "subtype_transfer", "evaluate", "realign_fa_irl_mm_margin"}
     assert not any(s["reused"] for s in stages.values())
     pairs_dir = workdir / "stages" / f"pairs-{stages['pairs']['key']}"
     assert (pairs_dir / "pairs.parquet").is_file()
@@ -89,7 +96,9 @@ def test_mlflow_has_parent_child_per_stage_and_artifacts(first_run):
     artifacts = lambda name: {a.path for a in client.list_artifacts(by_name[name].info.run_id)}  # noqa: E731
     assert "pairs.parquet" in artifacts("pairs")
     assert "rewards" in artifacts("irl")
-    assert {"metrics.json", "reward_distributions.png"} <= artifacts("evaluate")
+    assert {"metrics.json", "reward_distributions.png", "analyses.json", "failure_path.csv",
+            "failure_path.png", "disagreement.csv"} <= artifacts("evaluate")
+    assert "subtype_transfer.json" in artifacts("subtype_transfer")
     assert "max_margin.accuracy" in by_name["evaluate"].data.metrics
 
 
@@ -107,7 +116,7 @@ def test_changing_an_irl_setting_reruns_only_irl_and_after(first_run):
     for name in UPSTREAM_OF_IRL:
         assert changed["stages"][name]["reused"], name
         assert changed["stages"][name]["key"] == results["stages"][name]["key"]
-    for name in ("irl", "evaluate", "realign_fa_irl_mm_margin"):
+    for name in ("irl", "subtype_transfer", "evaluate", "realign_fa_irl_mm_margin"):
         assert not changed["stages"][name]["reused"], name
 
 
