@@ -10,7 +10,7 @@ import time
 import pytest
 
 from fairl_ray.cli import main
-from fairl_ray.orchestration.ray_runtime import ClusterError, check_fits
+from fairl_ray.orchestration.ray_runtime import ClusterError, check_fits, resolve_address
 
 
 def _closed_port() -> int:
@@ -64,3 +64,13 @@ def test_check_fits_waits_for_the_autoscaler_then_gives_up(ray_session):
     with pytest.raises(ClusterError, match=r"resources\.cpus_per_task: .*waited 1\.5 s"):
         check_fits({"resources.cpus_per_task": {"CPU": 64.0}}, wait_s=1.5, where="the cluster")
     assert 1.5 <= time.monotonic() - t0 < 10
+
+
+def test_auto_means_ray_address_or_the_recorded_cluster(ray_session, monkeypatch, tmp_path):
+    gcs = ray_session.get_runtime_context().gcs_address
+    monkeypatch.setenv("RAY_ADDRESS", gcs)
+    assert resolve_address("auto") == gcs
+    monkeypatch.delenv("RAY_ADDRESS")
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # no cluster recorded there; live GCS processes are not joined
+    with pytest.raises(ClusterError, match="--address auto: no running Ray cluster found"):
+        resolve_address("auto")

@@ -93,7 +93,7 @@ def init_ray(address: str | None = None, temp_dir: str | None = None, num_cpus: 
         with _deadline(CONNECT_TIMEOUT_S, f"--address {address}: no Ray cluster answered at {target} within "
                        f"{CONNECT_TIMEOUT_S:.0f} s (is it a Ray head node's GCS port, usually 6379?)"):
             try:
-                ray.init(address=address, **kwargs)
+                ray.init(address=address if address.startswith("ray://") else target, **kwargs)
             except (ConnectionError, ValueError, RuntimeError, TimeoutError) as err:
                 raise ClusterError(f"--address {address}: cannot join the Ray cluster: {_first_line(err)}") from None
     else:
@@ -173,13 +173,17 @@ def resolve_address(address: str) -> str:
         host_port = address[len("ray://"):].split("/", 1)[0]
         default_port = RAY_CLIENT_PORT
     elif address == "auto":
-        from ray._private.services import canonicalize_bootstrap_address
+        # RAY_ADDRESS, else the cluster `ray start` / `ray up` recorded on this machine. Not Ray's legacy fallback
+        # of joining any GCS process it finds in `ps` (someone else's test cluster, say).
+        from ray._common.utils import get_ray_address_file
 
-        try:
-            host_port = canonicalize_bootstrap_address(address)
-        except (ConnectionError, ValueError):
-            host_port = None
-        if not host_port:
+        host_port = os.environ.get("RAY_ADDRESS") or None
+        if host_port and host_port.startswith("ray://"):
+            return resolve_address(host_port)
+        recorded = Path(get_ray_address_file(None))
+        if host_port in (None, "auto") and recorded.is_file():
+            host_port = recorded.read_text().strip() or None
+        if host_port in (None, "auto"):
             raise ClusterError("--address auto: no running Ray cluster found on this machine (start one with "
                                "`ray start --head` or `ray up`, or leave out --address to start a local Ray)")
         default_port = 6379
