@@ -2,6 +2,7 @@
 relocated workdirs and `fairl ui`. Real MLflow (sqlite), real processes, no mocks."""
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -271,3 +272,37 @@ def test_kill_9_then_rerun_leaves_no_running_run_and_no_ray_process(tmp_path):
     _, alive = psutil.wait_procs(session, timeout=10)
     assert not alive, [(p.pid, p.name()) for p in alive]
     shutil.rmtree(raytmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------- relocatable workdir
+
+
+def test_tune_on_a_copied_workdir_reads_and_writes_only_the_copy(ray_session, tmp_path):
+    """The issue's repro: ``cp -r run copy; fairl tune --workdir copy`` read the original's pairs and wrote MLflow
+    artifacts into the original's mlartifacts/."""
+    from test_search import FAST, make_workdir
+
+    from fairl_ray.cli import main
+
+    original = make_workdir(tmp_path / "run")
+    results = json.loads((original / "results.json").read_text())
+    for stage in results["stages"].values():  # as `fairl run` writes it now: relative to the workdir
+        stage["dir"] = str(Path(stage["dir"]).relative_to(original))
+    (original / "results.json").write_text(json.dumps(results))
+    tracker = Tracker(default_tracking_uri(original), artifact_root=original / "mlartifacts")
+    run = tracker.start_run("pipeline")
+    tracker.log_artifact(run, original / "results.json")
+    tracker.end_run(run)
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    before = tree_hash(original)
+
+    assert main(["tune", "--workdir", str(copy), *FAST]) == 0
+
+    assert tree_hash(original) == before
+    assert (copy / "tune").is_dir() and not (original / "tune").exists()
+    client = MlflowClient(default_tracking_uri(copy))
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) > 2
+    assert all(r.info.artifact_uri.startswith((copy / "mlartifacts").as_uri()) for r in runs)
