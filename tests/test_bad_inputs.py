@@ -167,3 +167,11 @@ def test_score_an_empty_texts_file_warns(trained, tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert f"fairl: warning: {texts} holds no texts; wrote no scores" in captured.err
+
+
+def test_tune_out_is_a_file_or_in_a_missing_directory(tmp_path, capsys):
+    pairs = write_jsonl(tmp_path / "p.jsonl", rows(12))
+    (tmp_path / "file").write_text("keep me")
+    assert "is a file" in fail(capsys, ["tune", "--pairs", str(pairs), "--out", str(tmp_path / "file")])
+    assert "does not exist" in fail(capsys, ["tune", "--pairs", str(pairs), "--out", str(tmp_path / "no" / "out")])
+    assert (tmp_path / "file").read_text() == "keep me" and not (tmp_path / "no").exists()

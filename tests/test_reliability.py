@@ -306,3 +306,31 @@ def test_tune_on_a_copied_workdir_reads_and_writes_only_the_copy(ray_session, tm
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) > 2
     assert all(r.info.artifact_uri.startswith((copy / "mlartifacts").as_uri()) for r in runs)
+
+
+# -------------------------------------------------------------------------------------- fairl run, SIGTERM
+
+
+def test_terminated_run_exits_non_zero_and_its_mlflow_run_is_killed(ray_session, tmp_path):
+    workdir = tmp_path / "w"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "fairl_ray.cli", "run", "--workdir", str(workdir), "--address",
+         ray_session.get_runtime_context().gcs_address],
+        cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in run.stdout:  # wait until a stage is under way
+            lines.append(line)
+            if "running  ..." in line:
+                break
+        run.send_signal(signal.SIGTERM)
+        rest, _ = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 130, ("".join(lines) + rest)[-3000:]
+    assert "Traceback" not in rest
+    client = MlflowClient(default_tracking_uri(workdir))
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    assert [r.info.status for r in runs if "mlflow.parentRunId" not in r.data.tags] == ["KILLED"]
+    assert not (workdir / "results.json").exists()

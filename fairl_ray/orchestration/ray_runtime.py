@@ -106,7 +106,20 @@ def init_ray(address: str | None = None, temp_dir: str | None = None, num_cpus: 
         )
         if session_file is not None:
             record_session(session_file)
+    _interrupt_on_sigterm()
     return ray.cluster_resources()
+
+
+def _interrupt_on_sigterm() -> None:
+    """``ray.init`` makes SIGTERM exit the driver at once (``sys.exit(15)``, after a C++ stack dump): make it unwind
+    like Ctrl-C instead, so stages are cancelled and MLflow runs are closed as KILLED."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def record_session(path: str | Path) -> None:
@@ -228,12 +241,6 @@ def check_fits(requests: dict[str, dict[str, float]], wait_s: float = 0.0, where
     waited = f" (waited {wait_s:g} s for the autoscaler; raise resources.node_wait_s to wait longer)" if wait_s else ""
     raise ClusterError(f"{key}: a task asks for {asked} but no node of {where} has that much (the largest node "
                        f"offers {have}){waited}")
-
-
-def gpus_available() -> int:
-    import ray
-
-    return int(ray.cluster_resources().get("GPU", 0))
 
 
 def _fits(request: dict[str, float], node: dict[str, float]) -> bool:
