@@ -484,7 +484,9 @@ class Pipeline:
         if stage.name == "irl":
             curves = json.loads((output.path / "curves.json").read_text())
             for member, curve in curves.items():
-                tracker.log_curve(run_id, f"{member.replace('/', '.')}.val_loss", curve.get("val_loss", []))
+                for name in ("val_loss", "fail_share", "failure_fraction"):  # the last two: FA-IRL members only
+                    if curve.get(name):
+                        tracker.log_curve(run_id, f"{member.replace('/', '.')}.{name}", curve[name])
         tracker.end_run(run_id)
         self.stage_runs[stage.name] = {"run_id": run_id, "key": output.key, "reused": reused,
                                        "dir": self._rel(output.path), "seconds": round(seconds, 2)}
