@@ -96,8 +96,13 @@ def main(argv=None) -> int:
         wall = time.perf_counter() - t0
         outs[workers] = out
         tokens = _count_tokens(policy, out)
+        cpu = sum(w["cpu_s"] for w in stats.get("workers", []))
         rows.append({"workers": workers, "wall_s": round(wall, 2), "new_tokens": tokens,
                      "tokens_per_s": round(tokens / wall, 1),
+                     # CPU-seconds the workers got while generating, per wall-second: ~workers on an idle machine;
+                     # below that, other work on the cores took the rest (the pool cannot be faster than that).
+                     "worker_cpu_s": round(cpu, 2), "cpus_obtained": round(cpu / wall, 2),
+                     "tokens_per_cpu_s": round(tokens / max(cpu, 1e-9), 1),
                      "devices": sorted({d for w in stats.get("workers", []) for d in w["devices"].values()})})
         print(json.dumps(rows[-1]), flush=True)
     ray.shutdown()

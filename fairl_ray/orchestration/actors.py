@@ -17,6 +17,7 @@ The pattern of OpenRLHF's ``RayActorGroup`` / veRL's ``RayWorkerGroup`` at the s
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ class PolicyWorker:
         self.device, self.dtype = device, dtype
         self.policies: dict[str, Any] = {}
         self.loads = 0
+        self.cpu_s = 0.0  # CPU time spent generating (all threads of this process)
 
     def generate(self, policy_dir: str, prompts: list[str], cfg, seed: int) -> list[str]:
         from fairl_ray.policy_io import load_policy
@@ -43,12 +45,15 @@ class PolicyWorker:
             self.policies[policy_dir] = load_policy(policy_dir, device=self.device, dtype=self.dtype)
             self.loads += 1
         model, tokenizer = self.policies[policy_dir]
-        return generate_shard(model, tokenizer, prompts, cfg, seed)
+        t0 = time.process_time()
+        out = generate_shard(model, tokenizer, prompts, cfg, seed)
+        self.cpu_s += time.process_time() - t0
+        return out
 
     def info(self) -> dict:
         import ray
 
-        return {"loads": self.loads, "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+        return {"loads": self.loads, "cpu_s": round(self.cpu_s, 3), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
                 "devices": {d: str(m.device) for d, (m, _) in self.policies.items()},
                 "dtypes": {d: str(m.dtype) for d, (m, _) in self.policies.items()}}
 
