@@ -165,6 +165,7 @@ def test_fairl_ui_stops_its_server_with_itself(tmp_path, sig):
     port = _free_port()
     ui = subprocess.Popen([sys.executable, "-m", "fairl_ray.cli", "ui", "--workdir", str(tmp_path), "--port",
                            str(port)], cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = []
     try:
         deadline = time.monotonic() + 120
         while not _serving(port):
@@ -177,9 +178,12 @@ def test_fairl_ui_stops_its_server_with_itself(tmp_path, sig):
         gone, alive = psutil.wait_procs(server, timeout=10)
         assert not alive, f"left behind: {[(p.pid, p.name()) for p in alive]}"
         assert not _serving(port)
-    finally:
-        for p in psutil.Process(os.getpid()).children(recursive=True):
-            p.kill()
+    finally:  # only what this test started: the session's Ray processes are children of pytest too
+        for p in [*server, ui]:
+            try:
+                p.kill()
+            except (psutil.Error, ProcessLookupError):
+                pass
 
 
 # ------------------------------------------------------------------------------------------- fairl tune
