@@ -1,9 +1,12 @@
 """The honest scoreboard: each FA-IRL variant against its plain baseline, metric by metric, with a verdict only
-where the gap of the means exceeds the seed spread (the sum of the two standard deviations over seeds)."""
+where the gap of the means exceeds the seed spread (the sum of the two standard deviations over seeds) and the
+printed precision (``MIN_GAP``: a gap that shows as ±0.000 is a tie, however small the spread)."""
 
 from __future__ import annotations
 
 from .base import Analysis, EvalContext, fmt, mean_std
+
+MIN_GAP = 1e-3
 
 #: metric -> True when higher is better
 METRICS = {"accuracy": True, "f1": True, "roc_auc": True, "starc": False, "pair_accuracy": True}
@@ -28,7 +31,7 @@ class Scoreboard(Analysis):
                 gap = a["mean"] - b["mean"]
                 spread = a["std"] + b["std"]
                 better = gap > 0 if higher else gap < 0
-                verdict = "within seed spread" if abs(gap) <= spread else ("FA-IRL better" if better else
+                verdict = "within seed spread" if abs(gap) <= max(spread, MIN_GAP) else ("FA-IRL better" if better else
                                                                            "baseline better")
                 rows[metric] = {"fa_irl": a, "baseline": b, "gap": gap, "spread": spread, "verdict": verdict}
             out[f"{fa} vs {base}"] = {"seeds": seeds, "metrics": rows}
