@@ -204,3 +204,5 @@ def test_kill_9_mid_search_then_rerun_completes_only_the_rest(tmp_path):
     assert len(keys) == 32 and len(set(keys)) == 32  # exactly one MLflow child per config
     assert parent.info.status == "FINISHED"
     assert len(pd.read_csv(out / "trials.csv")) == 32
+    print(f"kill -9 after {len(logged_first)} logged configs; the rerun logged {len(logged_second)} more; "
+          f"Optuna: {len(tagged)} finished configs; MLflow: {len(keys)} children")
