@@ -59,16 +59,8 @@ def at_budget(config: dict, fraction: float) -> dict:
 
 
 # Trials need the metrics only: no plots, and none of the evaluation's analyses (they also read each member's
-# "method" as a real method name, where a pack labels its configs cfg0, cfg1, ...). ``analyses`` is newer than
-# ``plots`` in evaluate_rewards' signature; pass it only where it exists.
-def _metrics_only() -> dict:
-    import inspect
-
-    from fairl_ray.stages.evaluate import evaluate_rewards
-
-    if "analyses" in inspect.signature(evaluate_rewards).parameters:
-        return {"plots": False, "analyses": False}
-    return {"plots": False}
+# "method" as a real method name, where a pack labels its configs cfg0, cfg1, ...).
+_METRICS_ONLY = {"plots": False, "analyses": False}
 
 
 def evaluate_pack(data: SearchData, configs: list[dict], seeds: list[int], on: Literal["val", "test"],
@@ -76,18 +68,14 @@ def evaluate_pack(data: SearchData, configs: list[dict], seeds: list[int], on: L
     """Train every config × seed as ONE ``train_ensemble`` call and score each; per config ``{metric: {mean, std,
     n}}`` over its seeds. ``budget`` < 1 trains every config at that fraction of its epochs (:func:`at_budget`).
 
-    Normalisation and threshold of each member are fitted on its training outputs as in
-    ``stages.irl_fit.fit_rewards`` (which names artifacts by method/seed, so it cannot hold two configs of one
-    method); the metrics are ``stages.evaluate.evaluate_rewards``'s, with each config as one "method".
+    Each member is calibrated and saved by ``stages.irl_fit.save_calibrated`` as in ``fit_rewards`` (which names
+    artifacts by method/seed, so it cannot hold two configs of one method); the metrics are ``stages.evaluate.evaluate_rewards``'s, with each config as one "method".
     """
     import torch
 
-    from fairl_ray.irl.heads import reward_from_params
-    from fairl_ray.irl.reward import save_reward
     from fairl_ray.irl.trainer import train_ensemble
-    from fairl_ray.metrics.classification import fit_threshold
     from fairl_ray.stages.evaluate import evaluate_rewards
-    from fairl_ray.stages.irl_fit import output_classes, pair_features
+    from fairl_ray.stages.irl_fit import output_classes, pair_features, save_calibrated
 
     rows, index = _split_rows(data, on)
     chosen, rejected = data.chosen[index], data.rejected[index]
@@ -108,14 +96,10 @@ def evaluate_pack(data: SearchData, configs: list[dict], seeds: list[int], on: L
     with tempfile.TemporaryDirectory(prefix="fairl-pack-") as tmp:
         described = []
         for member, (label, seed) in zip(trained, labels):
-            with torch.no_grad():
-                raw = reward_from_params({k: v.cpu() for k, v in member.params.items()}, train_x).numpy()
-            mean, std = float(raw.mean()), float(raw.std()) or 1.0
             rel = f"rewards/{label}/seed{seed}"
-            save_reward(Path(tmp) / rel, member, encoder=data.encoder, normalisation={"mean": mean, "std": std},
-                        threshold=float(fit_threshold((raw - mean) / std, train_classes)))
+            save_calibrated(member, train_x, train_classes, Path(tmp) / rel, data.encoder)
             described.append({"method": label, "seed": seed, "reward_dir": rel})
-        summary = evaluate_rewards(rows, chosen, rejected, Path(tmp), described, Path(tmp), **_metrics_only())
+        summary = evaluate_rewards(rows, chosen, rejected, Path(tmp), described, Path(tmp), **_METRICS_ONLY)
     return [summary["per_method"][f"cfg{i}"] for i in range(len(configs))]
 
 

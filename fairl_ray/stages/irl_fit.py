@@ -58,6 +58,16 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def save_calibrated(member, train_x: torch.Tensor, train_classes: np.ndarray, out: Path, encoder: str) -> None:
+    """Write ``member`` as a reward artifact with the calibration of the module docstring: normalisation by the
+    mean/std of its raw rewards on the training outputs ``train_x``, threshold fit on them for accuracy."""
+    with torch.no_grad():
+        raw = reward_from_params({k: v.cpu() for k, v in member.params.items()}, train_x).numpy()
+    mean, std = float(raw.mean()), float(raw.std()) or 1.0
+    threshold = fit_threshold((raw - mean) / std, train_classes)
+    save_reward(out, member, encoder=encoder, normalisation={"mean": mean, "std": std}, threshold=float(threshold))
+
+
 def fit_rewards(
     rows: list[dict],
     chosen: np.ndarray,
@@ -78,18 +88,8 @@ def fit_rewards(
     train_x = torch.cat([train.chosen, train.rejected])
     summary = {"members": []}
     for member in trained:
-        with torch.no_grad():
-            raw = reward_from_params({k: v.cpu() for k, v in member.params.items()}, train_x).numpy()
-        mean, std = float(raw.mean()), float(raw.std()) or 1.0
-        threshold = fit_threshold((raw - mean) / std, train_classes)
         name = f"{member.config.method}/seed{member.config.seed}"
-        save_reward(
-            out_dir / "rewards" / name,
-            member,
-            encoder=encoder,
-            normalisation={"mean": mean, "std": std},
-            threshold=float(threshold),
-        )
+        save_calibrated(member, train_x, train_classes, out_dir / "rewards" / name, encoder)
         summary["members"].append(
             {
                 "method": member.config.method,
