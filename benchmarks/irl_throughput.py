@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from fairl_ray.irl.config import IRLConfig
+from fairl_ray.irl.hyperparameters import IRLConfig
 from fairl_ray.irl.trainer import PairFeatures, train_ensemble, train_single
 
 SWEEP_METHODS = ("max_margin", "max_entropy", "fa_irl_mm_gt", "fa_irl_mm_margin", "fa_irl_me_gt", "fa_irl_me_margin")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fairl_ray.analyses import ANALYSES, SUBTYPE_TRANSFER, EvalContext, MemberScores, render
-from fairl_ray.irl.config import IRLConfig
+from fairl_ray.irl.hyperparameters import IRLConfig
 from fairl_ray.stages.evaluate import member_metrics, output_subtypes
 
 # 4 test pairs → 8 outputs (o⁺ of pairs 0..3, then o⁻ of pairs 0..3); classes: o⁺ good, o⁻ bad

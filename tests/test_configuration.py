@@ -80,7 +80,7 @@ def test_irl_stage_config_has_the_shared_hyperparameters_but_not_the_per_member_
     import yaml
 
     from fairl_ray.config import IRLStageConfig, config_to_yaml, load_config
-    from fairl_ray.irl.config import IRLConfig
+    from fairl_ray.irl.hyperparameters import IRLConfig
 
     names = {f.name for f in dataclasses.fields(IRLStageConfig)}
     assert not names & {"method", "seed"}  # composed from IRLConfig, not inherited and then forbidden

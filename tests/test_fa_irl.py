@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from fairl_ray.irl.config import IRLConfig
+from fairl_ray.irl.hyperparameters import IRLConfig
 from fairl_ray.irl.heads import init_member_params, path_forward
 from fairl_ray.irl.objective import (
     MemberHyperparameters,

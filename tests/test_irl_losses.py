@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from fairl_ray.irl.config import METHODS, IRLConfig
+from fairl_ray.irl.hyperparameters import METHODS, IRLConfig
 from fairl_ray.irl.failures import (
     bottom_k_failure_mask,
     margin_failure_mask,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fairl_ray.irl.config import METHODS, IRLConfig
+from fairl_ray.irl.hyperparameters import METHODS, IRLConfig
 from fairl_ray.irl.heads import HeadEnsemble, init_member_params, member_params, reward_from_params
 from fairl_ray.irl.trainer import PairFeatures, split_validation, train_ensemble, train_single
 

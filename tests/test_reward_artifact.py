@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fairl_ray.irl.config import IRLConfig
+from fairl_ray.irl.hyperparameters import IRLConfig
 from fairl_ray.irl.heads import init_member_params, reward_from_params
 from fairl_ray.irl.reward import CARD_FILE, WEIGHTS_FILE, RewardModel, save_reward
 from fairl_ray.irl.trainer import TrainedMember

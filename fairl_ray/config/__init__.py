@@ -5,7 +5,7 @@
 * :mod:`fairl_ray.config.pipeline` — the pipeline's sections (:class:`PipelineConfig` and one dataclass per
   stage), :func:`load_config` and the shipped YAML paths.
 
-The IRL engine's own per-member hyperparameters stay with the engine (:mod:`fairl_ray.irl.config`).
+The IRL engine's own per-member hyperparameters stay with the engine (:mod:`fairl_ray.irl.hyperparameters`).
 """
 
 from fairl_ray.config.loading import (

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fairl_ray.config.loading import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
-from fairl_ray.irl.config import METHODS, IRLConfig
+from fairl_ray.irl.hyperparameters import METHODS, IRLConfig
 from fairl_ray.stages.generate import GenerationConfig
 from fairl_ray.stages.rlhf import RLHFConfig
 from fairl_ray.worlds import WORLD_NAMES, WorldConfig  # one section per registered world (world.<name>)
@@ -138,9 +138,9 @@ IRLStageConfig = dataclasses.make_dataclass(
     _irl_stage_fields(),
     namespace={
         "__doc__": "The IRL stage: which methods to train, each over every seed, as one batched ensemble.\n\n"
-        "Every :class:`~fairl_ray.irl.config.IRLConfig` hyperparameter except ``method`` and ``seed`` can be set "
+        "Every :class:`~fairl_ray.irl.hyperparameters.IRLConfig` hyperparameter except ``method`` and ``seed`` can be set "
         "here and applies to every member; ``methods`` lists the IRL methods (FA-IRL Table 1 names, see "
-        "``fairl_ray.irl.config.METHODS``), ``device`` is ``auto`` (CUDA when the stage's worker has a GPU), "
+        "``fairl_ray.irl.hyperparameters.METHODS``), ``device`` is ``auto`` (CUDA when the stage's worker has a GPU), "
         "``cpu`` or ``cuda``.",
         "__post_init__": _irl_stage_post_init,
         "member_configs": _member_configs,

@@ -3,7 +3,7 @@
 Papers: FA-IRL ("Learning from failures", §4, Algorithm 1) and Insights from the Inverse (eq. 1, §4).
 """
 
-from .config import IRLConfig
+from .hyperparameters import IRLConfig
 from .failures import (
     FAILURE_SOURCES,
     bottom_k_failure_mask,

@@ -2,7 +2,7 @@
 
 A method is a base loss (a key of :data:`fairl_ray.irl.losses.BASE_LOSSES`), optionally a failure source (a key of
 :data:`fairl_ray.irl.failures.FAILURE_SOURCES`: FA-IRL's dual-path head and eq. 3 are then used), and the
-:class:`~fairl_ray.irl.config.IRLConfig` hyperparameters it reads. The trainer, the config validation, the search
+:class:`~fairl_ray.irl.hyperparameters.IRLConfig` hyperparameters it reads. The trainer, the config validation, the search
 space checks and the docs all read this table; adding a method is adding one entry here (and, for a new loss or
 failure source, one function in ``losses.py`` / ``failures.py``).
 

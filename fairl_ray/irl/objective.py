@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .config import IRLConfig
+from .hyperparameters import IRLConfig
 from .failures import FAILURE_SOURCES, label_midpoint, sample_failures
 from .losses import BASE_LOSSES, FAILURE_LOSSES, fa_irl_loss
 

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from fairl_ray.atomic_io import atomic_directory
 
-from .config import IRLConfig
+from .hyperparameters import IRLConfig
 from .heads import path_forward, reward_from_params
 
 WEIGHTS_FILE = "reward.safetensors"

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import IRLConfig
+from .hyperparameters import IRLConfig
 from .heads import batched_path_forward, final_bias, init_member_params, param_names, path_forward
 from .objective import (
     MemberHyperparameters,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fairl_ray.irl.config import IRLConfig
+from fairl_ray.irl.hyperparameters import IRLConfig
 from fairl_ray.search.data import SearchData
 from fairl_ray.search.space import SearchConfig
 

@@ -26,7 +26,7 @@ def realign_top_rewards(cfg: SearchConfig, data: SearchData, ranked: list[tuple[
     import ray
 
     from fairl_ray.config import load_config, to_dict
-    from fairl_ray.irl.config import IRLConfig
+    from fairl_ray.irl.hyperparameters import IRLConfig
     from fairl_ray.orchestration.pipeline import _execute, stage_realign
     from fairl_ray.orchestration.stage_store import stage_key, stage_output
     from fairl_ray.report import markdown_table

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fairl_ray.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
-from fairl_ray.irl.config import METHODS, IRLConfig
+from fairl_ray.irl.hyperparameters import METHODS, IRLConfig
 
 OBJECTIVES = {"starc": "min", "pair_accuracy": "max", "roc_auc": "max", "accuracy": "max"}
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")

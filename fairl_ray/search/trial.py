@@ -27,7 +27,7 @@ from typing import Literal
 
 import numpy as np
 
-from fairl_ray.irl.config import IRLConfig
+from fairl_ray.irl.hyperparameters import IRLConfig
 from fairl_ray.search.data import SearchData
 
 

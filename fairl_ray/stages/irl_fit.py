@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fairl_ray.irl.config import IRLConfig
+from fairl_ray.irl.hyperparameters import IRLConfig
 from fairl_ray.irl.heads import reward_from_params
 from fairl_ray.irl.reward import save_reward
 from fairl_ray.irl.trainer import PairFeatures, train_ensemble
