@@ -1,7 +1,7 @@
 """Generation pool throughput: N policy workers (Ray actors) against 1, same prompts, same shards, same seeds.
 
     OMP_NUM_THREADS=1 python benchmarks/generation_pool.py                       # 2 CPU workers vs 1 (2 cores)
-    python benchmarks/generation_pool.py --workers 2 --n-embd 384 --prompts 512    # a bigger model / more work
+    python benchmarks/generation_pool.py --workers 2 --n-embd 384 --prompts 1024   # a bigger model
     python benchmarks/generation_pool.py --gpus-per-worker 1 --shape smollm2-135m --batch 256   # on a GPU node
 
 The policy is random-init (nothing is downloaded): by default a 4-layer GPT-2 (n_embd 256) over the synthetic
@@ -9,7 +9,17 @@ world's word-level tokenizer, saved to a temp directory; ``--shape smollm2-135m`
 random-init models of those shapes (for a GPU). Each configuration runs the whole pool (actor start, model load,
 generation), and checks that the completions are identical across worker counts. Tokens are counted as new
 tokens up to EOS. The ratio inside one run is the number that matters (DESIGN §8), not bare times; report the
-machine's load beside it (``uptime``), since other work on the cores skews both sides.
+machine's load beside it: ``cpus_obtained`` (worker CPU-seconds per wall-second) shows how much of the cores the
+pool actually got; on a machine shared with other work, 2 workers cannot beat 1 by more than that allows.
+
+Measured (2-core machine shared by 4 engineers; ``OMP_NUM_THREADS=1 python benchmarks/generation_pool.py``,
+4,096 prompts, shards of 16, 32 new tokens, 110,768 tokens, best of 2 alternating runs each):
+
+* quiet moment (load average 0.8–1.5): 1 worker 3,827 tokens/s, 2 workers 6,148 tokens/s — **1.61×**, identical
+  completions; the workers obtained 0.87 and 1.51 CPUs (actor start + model load, ~3.5 s, is inside the wall
+  time: with 1,024 prompts the same comparison gave 1.42×);
+* busy moment (load average 6–7 from the other engineers' jobs): 0.80× — the pool obtained 0.34–0.41 CPUs in
+  all, and two plain torch processes ran no faster than one (the cores were taken).
 """
 
 from __future__ import annotations
@@ -58,7 +68,7 @@ def build_policy(out: Path, shape: str, n_embd: int, n_layer: int) -> Path:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workers", type=int, default=2, help="pool size compared against 1 worker")
-    p.add_argument("--prompts", type=int, default=256)
+    p.add_argument("--prompts", type=int, default=4096)
     p.add_argument("--batch", type=int, default=16, help="shard size (GenerationConfig.batch_size)")
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--shape", default="gpt2", choices=["gpt2", "smollm2-135m", "pythia-410m"])
