@@ -124,7 +124,7 @@ def precision_flags(device: str, bf16_supported: bool) -> dict[str, bool]:
     return {"use_cpu": False, "bf16": bool(bf16_supported), "fp16": not bf16_supported}
 
 
-def _trl_args(cfg: RLHFConfig, output_dir: Path, progress: bool, device: str = "cpu"):
+def _trl_args(cfg: RLHFConfig, output_dir: Path, device: str = "cpu"):
     """The TRL config object for ``cfg`` (on ``device``, no checkpoints, no reporting)."""
     import torch
 
@@ -239,7 +239,7 @@ def train_rlhf(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.trl.", dir=out_dir.parent))
     try:
-        args = _trl_args(cfg, work / "trainer", progress, device)
+        args = _trl_args(cfg, work / "trainer", device)
         if cfg.algorithm == "grpo":
             from trl import GRPOTrainer as Trainer
         else:
