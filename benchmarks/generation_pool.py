@@ -48,16 +48,40 @@ def build_policy(out: Path, shape: str, n_embd: int, n_layer: int) -> Path:
     torch.manual_seed(0)
     ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     if shape == "gpt2":
-        cfg = AutoConfig.for_model("gpt2", vocab_size=len(tok), n_positions=128, n_embd=n_embd, n_layer=n_layer,
-                                   n_head=max(1, n_embd // 64), **ids)
+        cfg = AutoConfig.for_model(
+            "gpt2",
+            vocab_size=len(tok),
+            n_positions=128,
+            n_embd=n_embd,
+            n_layer=n_layer,
+            n_head=max(1, n_embd // 64),
+            **ids,
+        )
     elif shape == "smollm2-135m":  # SmolLM2-135M: llama, 30 layers, 576 hidden, 9 heads (3 KV), 1536 MLP
-        cfg = AutoConfig.for_model("llama", vocab_size=49152, hidden_size=576, intermediate_size=1536,
-                                   num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
-                                   max_position_embeddings=2048, tie_word_embeddings=True, **ids)
+        cfg = AutoConfig.for_model(
+            "llama",
+            vocab_size=49152,
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            max_position_embeddings=2048,
+            tie_word_embeddings=True,
+            **ids,
+        )
     elif shape == "pythia-410m":  # Pythia-410M: gpt_neox, 24 layers, 1024 hidden, 16 heads
-        cfg = AutoConfig.for_model("gpt_neox", vocab_size=50304, hidden_size=1024, intermediate_size=4096,
-                                   num_hidden_layers=24, num_attention_heads=16, max_position_embeddings=2048,
-                                   rotary_pct=0.25, **ids)
+        cfg = AutoConfig.for_model(
+            "gpt_neox",
+            vocab_size=50304,
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            max_position_embeddings=2048,
+            rotary_pct=0.25,
+            **ids,
+        )
     else:
         raise SystemExit(f"unknown --shape {shape}")
     model = AutoModelForCausalLM.from_config(cfg)
@@ -100,28 +124,45 @@ def main(argv=None) -> int:
     for workers in order:
         stats: dict = {}
         t0 = time.perf_counter()
-        out = generate_with_pool({"policy": (str(policy), prompts)}, gen, seed=0,
-                                 spec=PoolSpec(workers=workers, num_cpus=1, num_gpus=args.gpus_per_worker),
-                                 stats=stats)["policy"]
+        out = generate_with_pool(
+            {"policy": (str(policy), prompts)},
+            gen,
+            seed=0,
+            spec=PoolSpec(workers=workers, num_cpus=1, num_gpus=args.gpus_per_worker),
+            stats=stats,
+        )["policy"]
         wall = time.perf_counter() - t0
         outs[workers] = out
         tokens = _count_tokens(policy, out)
         cpu = sum(w["cpu_s"] for w in stats.get("workers", []))
-        rows.append({"workers": workers, "wall_s": round(wall, 2), "new_tokens": tokens,
-                     "tokens_per_s": round(tokens / wall, 1),
-                     # CPU-seconds the workers got while generating, per wall-second: ~workers on an idle machine;
-                     # below that, other work on the cores took the rest (the pool cannot be faster than that).
-                     "worker_cpu_s": round(cpu, 2), "cpus_obtained": round(cpu / wall, 2),
-                     "tokens_per_cpu_s": round(tokens / max(cpu, 1e-9), 1),
-                     "devices": sorted({d for w in stats.get("workers", []) for d in w["devices"].values()})})
+        rows.append(
+            {
+                "workers": workers,
+                "wall_s": round(wall, 2),
+                "new_tokens": tokens,
+                "tokens_per_s": round(tokens / wall, 1),
+                # CPU-seconds the workers got while generating, per wall-second: ~workers on an idle machine;
+                # below that, other work on the cores took the rest (the pool cannot be faster than that).
+                "worker_cpu_s": round(cpu, 2),
+                "cpus_obtained": round(cpu / wall, 2),
+                "tokens_per_cpu_s": round(tokens / max(cpu, 1e-9), 1),
+                "devices": sorted({d for w in stats.get("workers", []) for d in w["devices"].values()}),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     ray.shutdown()
     best = {w: max(r["tokens_per_s"] for r in rows if r["workers"] == w) for w in (1, args.workers)}
     result = {
-        "shape": args.shape, "prompts": args.prompts, "shard_size": args.batch, "new_tokens": args.new_tokens,
-        "cpus": args.cpus, "loadavg_at_start": [round(x, 2) for x in load],
-        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()], "runs": rows,
-        "best_tokens_per_s": best, "speedup": round(best[args.workers] / best[1], 2),
+        "shape": args.shape,
+        "prompts": args.prompts,
+        "shard_size": args.batch,
+        "new_tokens": args.new_tokens,
+        "cpus": args.cpus,
+        "loadavg_at_start": [round(x, 2) for x in load],
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "runs": rows,
+        "best_tokens_per_s": best,
+        "speedup": round(best[args.workers] / best[1], 2),
         "identical_completions": outs[1] == outs[args.workers],
     }
     print(json.dumps(result, indent=1))

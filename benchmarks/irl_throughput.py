@@ -57,19 +57,30 @@ def time_naive(train, val, cfg, device) -> float:
 
 def throughput_table(args) -> None:
     train, val = make_features(args.n_pairs, args.dim)
-    base = dict(method=args.method, head=args.head, hidden_dim=args.hidden, batch_size=args.batch_size,
-                epochs=args.epochs, curriculum_rounds=min(100, args.epochs), patience=0)
+    base = dict(
+        method=args.method,
+        head=args.head,
+        hidden_dim=args.hidden,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        curriculum_rounds=min(100, args.epochs),
+        patience=0,
+    )
     # warm-up (allocator, kernels) on a tiny problem
     small = train.subset(torch.arange(min(256, len(train))))
     train_ensemble(small, [IRLConfig(**{**base, "epochs": 1, "curriculum_rounds": 1})], val=val, device=args.device)
     train_single(small, IRLConfig(**{**base, "epochs": 1, "curriculum_rounds": 1}), val=val, device=args.device)
 
     naive_cfg = IRLConfig(**base, seed=0)
-    print(f"\ndevice={args.device} threads={torch.get_num_threads()} method={args.method} head={args.head} "
-          f"hidden={args.hidden} d={args.dim} N={len(train)} batch={args.batch_size} epochs={args.epochs} "
-          f"repeats={args.repeats} (best of, batched and naive interleaved)")
-    print(f"{'K':>5} | {'batched pair-upd/s':>19} | {'naive pair-upd/s':>17} | {'ratio':>7} | {'batched s':>9} | "
-          f"{'naive s (x K, est.)':>19}")
+    print(
+        f"\ndevice={args.device} threads={torch.get_num_threads()} method={args.method} head={args.head} "
+        f"hidden={args.hidden} d={args.dim} N={len(train)} batch={args.batch_size} epochs={args.epochs} "
+        f"repeats={args.repeats} (best of, batched and naive interleaved)"
+    )
+    print(
+        f"{'K':>5} | {'batched pair-upd/s':>19} | {'naive pair-upd/s':>17} | {'ratio':>7} | {'batched s':>9} | "
+        f"{'naive s (x K, est.)':>19}"
+    )
     print("-" * 92)
     for k in args.ks:
         cfgs = [IRLConfig(**base, seed=s) for s in range(k)]
@@ -80,36 +91,64 @@ def throughput_table(args) -> None:
         naive_s, t = min(t_n), min(t_b)
         naive_rate = len(train) * args.epochs / naive_s
         rate = k * len(train) * args.epochs / t
-        print(f"{k:>5} | {rate:>19,.0f} | {naive_rate:>17,.0f} | {rate / naive_rate:>6.1f}x | {t:>9.2f} | "
-              f"{k * naive_s:>19.2f}")
+        print(
+            f"{k:>5} | {rate:>19,.0f} | {naive_rate:>17,.0f} | {rate / naive_rate:>6.1f}x | {t:>9.2f} | "
+            f"{k * naive_s:>19.2f}"
+        )
 
 
 def paper_sweep(args) -> None:
     """Paper-scale sweep: 6 methods × 5 seeds, N pairs, ``--epochs`` epochs (paper: 20,000 pairs, 800 epochs)."""
     train, val = make_features(args.n_pairs, args.dim)
-    cfgs = [IRLConfig(method=m, head=args.head, hidden_dim=args.hidden, batch_size=args.batch_size,
-                      epochs=args.epochs, curriculum_rounds=min(100, args.epochs), patience=0, seed=s) for m in SWEEP_METHODS for s in range(args.seeds)]
-    print(f"\npaper sweep: {len(SWEEP_METHODS)} methods × {args.seeds} seeds = {len(cfgs)} members, "
-          f"N={len(train)}, d={args.dim}, head={args.head}({args.hidden}), epochs={args.epochs}, device={args.device}")
+    cfgs = [
+        IRLConfig(
+            method=m,
+            head=args.head,
+            hidden_dim=args.hidden,
+            batch_size=args.batch_size,
+            epochs=args.epochs,
+            curriculum_rounds=min(100, args.epochs),
+            patience=0,
+            seed=s,
+        )
+        for m in SWEEP_METHODS
+        for s in range(args.seeds)
+    ]
+    print(
+        f"\npaper sweep: {len(SWEEP_METHODS)} methods × {args.seeds} seeds = {len(cfgs)} members, "
+        f"N={len(train)}, d={args.dim}, head={args.head}({args.hidden}), epochs={args.epochs}, device={args.device}"
+    )
     t_batched = time_batched(train, val, cfgs, args.device)
     # naive: measure --naive-epochs epochs of ONE seed per method, extrapolate to all seeds and --epochs epochs
     naive_measured = 0.0
     naive_total = 0.0
     for m in SWEEP_METHODS:
-        c = IRLConfig(method=m, head=args.head, hidden_dim=args.hidden, batch_size=args.batch_size,
-                      epochs=args.naive_epochs, curriculum_rounds=min(100, args.naive_epochs), patience=0, seed=0)
+        c = IRLConfig(
+            method=m,
+            head=args.head,
+            hidden_dim=args.hidden,
+            batch_size=args.batch_size,
+            epochs=args.naive_epochs,
+            curriculum_rounds=min(100, args.naive_epochs),
+            patience=0,
+            seed=0,
+        )
         t = time_naive(train, val, c, args.device)
         naive_measured += t
         naive_total += t / args.naive_epochs * args.epochs * args.seeds
     measured_frac = args.naive_epochs / (args.epochs * args.seeds)
     print(f"batched (measured):                {t_batched:10.1f} s")
-    print(f"naive one-model loop (EXTRAPOLATED from {args.naive_epochs} epoch(s) × 1 seed per method, "
-          f"{measured_frac:.2%} of the work, {naive_measured:.1f} s measured): {naive_total:10.1f} s")
+    print(
+        f"naive one-model loop (EXTRAPOLATED from {args.naive_epochs} epoch(s) × 1 seed per method, "
+        f"{measured_frac:.2%} of the work, {naive_measured:.1f} s measured): {naive_total:10.1f} s"
+    )
     print(f"ratio naive / batched: {naive_total / t_batched:.1f}x")
     if args.epochs != 800:
         scale = 800 / args.epochs
-        print(f"scaled to 800 epochs (linear, EXTRAPOLATED): batched ≈ {t_batched * scale / 3600:.2f} h, "
-              f"naive ≈ {naive_total * scale / 3600:.2f} h")
+        print(
+            f"scaled to 800 epochs (linear, EXTRAPOLATED): batched ≈ {t_batched * scale / 3600:.2f} h, "
+            f"naive ≈ {naive_total * scale / 3600:.2f} h"
+        )
 
 
 def main(argv=None) -> None:

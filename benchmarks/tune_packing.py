@@ -37,12 +37,23 @@ def parse_args(argv=None):
     p.add_argument("--rungs", default="1.0", help="comma-separated rung fractions (default 1.0: no pruning rungs)")
     p.add_argument("--pruner", default="none", choices=["none", "median", "successive_halving"])
     p.add_argument("--order", default="unpacked,packed", help="which arm runs first (default unpacked,packed)")
-    p.add_argument("--decompose", type=int, default=16, metavar="N",
-                   help="also time N configs trained one by one vs as one pack in this process, without Tune (the "
-                   "engine's share of the speed-up); 0 skips it (default 16)")
+    p.add_argument(
+        "--decompose",
+        type=int,
+        default=16,
+        metavar="N",
+        help="also time N configs trained one by one vs as one pack in this process, without Tune (the "
+        "engine's share of the speed-up); 0 skips it (default 16)",
+    )
     p.add_argument("--out", default=None, help="output directory (default <workdir>/bench/tune_packing)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra search-config overrides for both arms")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra search-config overrides for both arms",
+    )
     return p.parse_args(argv)
 
 
@@ -60,9 +71,16 @@ def main(argv=None) -> int:
     out = Path(args.out or workdir / "bench" / "tune_packing").resolve()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    common = [f"num_samples={args.configs}", f"seeds={list(range(args.seeds))}", f"rungs=[{args.rungs}]",
-              f"pruner={args.pruner}", f"max_concurrent_trials={args.concurrency}", "max_failures=0",
-              *([f"fixed.epochs={args.epochs}"] if args.epochs else []), *args.overrides]
+    common = [
+        f"num_samples={args.configs}",
+        f"seeds={list(range(args.seeds))}",
+        f"rungs=[{args.rungs}]",
+        f"pruner={args.pruner}",
+        f"max_concurrent_trials={args.concurrency}",
+        "max_failures=0",
+        *([f"fixed.epochs={args.epochs}"] if args.epochs else []),
+        *args.overrides,
+    ]
     if args.epochs:  # keep the searched curriculum within the epoch budget (FA-IRL runs it to its end)
         common.append(f"space.curriculum_rounds.randint=[{max(1, args.epochs // 15)}, {args.epochs}]")
     arms = {"packed": args.pack_size, "unpacked": 1}
@@ -73,47 +91,77 @@ def main(argv=None) -> int:
         for arm in args.order.split(","):
             cfg = load_search_config(None, common + [f"pack_size={arms[arm]}", f"name=bench-{arm}"])
             models = load_models(cfg, workdir, None, out / arm)
-            print(f"[bench] {arm}: {cfg.num_samples} configs x {len(cfg.seeds)} seeds, pack_size {cfg.pack_size}, "
-                  f"{cfg.max_concurrent_trials} at once", flush=True)
+            print(
+                f"[bench] {arm}: {cfg.num_samples} configs x {len(cfg.seeds)} seeds, pack_size {cfg.pack_size}, "
+                f"{cfg.max_concurrent_trials} at once",
+                flush=True,
+            )
             load0 = os.getloadavg()[0]
             t0 = time.perf_counter()
-            summary = run_search(cfg, models, out / arm, f"sqlite:///{out / arm / 'mlflow.db'}",
-                                 artifact_root=out / arm / "mlartifacts", log=lambda s: None)
+            summary = run_search(
+                cfg,
+                models,
+                out / arm,
+                f"sqlite:///{out / arm / 'mlflow.db'}",
+                artifact_root=out / arm / "mlartifacts",
+                log=lambda s: None,
+            )
             seconds = time.perf_counter() - t0
             n_trials = -(-cfg.num_samples // cfg.pack_size)
             results[arm] = {
-                "pack_size": cfg.pack_size, "tune_trials": n_trials, "configs": cfg.num_samples,
-                "seeds": len(cfg.seeds), "seconds": round(seconds, 1),
-                "configs_per_s": cfg.num_samples / seconds, "tune_trials_per_s": n_trials / seconds,
-                "best_val_objective": summary["best_val_objective"], "objective": summary["objective"],
+                "pack_size": cfg.pack_size,
+                "tune_trials": n_trials,
+                "configs": cfg.num_samples,
+                "seeds": len(cfg.seeds),
+                "seconds": round(seconds, 1),
+                "configs_per_s": cfg.num_samples / seconds,
+                "tune_trials_per_s": n_trials / seconds,
+                "best_val_objective": summary["best_val_objective"],
+                "objective": summary["objective"],
                 "fresh_seed_test_objective": summary["fresh_seed_test_metrics"][summary["objective"]]["mean"],
-                "finished": summary["trials"]["ok"], "loadavg_1min_at_start": load0,
+                "finished": summary["trials"]["ok"],
+                "loadavg_1min_at_start": load0,
             }
-            print(f"[bench] {arm}: {seconds:.1f} s, {results[arm]['configs_per_s']:.2f} configs/s, best val "
-                  f"{summary['objective']} {summary['best_val_objective']:.4f}", flush=True)
+            print(
+                f"[bench] {arm}: {seconds:.1f} s, {results[arm]['configs_per_s']:.2f} configs/s, best val "
+                f"{summary['objective']} {summary['best_val_objective']:.4f}",
+                flush=True,
+            )
     finally:
         ray.shutdown()
     ratio = results["packed"]["configs_per_s"] / results["unpacked"]["configs_per_s"]
-    report = {"workdir": str(workdir), "args": vars(args), "arms": results, "speedup_configs_per_s": ratio,
-              "without_tune": decomposition,
-              "cpu_count": os.cpu_count(), "python": sys.version.split()[0]}
+    report = {
+        "workdir": str(workdir),
+        "args": vars(args),
+        "arms": results,
+        "speedup_configs_per_s": ratio,
+        "without_tune": decomposition,
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+    }
     (out / "tune_packing.json").write_text(json.dumps(report, indent=2, default=float))
     print()
-    print("| arm | pack size | Tune trials | configs × seeds | wall s | configs/s | Tune trials/s | best val "
-          f"{results['packed']['objective']} | fresh-seed test |")
+    print(
+        "| arm | pack size | Tune trials | configs × seeds | wall s | configs/s | Tune trials/s | best val "
+        f"{results['packed']['objective']} | fresh-seed test |"
+    )
     print("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
     for arm, r in results.items():
-        print(f"| {arm} | {r['pack_size']} | {r['tune_trials']} | {r['configs']} × {r['seeds']} | {r['seconds']} | "
-              f"{r['configs_per_s']:.2f} | {r['tune_trials_per_s']:.3f} | {r['best_val_objective']:.4f} | "
-              f"{r['fresh_seed_test_objective']:.4f} |")
+        print(
+            f"| {arm} | {r['pack_size']} | {r['tune_trials']} | {r['configs']} × {r['seeds']} | {r['seconds']} | "
+            f"{r['configs_per_s']:.2f} | {r['tune_trials_per_s']:.3f} | {r['best_val_objective']:.4f} | "
+            f"{r['fresh_seed_test_objective']:.4f} |"
+        )
     print(f"\npacked / unpacked configs per second: {ratio:.1f}x  ({out / 'tune_packing.json'})")
     if decomposition:
         d = decomposition
         per_config_tune = results["unpacked"]["seconds"] * args.concurrency / results["unpacked"]["configs"]
-        print(f"without Tune, one process: {d['n']} configs one by one {d['alone_s']:.1f} s, as one pack "
-              f"{d['packed_s']:.1f} s: the engine's packing gain is {d['alone_s'] / d['packed_s']:.1f}x; one config "
-              f"alone takes {d['alone_s'] / d['n']:.2f} s, a one-config Tune trial {per_config_tune:.2f} s per slot "
-              f"(Tune + Optuna + MLflow overhead ~{per_config_tune - d['alone_s'] / d['n']:.2f} s per trial)")
+        print(
+            f"without Tune, one process: {d['n']} configs one by one {d['alone_s']:.1f} s, as one pack "
+            f"{d['packed_s']:.1f} s: the engine's packing gain is {d['alone_s'] / d['packed_s']:.1f}x; one config "
+            f"alone takes {d['alone_s'] / d['n']:.2f} s, a one-config Tune trial {per_config_tune:.2f} s per slot "
+            f"(Tune + Optuna + MLflow overhead ~{per_config_tune - d['alone_s'] / d['n']:.2f} s per trial)"
+        )
     return 0
 
 

@@ -109,57 +109,99 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the whole pipeline (default: the embedded synthetic world)",
-                         description="Run prompts → expert RLHF → generation → pairs → features → IRL → "
-                         "evaluation → re-RLHF, each stage as Ray work, each logged to MLflow.",
-                         epilog=EPILOG_RUN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run = sub.add_parser(
+        "run",
+        help="run the whole pipeline (default: the embedded synthetic world)",
+        description="Run prompts → expert RLHF → generation → pairs → features → IRL → "
+        "evaluation → re-RLHF, each stage as Ray work, each logged to MLflow.",
+        epilog=EPILOG_RUN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("config", nargs="?", help="experiment YAML (default: tune_configs/default.yaml)")
     _add_set(run)
     run.add_argument("--workdir", default=DEFAULT_WORKDIR, help=f"where every output goes (default: {DEFAULT_WORKDIR})")
-    run.add_argument("--address", default=None,
-                     help="Ray cluster to join (e.g. auto, ray://head:10001); default: start a local Ray")
-    run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///<workdir>/mlflow.db)")
+    run.add_argument(
+        "--address", default=None, help="Ray cluster to join (e.g. auto, ray://head:10001); default: start a local Ray"
+    )
+    run.add_argument(
+        "--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///<workdir>/mlflow.db)"
+    )
     run.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    run.add_argument("--dry-run", action="store_true",
-                     help="list which stages would be reused and which would run, then exit (starts nothing)")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list which stages would be reused and which would run, then exit (starts nothing)",
+    )
     run.set_defaults(func=cmd_run)
 
-    irl = sub.add_parser("irl", help="recover rewards from your own preference pairs",
-                         description="Train IRL reward models (every method × seed as one batched ensemble) on "
-                         "a pairs file; write reward artifacts and held-out metrics.",
-                         epilog=EPILOG_IRL, formatter_class=argparse.RawDescriptionHelpFormatter)
+    irl = sub.add_parser(
+        "irl",
+        help="recover rewards from your own preference pairs",
+        description="Train IRL reward models (every method × seed as one batched ensemble) on "
+        "a pairs file; write reward artifacts and held-out metrics.",
+        epilog=EPILOG_IRL,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     irl.add_argument("pairs", help="pairs file (.parquet, .jsonl or .json)")
-    irl.add_argument("--method", action="append", default=None, metavar="NAME",
-                     help="IRL method (repeatable); default: the irl.methods of the default config")
+    irl.add_argument(
+        "--method",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="IRL method (repeatable); default: the irl.methods of the default config",
+    )
     _add_set(irl)
     irl.add_argument("--out", required=True, help="output directory (reward artifacts, metrics.json, plots)")
     irl.set_defaults(func=cmd_irl)
 
-    tune = sub.add_parser("tune", help="search IRL hyperparameters (Ray Tune + Optuna, tracked in MLflow)",
-                          description="Search IRL hyperparameters on cached features: Optuna proposes, Ray Tune "
-                          "runs the trials, the best config is re-evaluated on fresh seeds on the test split.",
-                          epilog=EPILOG_TUNE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tune = sub.add_parser(
+        "tune",
+        help="search IRL hyperparameters (Ray Tune + Optuna, tracked in MLflow)",
+        description="Search IRL hyperparameters on cached features: Optuna proposes, Ray Tune "
+        "runs the trials, the best config is re-evaluated on fresh seeds on the test split.",
+        epilog=EPILOG_TUNE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     tune.add_argument("search", nargs="?", help="search YAML (default: tune_configs/search_fa_irl.yaml)")
     source = tune.add_mutually_exclusive_group()
-    source.add_argument("--workdir", help="a finished `fairl run` workdir (its pairs and cached features); with "
-                        "`models:` in the search YAML, only where outputs and the MLflow store go")
+    source.add_argument(
+        "--workdir",
+        help="a finished `fairl run` workdir (its pairs and cached features); with "
+        "`models:` in the search YAML, only where outputs and the MLflow store go",
+    )
     source.add_argument("--pairs", help="your own pairs file (.parquet, .jsonl or .json), featurised into <out>")
     _add_set(tune)
-    tune.add_argument("--out", default=None,
-                      help="output directory (default: <workdir>/tune/<name>, or tune_runs/<name> with --pairs)")
-    tune.add_argument("--tracking-uri", default=None,
-                      help="MLflow tracking URI (default: the workdir's sqlite store, or <out>/mlflow.db with --pairs)")
+    tune.add_argument(
+        "--out",
+        default=None,
+        help="output directory (default: <workdir>/tune/<name>, or tune_runs/<name> with --pairs)",
+    )
+    tune.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: the workdir's sqlite store, or <out>/mlflow.db with --pairs)",
+    )
     tune.add_argument("--address", default=None, help="Ray cluster to join (default: start a local Ray)")
-    tune.add_argument("--restart", action="store_true",
-                      help="start the search in <out> over (default: an interrupted search there is resumed)")
-    tune.add_argument("--realign-top", type=int, default=0, metavar="N",
-                      help="after the search, re-RLHF a fresh π0 of the --workdir run with each of the N best rewards "
-                      "and record the toxicity table (MLflow children of the search run)")
+    tune.add_argument(
+        "--restart",
+        action="store_true",
+        help="start the search in <out> over (default: an interrupted search there is resumed)",
+    )
+    tune.add_argument(
+        "--realign-top",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the search, re-RLHF a fresh π0 of the --workdir run with each of the N best rewards "
+        "and record the toxicity table (MLflow children of the search run)",
+    )
     tune.set_defaults(func=cmd_tune)
 
-    score = sub.add_parser("score", help="score texts with an extracted reward",
-                           description="Write one reward per input text, one per line (normalised scale of the "
-                           "artifact's card).")
+    score = sub.add_parser(
+        "score",
+        help="score texts with an extracted reward",
+        description="Write one reward per input text, one per line (normalised scale of the artifact's card).",
+    )
     score.add_argument("reward_dir", help="a reward artifact directory (reward.safetensors + reward_card.json)")
     score.add_argument("texts_file", help="texts, one per line (.txt) or JSON lines with a 'text' field (.jsonl)")
     score.add_argument("--out", default=None, help="write scores here instead of standard output")
@@ -175,8 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_set(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key (repeatable), e.g. --set irl.margin=1.0 --set seeds='[0,1]'")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable), e.g. --set irl.margin=1.0 --set seeds='[0,1]'",
+    )
 
 
 def _fail(message: str) -> int:
@@ -223,12 +271,21 @@ def print_plan(rows: list[dict], workdir) -> int:
     """The ``fairl run --dry-run`` table: stage, what would happen, its output directory."""
     from fairl_ray.report import markdown_table
 
-    table = [[str(r["wave"]), r["stage"], "reuse" if r["action"] == "reuse" else "RUN",
-              str(Path(r["dir"]).relative_to(Path(workdir).resolve()))] for r in rows]
+    table = [
+        [
+            str(r["wave"]),
+            r["stage"],
+            "reuse" if r["action"] == "reuse" else "RUN",
+            str(Path(r["dir"]).relative_to(Path(workdir).resolve())),
+        ]
+        for r in rows
+    ]
     print(markdown_table(["wave", "stage", "would", "output"], table))
     n_run = sum(r["action"] == "run" for r in rows)
-    print(f"\n[fairl] dry run in {Path(workdir).resolve()}: {len(rows) - n_run} stage(s) would be reused, {n_run} "
-          f"would run; nothing was started or written")
+    print(
+        f"\n[fairl] dry run in {Path(workdir).resolve()}: {len(rows) - n_run} stage(s) would be reused, {n_run} "
+        f"would run; nothing was started or written"
+    )
     return 0
 
 
@@ -244,8 +301,10 @@ def cmd_irl(args) -> int:
     except ConfigError as err:
         return _fail(f"invalid config: {err}")
     if cfg.features.encoder == "hidden:base":
-        return _fail("invalid config: features.encoder: hidden:base means the pipeline's base policy; with "
-                     "`fairl irl` name it: hidden:<local causal LM directory>")
+        return _fail(
+            "invalid config: features.encoder: hidden:base means the pipeline's base policy; with "
+            "`fairl irl` name it: hidden:<local causal LM directory>"
+        )
     out = Path(args.out)
     problem = out_dir_problem(out)
     if problem:
@@ -256,9 +315,11 @@ def cmd_irl(args) -> int:
     except (PairsFileError, OSError) as err:
         return _fail(str(err))
     if train.num_rows < 2 or test.num_rows < 1:
-        return _fail(f"{args.pairs}: {table.num_rows} usable pairs give {train.num_rows} train and {test.num_rows} "
-                     "test pairs; IRL needs at least 2 train pairs and 1 test pair (add pairs, or set "
-                     "pairs.test_fraction or a split column)")
+        return _fail(
+            f"{args.pairs}: {table.num_rows} usable pairs give {train.num_rows} train and {test.num_rows} "
+            "test pairs; IRL needs at least 2 train pairs and 1 test pair (add pairs, or set "
+            "pairs.test_fraction or a split column)"
+        )
     notes += split_warnings(train, test, cfg.irl.methods, args.pairs)
     notes += _remove_stale_rewards(out, cfg.irl.methods)
     for note in notes:
@@ -270,8 +331,10 @@ def cmd_irl(args) -> int:
     print(metrics_table(summary["per_method"], len(cfg.seeds)))
     if summary.get("analyses"):
         print("\n" + analyses_report(summary["analyses"]))
-    print(f"\n[fairl] {summary['test_pairs']} test pairs held out; rewards in {out.resolve() / 'rewards'}, "
-          f"metrics in {out.resolve() / 'metrics.json'}")
+    print(
+        f"\n[fairl] {summary['test_pairs']} test pairs held out; rewards in {out.resolve() / 'rewards'}, "
+        f"metrics in {out.resolve() / 'metrics.json'}"
+    )
     return 0
 
 
@@ -304,8 +367,10 @@ def _remove_stale_rewards(out: Path, methods: list[str]) -> list[str]:
         shutil.rmtree(p)
     if not stale:
         return []
-    return [f"{rewards}: removed reward folders of methods this run does not train, left by an earlier run: "
-            f"{', '.join(p.name for p in stale)}"]
+    return [
+        f"{rewards}: removed reward folders of methods this run does not train, left by an earlier run: "
+        f"{', '.join(p.name for p in stale)}"
+    ]
 
 
 def _warn(message: str) -> None:
@@ -368,15 +433,25 @@ def cmd_tune(args) -> int:
         return _fail(f"invalid search config: {err}")
     except (PairsFileError, ValueError, OSError) as err:
         return _fail(str(err))
-    summary = run_search(cfg, models, out, args.tracking_uri or default_tracking_uri(store),
-                         artifact_root=store / "mlartifacts", address=args.address, restart=args.restart,
-                         realign_top=args.realign_top, realign_workdir=realign_workdir)
+    summary = run_search(
+        cfg,
+        models,
+        out,
+        args.tracking_uri or default_tracking_uri(store),
+        artifact_root=store / "mlartifacts",
+        address=args.address,
+        restart=args.restart,
+        realign_top=args.realign_top,
+        realign_workdir=realign_workdir,
+    )
     print()
     print(summary_table(summary))
-    print(f"\n[fairl] {summary['trials']['total']} configs ({summary['trials']['ok']} finished, "
-          f"{summary['trials']['pruned']} pruned) in {summary['seconds']} s; outputs in {summary['out']} (best.json, "
-          f"best_irl.yaml, trials.csv, search.png); MLflow run {summary['mlflow']['parent_run_id']} in "
-          f"{summary['mlflow']['tracking_uri']}")
+    print(
+        f"\n[fairl] {summary['trials']['total']} configs ({summary['trials']['ok']} finished, "
+        f"{summary['trials']['pruned']} pruned) in {summary['seconds']} s; outputs in {summary['out']} (best.json, "
+        f"best_irl.yaml, trials.csv, search.png); MLflow run {summary['mlflow']['parent_run_id']} in "
+        f"{summary['mlflow']['tracking_uri']}"
+    )
     return 0
 
 
@@ -441,13 +516,25 @@ def cmd_ui(args) -> int:
     from fairl_ray.orchestration.tracking import default_tracking_uri, relocate_artifacts, store_lock
 
     uri = args.tracking_uri or default_tracking_uri(args.workdir)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
         return _fail(f"no MLflow store at {uri}; run `fairl run --workdir {args.workdir}` first")
     if not args.tracking_uri:  # a copied workdir shows its own artifacts, not the original's
         with store_lock(uri):
             relocate_artifacts(uri, Path(args.workdir) / "mlartifacts")
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-               "--host", args.host, "--port", str(args.port), "--workers", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--workers",
+        "1",
+    ]
     print(f"[fairl] MLflow UI on http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
     # Its own process group: the server and its workers are stopped together when fairl stops (Ctrl-C, SIGTERM).
     server = subprocess.Popen(command, start_new_session=True)

@@ -103,8 +103,10 @@ def check_encoder_spec(spec: str, allow: tuple[str, ...] = ()) -> None:
         p = Path(spec[len(HIDDEN_PREFIX) :]).expanduser()
         if not p.is_dir():
             extra = f" (or {', '.join(repr(a) for a in allow)})" if allow else ""
-            raise ValueError(f"{spec!r}: {p} is not a local directory; hidden-state features need "
-                             f"'{HIDDEN_PREFIX}<local causal LM directory>'{extra}")
+            raise ValueError(
+                f"{spec!r}: {p} is not a local directory; hidden-state features need "
+                f"'{HIDDEN_PREFIX}<local causal LM directory>'{extra}"
+            )
         return
     resolve_encoder_path(spec)
 
@@ -303,9 +305,7 @@ def _lookup(cache_dir: Path, encoder_name: str, dim: int, wanted: dict[bytes, in
     return found
 
 
-def encode_cached(
-    encoder, texts: list[str], cache_dir, progress: bool = False, shard_rows: int = 65536
-) -> np.ndarray:
+def encode_cached(encoder, texts: list[str], cache_dir, progress: bool = False, shard_rows: int = 65536) -> np.ndarray:
     """Features of ``texts`` (float32, ``(len(texts), encoder.dim)``, input order), encoding only uncached texts.
 
     Texts are deduplicated; keys ``sha256(encoder.name + "\\0" + text)`` are looked up in ``cache_dir``

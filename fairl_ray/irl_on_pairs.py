@@ -24,8 +24,9 @@ def run_irl_on_pairs(table, cfg, out_dir: Path) -> dict:
     fitted = fit_rewards(rows, chosen, rejected, members, encoder, out_dir, cfg.irl.device)
     summary = evaluate_rewards(rows, chosen, rejected, out_dir, fitted["members"], out_dir)
     if any(r.get("subtype") for r in rows):  # FA-IRL §6 cross-subtype transfer, first seed
-        transfer = SUBTYPE_TRANSFER.train_and_score(rows, chosen, rejected, cfg.irl.member_configs(list(cfg.seeds)[:1]),
-                                                    resolve_device(cfg.irl.device))
+        transfer = SUBTYPE_TRANSFER.train_and_score(
+            rows, chosen, rejected, cfg.irl.member_configs(list(cfg.seeds)[:1]), resolve_device(cfg.irl.device)
+        )
         write_outputs(SUBTYPE_TRANSFER, transfer, out_dir)
         summary.setdefault("analyses", {})[SUBTYPE_TRANSFER.name] = transfer
         (out_dir / "analyses.json").write_text(json.dumps(summary["analyses"], indent=2))

@@ -144,9 +144,7 @@ def _reward(v) -> tuple[float | None, str | None]:
 # ----------------------------------------------------------------------------------------- validation
 
 
-def _build(
-    columns: dict[str, list], n: int, source, line_of: Callable[[int], int | None] = lambda r: None
-) -> pa.Table:
+def _build(columns: dict[str, list], n: int, source, line_of: Callable[[int], int | None] = lambda r: None) -> pa.Table:
     """Validate column lists (row-major, first bad row wins) and build the canonical table."""
     for c in REQUIRED_COLUMNS:
         if c not in columns:
@@ -193,8 +191,11 @@ def _build(
         if c in _TYPES:
             continue
         try:
-            arrays.append(values if isinstance(values, (pa.Array, pa.ChunkedArray)) else
-                          pa.array([None if v is _MISSING else v for v in values]))
+            arrays.append(
+                values
+                if isinstance(values, (pa.Array, pa.ChunkedArray))
+                else pa.array([None if v is _MISSING else v for v in values])
+            )
         except (pa.ArrowException, TypeError, ValueError) as exc:
             raise PairsFileError(source, f"values of mixed or unsupported types: {exc}", column=c) from exc
         names.append(str(c))
@@ -416,8 +417,10 @@ def labels_to_binary(labels) -> tuple[np.ndarray, np.ndarray]:
     """Pairs-file labels {1, −1, 0/null} -> (classes, known): classes int8 in {0, 1} (1 = non-toxic, as the
     metrics expect; unknown rows get 0) and ``known`` a bool mask of rows whose label is ±1.
     """
-    a = np.asarray([0 if v is None else v for v in (labels.to_pylist() if hasattr(labels, "to_pylist") else labels)],
-                   dtype=np.float64)
+    a = np.asarray(
+        [0 if v is None else v for v in (labels.to_pylist() if hasattr(labels, "to_pylist") else labels)],
+        dtype=np.float64,
+    )
     return (a > 0).astype(np.int8), a != 0
 
 
@@ -434,8 +437,9 @@ def drop_degenerate(table: pa.Table, source: str = "<pairs>") -> tuple[pa.Table,
     chosen, rejected = table.column("chosen").to_pylist(), table.column("rejected").to_pylist()
     same = [c == r for c, r in zip(chosen, rejected)]
     if all(same):
-        raise PairsFileError(source, f"chosen == rejected in every one of the {n} pairs: there is no preference "
-                             "to learn a reward from")
+        raise PairsFileError(
+            source, f"chosen == rejected in every one of the {n} pairs: there is no preference to learn a reward from"
+        )
     keys = [tuple(table.column(c)[i].as_py() for c in table.column_names) for i in range(n)]
     seen: set = set()
     duplicate = []
@@ -448,8 +452,10 @@ def drop_degenerate(table: pa.Table, source: str = "<pairs>") -> tuple[pa.Table,
         warnings.append(f"{source}: {sum(same)} of {n} pairs have chosen == rejected (no preference); dropped them")
     n_dup = sum(d and not s for s, d in zip(same, duplicate))
     if n_dup:
-        warnings.append(f"{source}: {n_dup} rows repeat an earlier row exactly; dropped the repeats (a repeat on "
-                        "both sides of the train/test split would inflate test metrics)")
+        warnings.append(
+            f"{source}: {n_dup} rows repeat an earlier row exactly; dropped the repeats (a repeat on "
+            "both sides of the train/test split would inflate test metrics)"
+        )
     return (table.filter(pa.array(keep)) if not all(keep) else table), warnings
 
 
@@ -457,13 +463,17 @@ def split_warnings(train: pa.Table, test: pa.Table, methods: Sequence[str], sour
     """Warnings about a train/test split and the methods about to train on it (nothing is changed)."""
     warnings = []
     if test.num_rows == 1:
-        warnings.append(f"{source}: only 1 test pair; test metrics from one pair are not meaningful (raise "
-                        "pairs.test_fraction or bring more pairs)")
+        warnings.append(
+            f"{source}: only 1 test pair; test metrics from one pair are not meaningful (raise "
+            "pairs.test_fraction or bring more pairs)"
+        )
     gt = [m for m in methods if m.endswith("_gt")]
     labelled = any(
         c in train.column_names and any(v not in (None, 0) for v in train.column(c).to_pylist()) for c in LABEL_COLUMNS
     )
     if gt and not labelled:
-        warnings.append(f"{source}: {', '.join(gt)} use ground-truth failures but no train pair has a chosen_label "
-                        "or rejected_label; they train on margin failures only")
+        warnings.append(
+            f"{source}: {', '.join(gt)} use ground-truth failures but no train pair has a chosen_label "
+            "or rejected_label; they train on margin failures only"
+        )
     return warnings

@@ -28,24 +28,26 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 def metrics_table(per_method: dict, n_seeds: int) -> str:
     header = ["method"] + [title for _, title in COLUMNS]
     rows = [[method] + [mean_std(metrics.get(key)) for key, _ in COLUMNS] for method, metrics in per_method.items()]
-    return f"Reward recovery on held-out test pairs (mean ± std over {n_seeds} seeds)\n\n" + markdown_table(header, rows)
+    return f"Reward recovery on held-out test pairs (mean ± std over {n_seeds} seeds)\n\n" + markdown_table(
+        header, rows
+    )
 
 
 def toxicity_table(toxicity: dict) -> str:
     header = ["model", "toxicity rate", "mean R*", "completions"]
-    rows = [
-        [name, f"{t['toxicity_rate']:.1%}", f"{t['mean_rstar']:+.3f}", str(t["n"])]
-        for name, t in toxicity.items()
-    ]
-    return "Toxicity on held-out prompts (same prompts and sampling seed for every model)\n\n" + markdown_table(header, rows)
+    rows = [[name, f"{t['toxicity_rate']:.1%}", f"{t['mean_rstar']:+.3f}", str(t["n"])] for name, t in toxicity.items()]
+    return "Toxicity on held-out prompts (same prompts and sampling seed for every model)\n\n" + markdown_table(
+        header, rows
+    )
 
 
 def analyses_report(analyses: dict | None) -> str:
     """Every failure-analysis table (FA-IRL §6) of ``analyses`` (``{name: result}``) as markdown sections."""
     from fairl_ray.analyses import render
 
-    return "\n\n".join(f"{title}\n\n{markdown_table(header, rows)}" for title, header, rows in render(analyses or {})
-                        if rows)
+    return "\n\n".join(
+        f"{title}\n\n{markdown_table(header, rows)}" for title, header, rows in render(analyses or {}) if rows
+    )
 
 
 def format_report(results: dict) -> str:

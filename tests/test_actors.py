@@ -16,7 +16,9 @@ SMALL = SyntheticWorldConfig(sft_corpus_size=400, sft_epochs=1)
 def two_policies(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("pool")
     a = get_world("synthetic", SMALL).build_base_policy(root / "a")
-    b = get_world("synthetic", SyntheticWorldConfig(sft_corpus_size=400, sft_epochs=1, seed=1)).build_base_policy(root / "b")
+    b = get_world("synthetic", SyntheticWorldConfig(sft_corpus_size=400, sft_epochs=1, seed=1)).build_base_policy(
+        root / "b"
+    )
     return a, b
 
 

@@ -16,15 +16,22 @@ SUBTYPES = ["non-toxic"] * 4 + ["insult", "insult", "threat", "obscene"]
 
 def member(method, seed, test, threshold=0.0, base=None, fail=None, train=None):
     train = np.array([1.0, -1.0]) if train is None else train
-    return MemberScores(method, seed, train, np.asarray(test, float), threshold,
-                        base_train=None if base is None else np.array([2.0, -2.0, 1.0, -1.0]),
-                        base_test=None if base is None else np.asarray(base, float),
-                        fail_test=None if fail is None else np.asarray(fail, float))
+    return MemberScores(
+        method,
+        seed,
+        train,
+        np.asarray(test, float),
+        threshold,
+        base_train=None if base is None else np.array([2.0, -2.0, 1.0, -1.0]),
+        base_test=None if base is None else np.asarray(base, float),
+        fail_test=None if fail is None else np.asarray(fail, float),
+    )
 
 
 def context(members):
-    return EvalContext(CLASSES, np.array([1, 0, 1, 0]), SUBTYPES, members,
-                       metrics_fn=lambda s, t: member_metrics(s, t, CLASSES, None))
+    return EvalContext(
+        CLASSES, np.array([1, 0, 1, 0]), SUBTYPES, members, metrics_fn=lambda s, t: member_metrics(s, t, CLASSES, None)
+    )
 
 
 # baseline (seed 0): right on outputs 0,1,2 (o⁺) and 4,5 (o⁻); wrong on output 3 (o⁺ scored −1) and 6,7 (o⁻ > 0)
@@ -80,8 +87,14 @@ def test_scoreboard_verdict_only_beyond_the_seed_spread():
     # seed 0: FA right on 6/8, baseline 5/8; seed 1: FA 7/8 (−> accuracy 0.875), baseline 5/8 again
     fa1 = list(FA)
     fa1[2] = 0.5  # output 2 now right
-    ctx = context([member("max_entropy", 0, BASE), member("max_entropy", 1, BASE),
-                   member("fa_irl_me_margin", 0, FA), member("fa_irl_me_margin", 1, fa1)])
+    ctx = context(
+        [
+            member("max_entropy", 0, BASE),
+            member("max_entropy", 1, BASE),
+            member("fa_irl_me_margin", 0, FA),
+            member("fa_irl_me_margin", 1, fa1),
+        ]
+    )
     acc = ANALYSES["scoreboard"].compute(ctx)["fa_irl_me_margin vs max_entropy"]["metrics"]["accuracy"]
     assert acc["fa_irl"]["mean"] == pytest.approx(0.8125) and acc["baseline"]["mean"] == pytest.approx(0.625)
     assert acc["gap"] == pytest.approx(0.1875) and acc["spread"] == pytest.approx(0.0625)
@@ -102,11 +115,24 @@ def test_output_subtypes_from_pair_columns():
         {"chosen_label": 1, "rejected_label": -1, "subtype": "insult"},
         {"chosen_label": -1, "rejected_label": 1, "subtype": "threat"},  # noisy pair: the chosen output is toxic
         {"chosen_label": -1, "rejected_label": -1, "subtype": "obscene"},  # o⁺'s own subtype is unknown here
-        {"chosen_label": 0, "rejected_label": -1, "subtype": "insult", "chosen_subtype": None,
-         "rejected_subtype": "insult"},
+        {
+            "chosen_label": 0,
+            "rejected_label": -1,
+            "subtype": "insult",
+            "chosen_subtype": None,
+            "rejected_subtype": "insult",
+        },
     ]
-    assert output_subtypes(rows) == ["non-toxic", "threat", "toxic", "unlabelled",
-                                     "insult", "non-toxic", "obscene", "insult"]
+    assert output_subtypes(rows) == [
+        "non-toxic",
+        "threat",
+        "toxic",
+        "unlabelled",
+        "insult",
+        "non-toxic",
+        "obscene",
+        "insult",
+    ]
 
 
 def test_subtype_transfer_trains_on_one_subtype_and_tests_on_each():
@@ -118,15 +144,28 @@ def test_subtype_transfer_trains_on_one_subtype_and_tests_on_each():
             x = rng.normal(size=d)
             ch.append(x + direction)  # o⁺ is further along its subtype's direction
             rj.append(x - direction)
-            rows.append({"subtype": subtype, "split": "test" if i % 4 == 0 else "train",
-                         "chosen_label": 1, "rejected_label": -1})
+            rows.append(
+                {
+                    "subtype": subtype,
+                    "split": "test" if i % 4 == 0 else "train",
+                    "chosen_label": 1,
+                    "rejected_label": -1,
+                }
+            )
     rows.append({"subtype": "obscene", "split": "train", "chosen_label": 1, "rejected_label": -1})  # too few
     ch.append(np.zeros(d))
     rj.append(np.zeros(d))
-    out = SUBTYPE_TRANSFER.train_and_score(rows, np.array(ch, np.float32), np.array(rj, np.float32),
-                                           [IRLConfig(method="max_margin", head="linear", epochs=60, lr=0.05, seed=0)])
+    out = SUBTYPE_TRANSFER.train_and_score(
+        rows,
+        np.array(ch, np.float32),
+        np.array(rj, np.float32),
+        [IRLConfig(method="max_margin", head="linear", epochs=60, lr=0.05, seed=0)],
+    )
     assert out["train_subtypes"] == ["insult", "threat"] and out["skipped"] == ["obscene"]
-    assert out["n_train"] == {"insult": 30, "obscene": 1, "threat": 30} and out["n_test"] == {"insult": 10, "threat": 10}
+    assert out["n_train"] == {"insult": 30, "obscene": 1, "threat": 30} and out["n_test"] == {
+        "insult": 10,
+        "threat": 10,
+    }
     grid = out["methods"]["max_margin"]
     assert grid["insult"]["insult"] == 1.0 and grid["threat"]["threat"] == 1.0
     assert grid["insult"]["threat"] < 0.5 and grid["threat"]["insult"] < 0.5  # neither transfers to the other
@@ -145,14 +184,33 @@ def test_fairl_irl_on_labelled_pairs_prints_failure_path_and_writes_analyses(tmp
         sub = list(TOXIC)[i % 4]
         good, bad = NON_TOXIC[rng.integers(len(NON_TOXIC))], TOXIC[sub][rng.integers(len(TOXIC[sub]))]
         noisy = i % 10 == 0  # a few noisy preferences: the toxic output is the chosen one
-        rows.append({"prompt": f"The thing {i} is", "chosen": f"The thing {i} is {bad if noisy else good}",
-                     "rejected": f"The thing {i} is {good if noisy else bad}",
-                     "chosen_label": -1 if noisy else 1, "rejected_label": 1 if noisy else -1, "subtype": sub})
+        rows.append(
+            {
+                "prompt": f"The thing {i} is",
+                "chosen": f"The thing {i} is {bad if noisy else good}",
+                "rejected": f"The thing {i} is {good if noisy else bad}",
+                "chosen_label": -1 if noisy else 1,
+                "rejected_label": 1 if noisy else -1,
+                "subtype": sub,
+            }
+        )
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("\n".join(json.dumps(r) for r in rows))
     methods = ["max_margin", "max_entropy", "fa_irl_mm_gt", "fa_irl_mm_margin", "fa_irl_me_gt", "fa_irl_me_margin"]
-    argv = ["irl", str(pairs), "--out", str(tmp_path / "out"), "--set", "irl.epochs=30", "--set",
-            "irl.curriculum_rounds=15", "--set", "seeds=[0, 1]", "--set", "irl.hidden_dim=16"]
+    argv = [
+        "irl",
+        str(pairs),
+        "--out",
+        str(tmp_path / "out"),
+        "--set",
+        "irl.epochs=30",
+        "--set",
+        "irl.curriculum_rounds=15",
+        "--set",
+        "seeds=[0, 1]",
+        "--set",
+        "irl.hidden_dim=16",
+    ]
     for m in methods:
         argv += ["--method", m]
     assert main(argv) == 0
@@ -163,9 +221,18 @@ def test_fairl_irl_on_labelled_pairs_prints_failure_path_and_writes_analyses(tmp
     for method, fp in analyses["failure_path"].items():
         assert fp["share"]["mean"] >= 0.05, (method, fp["share"])
         assert method in printed
-    assert set(analyses["disagreement"]) == {"fa_irl_mm_gt vs max_margin", "fa_irl_mm_margin vs max_margin",
-                                             "fa_irl_me_gt vs max_entropy", "fa_irl_me_margin vs max_entropy"}
+    assert set(analyses["disagreement"]) == {
+        "fa_irl_mm_gt vs max_margin",
+        "fa_irl_mm_margin vs max_margin",
+        "fa_irl_me_gt vs max_entropy",
+        "fa_irl_me_margin vs max_entropy",
+    }
     assert analyses["subtype_transfer"]["train_subtypes"]
-    for name in ("failure_path.csv", "failure_path.png", "disagreement.csv", "disagreement_2.csv",
-                 "subtype_transfer.png"):
+    for name in (
+        "failure_path.csv",
+        "failure_path.png",
+        "disagreement.csv",
+        "disagreement_2.csv",
+        "subtype_transfer.png",
+    ):
         assert (tmp_path / "out" / name).is_file(), name

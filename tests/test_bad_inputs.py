@@ -10,15 +10,26 @@ from fairl_ray.cli import main
 
 GOOD = ["kind", "helpful", "gentle", "friendly", "generous", "honest", "brave", "cheerful", "patient", "wise"]
 BAD = ["stupid", "idiotic", "worthless", "pathetic", "disgusting", "moronic", "useless", "awful", "vile", "hateful"]
-FAST = ["--set", "irl.epochs=20", "--set", "irl.curriculum_rounds=10", "--set", "seeds=[0]",
-        "--set", "irl.hidden_dim=16"]
+FAST = [
+    "--set",
+    "irl.epochs=20",
+    "--set",
+    "irl.curriculum_rounds=10",
+    "--set",
+    "seeds=[0]",
+    "--set",
+    "irl.hidden_dim=16",
+]
 
 
 def rows(n, labels=True):
     out = []
     for i in range(n):
-        row = {"prompt": f"The neighbour number {i} is", "chosen": f"very {GOOD[i % 10]}",
-               "rejected": f"so {BAD[(3 * i) % 10]} {i}"}
+        row = {
+            "prompt": f"The neighbour number {i} is",
+            "chosen": f"very {GOOD[i % 10]}",
+            "rejected": f"so {BAD[(3 * i) % 10]} {i}",
+        }
         if labels:
             row.update(chosen_label=1, rejected_label=-1)
         out.append(row)
@@ -57,8 +68,10 @@ def test_unknown_encoder_refused_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "w").exists()
 
 
-@pytest.mark.parametrize("overrides,key", [(["prompts.n_pairs=2"], "prompts.n_pairs"),
-                                           (["pairs.max_pairs=4", "pairs.test_fraction=0.1"], "pairs.max_pairs")])
+@pytest.mark.parametrize(
+    "overrides,key",
+    [(["prompts.n_pairs=2"], "prompts.n_pairs"), (["pairs.max_pairs=4", "pairs.test_fraction=0.1"], "pairs.max_pairs")],
+)
 def test_too_few_pairs_for_a_test_pair_refused_before_any_work(tmp_path, capsys, overrides, key):
     line = fail(capsys, ["run", *[a for o in overrides for a in ("--set", o)], "--workdir", str(tmp_path / "w")])
     assert f"{key}:" in line and "1 test pair" in line
@@ -87,15 +100,17 @@ def test_irl_out_is_a_file_or_in_a_missing_directory(tmp_path, capsys):
 
 def test_irl_every_pair_identical(tmp_path, capsys):
     pairs = write_jsonl(tmp_path / "p.jsonl", [{**r, "rejected": r["chosen"]} for r in rows(12)])
-    assert "chosen == rejected in every one of the 12 pairs" in fail(capsys, ["irl", str(pairs), "--out",
-                                                                            str(tmp_path / "out")])
+    assert "chosen == rejected in every one of the 12 pairs" in fail(
+        capsys, ["irl", str(pairs), "--out", str(tmp_path / "out")]
+    )
     assert not (tmp_path / "out").exists()
 
 
 def test_irl_hidden_base_has_no_base_policy(tmp_path, capsys):
     pairs = write_jsonl(tmp_path / "p.jsonl", rows(12))
-    assert "features.encoder" in fail(capsys, ["irl", str(pairs), "--set", "features.encoder=hidden:base",
-                                               "--out", str(tmp_path / "out")])
+    assert "features.encoder" in fail(
+        capsys, ["irl", str(pairs), "--set", "features.encoder=hidden:base", "--out", str(tmp_path / "out")]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +118,12 @@ def trained(tmp_path_factory):
     """One real ``fairl irl`` run with two methods (its reward artifacts are corrupted by the tests below)."""
     root = tmp_path_factory.mktemp("trained")
     pairs = write_jsonl(root / "pairs.jsonl", rows(40))
-    assert main(["irl", str(pairs), "--method", "max_margin", "--method", "max_entropy",
-                 "--out", str(root / "out"), *FAST]) == 0
+    assert (
+        main(
+            ["irl", str(pairs), "--method", "max_margin", "--method", "max_entropy", "--out", str(root / "out"), *FAST]
+        )
+        == 0
+    )
     return root / "out"
 
 
@@ -116,8 +135,24 @@ def test_degenerate_pairs_are_warned_about(trained, tmp_path, capsys):
     records += [{**records[0], "rejected": records[0]["chosen"]}, dict(records[1]), dict(records[2])]
     pairs = write_jsonl(tmp_path / "p.jsonl", records)
     capsys.readouterr()
-    assert main(["irl", str(pairs), "--method", "max_margin", "--method", "fa_irl_mm_gt", "--out", str(out),
-                 "--set", "pairs.test_fraction=0.1", *FAST]) == 0
+    assert (
+        main(
+            [
+                "irl",
+                str(pairs),
+                "--method",
+                "max_margin",
+                "--method",
+                "fa_irl_mm_gt",
+                "--out",
+                str(out),
+                "--set",
+                "pairs.test_fraction=0.1",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     warnings = [w for w in capsys.readouterr().err.splitlines() if w.startswith("fairl: warning: ")]
     text = "\n".join(warnings)
     assert "1 of 12 pairs have chosen == rejected (no preference); dropped them" in text
@@ -156,8 +191,9 @@ def test_score_out_is_a_directory_or_in_a_missing_one(trained, tmp_path, capsys)
     texts = tmp_path / "texts.txt"
     texts.write_text("very kind\n")
     assert "is a directory" in fail(capsys, ["score", str(reward), str(texts), "--out", str(tmp_path)])
-    assert "does not exist" in fail(capsys, ["score", str(reward), str(texts), "--out",
-                                             str(tmp_path / "missing" / "s.txt")])
+    assert "does not exist" in fail(
+        capsys, ["score", str(reward), str(texts), "--out", str(tmp_path / "missing" / "s.txt")]
+    )
 
 
 def test_score_an_empty_texts_file_warns(trained, tmp_path, capsys):

@@ -14,8 +14,13 @@ def fairl(*args, cwd=None):
 
 @pytest.mark.parametrize(
     "override, key",
-    [("irl.bogus=1", "irl.bogus"), ("irl.margin=-1", "irl.margin"), ("irl.methods=[nope]", "irl.methods"),
-     ("expert_rlhf.max_steps=abc", "expert_rlhf.max_steps"), ("bogus.section.key=1", "bogus")],
+    [
+        ("irl.bogus=1", "irl.bogus"),
+        ("irl.margin=-1", "irl.margin"),
+        ("irl.methods=[nope]", "irl.methods"),
+        ("expert_rlhf.max_steps=abc", "expert_rlhf.max_steps"),
+        ("bogus.section.key=1", "bogus"),
+    ],
 )
 def test_bad_config_exits_nonzero_naming_the_key_and_starts_nothing(tmp_path, override, key):
     workdir = tmp_path / "run"

@@ -8,7 +8,6 @@ manifests: no offline validator exists, so their structure is checked here.
 
 import copy
 import json
-import os
 import re
 from pathlib import Path
 

@@ -24,8 +24,9 @@ def _fairl(args, tmp_path, timeout=60):
     env.pop("RAY_ADDRESS")
     (tmp_path / "raytmp").mkdir(exist_ok=True)
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "fairl_ray.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fairl_ray.cli", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
     return proc, time.monotonic() - t0
 
 

@@ -88,6 +88,10 @@ def test_irl_stage_config_has_the_shared_hyperparameters_but_not_the_per_member_
     cfg = load_config(None, ["irl.margin=1.25", "irl.methods=[max_margin, fa_irl_mm_gt]", "seeds=[4, 5]"])
     members = cfg.irl.member_configs(cfg.seeds)
     assert [(m.method, m.seed, m.margin) for m in members] == [
-        ("max_margin", 4, 1.25), ("max_margin", 5, 1.25), ("fa_irl_mm_gt", 4, 1.25), ("fa_irl_mm_gt", 5, 1.25)]
+        ("max_margin", 4, 1.25),
+        ("max_margin", 5, 1.25),
+        ("fa_irl_mm_gt", 4, 1.25),
+        ("fa_irl_mm_gt", 5, 1.25),
+    ]
     printed = yaml.safe_load(config_to_yaml(cfg))["irl"]
     assert "method" not in printed and "seed" not in printed and printed["margin"] == 1.25

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from fairl_ray.irl.hyperparameters import IRLConfig
 from fairl_ray.irl.heads import init_member_params, path_forward
+from fairl_ray.irl.hyperparameters import IRLConfig
 from fairl_ray.irl.objective import (
     MemberHyperparameters,
     SupervisedZero,
@@ -35,8 +35,11 @@ def noisy_pairs(n: int, d: int = 24, seed: int = 0, flip: float = 0.15):
 @pytest.fixture(scope="module")
 def trained():
     train = noisy_pairs(1200)
-    cfgs = [IRLConfig(method=m, head="mlp", hidden_dim=32, epochs=40, curriculum_rounds=25, patience=5, seed=s)
-            for m in FA_METHODS for s in (0, 1)]
+    cfgs = [
+        IRLConfig(method=m, head="mlp", hidden_dim=32, epochs=40, curriculum_rounds=25, patience=5, seed=s)
+        for m in FA_METHODS
+        for s in (0, 1)
+    ]
     return train, cfgs, train_ensemble(train, cfgs)
 
 
@@ -49,10 +52,11 @@ def test_failure_path_stays_alive_and_matters(trained):
         r_base, r_fail = path_forward(m.params, "base", x), path_forward(m.params, "fail", x)
         share = float(r_fail.std() / (r_base + r_fail).std())
         assert share >= 0.05, (m.config.method, m.config.seed, share)
-        assert m.curve["fail_share"][m.best_epoch - 1] == pytest.approx(
-            float(_val_share(train, m.params)), rel=1e-4), "the curve records the share of the returned params"
-        full = (r_base + r_fail)[: len(train)] > (r_base + r_fail)[len(train):]
-        ablated = r_base[: len(train)] > r_base[len(train):]
+        assert m.curve["fail_share"][m.best_epoch - 1] == pytest.approx(float(_val_share(train, m.params)), rel=1e-4), (
+            "the curve records the share of the returned params"
+        )
+        full = (r_base + r_fail)[: len(train)] > (r_base + r_fail)[len(train) :]
+        ablated = r_base[: len(train)] > r_base[len(train) :]
         assert (full != ablated).any(), m.config.method  # the ablation row differs from the full row
         assert float(m.params["fail.w1"].norm()) > 0.1 * float(m.params["base.w1"].norm())
 
@@ -71,13 +75,15 @@ def test_no_stop_and_no_checkpoint_before_the_curriculum_ends(trained):
         if c.failure_source == "margin":  # the bottom-k curriculum ran to its end: 20% → exactly 0 failures
             assert m.curve["bottom_k_fraction"][0] == pytest.approx(0.2)
             assert m.curve["bottom_k_fraction"][c.curriculum_rounds] == 0.0
-            assert m.curve["failure_fraction"][c.curriculum_rounds:] == [0.0] * (m.epochs_run - c.curriculum_rounds)
+            assert m.curve["failure_fraction"][c.curriculum_rounds :] == [0.0] * (m.epochs_run - c.curriculum_rounds)
     # min_delta 10 makes every epoch after the first checkpoint "no improvement": patience 1 stops a plain member
     # after its 2nd epoch, an FA-IRL member only after its curriculum (12 rounds), checkpointed at its end
     train = noisy_pairs(300, seed=5)
     common = dict(head="linear", patience=1, min_delta=10.0, epochs=30)
-    plain, fa = train_ensemble(train, [IRLConfig(method="max_margin", **common),
-                                       IRLConfig(method="fa_irl_mm_gt", curriculum_rounds=12, **common)])
+    plain, fa = train_ensemble(
+        train,
+        [IRLConfig(method="max_margin", **common), IRLConfig(method="fa_irl_mm_gt", curriculum_rounds=12, **common)],
+    )
     assert (plain.best_epoch, plain.epochs_run) == (1, 2)
     assert (fa.best_epoch, fa.epochs_run) == (12, 13)
 
@@ -85,8 +91,15 @@ def test_no_stop_and_no_checkpoint_before_the_curriculum_ends(trained):
 def test_bottom_k_fraction_inside_the_trainer_is_the_schedule():
     """Each epoch flags exactly ⌊f_t·b⌋ pairs of every minibatch: the recorded failure fraction is the schedule."""
     train = noisy_pairs(330, seed=2)  # 297 train pairs after the 10% validation slice: minibatches 32×9 + 9
-    cfg = IRLConfig(method="fa_irl_me_margin", head="linear", epochs=6, curriculum_rounds=5, patience=0,
-                    failure_fraction_start=0.5, failure_fraction_end=0.0)
+    cfg = IRLConfig(
+        method="fa_irl_me_margin",
+        head="linear",
+        epochs=6,
+        curriculum_rounds=5,
+        patience=0,
+        failure_fraction_start=0.5,
+        failure_fraction_end=0.0,
+    )
     (m,) = train_ensemble(train, [cfg])
     for t in range(6):
         f = max(0.5 * (1 - t / 5), 0.0)
@@ -99,8 +112,15 @@ def test_gamma_curriculum_inside_the_trainer():
     """F^margin = {Δ ≤ γ_t}: with γ annealed from 0 to a large value, more and more pairs are failures."""
     train = noisy_pairs(400, seed=3)
     nolabels = PairFeatures(train.chosen, train.rejected)
-    cfg = IRLConfig(method="fa_irl_mm_gt", head="linear", epochs=8, curriculum_rounds=8, patience=0,
-                    gamma_start=-50.0, gamma_end=50.0)
+    cfg = IRLConfig(
+        method="fa_irl_mm_gt",
+        head="linear",
+        epochs=8,
+        curriculum_rounds=8,
+        patience=0,
+        gamma_start=-50.0,
+        gamma_end=50.0,
+    )
     (m,) = train_ensemble(nolabels, [cfg])
     assert m.curve["gamma"] == pytest.approx([-50.0 + 100.0 * t / 8 for t in range(8)])
     ff = m.curve["failure_fraction"]
@@ -110,8 +130,15 @@ def test_gamma_curriculum_inside_the_trainer():
 def test_supervised_failures_inside_the_trainer():
     """With γ below every Δ only supervised failures remain: they exist with labels and vanish without."""
     train = noisy_pairs(400, seed=4)
-    cfg = IRLConfig(method="fa_irl_mm_gt", head="linear", epochs=4, curriculum_rounds=4, patience=0,
-                    gamma_start=-1e6, gamma_end=-1e6)
+    cfg = IRLConfig(
+        method="fa_irl_mm_gt",
+        head="linear",
+        epochs=4,
+        curriculum_rounds=4,
+        patience=0,
+        gamma_start=-1e6,
+        gamma_end=-1e6,
+    )
     (with_labels,) = train_ensemble(train, [cfg])
     (without,) = train_ensemble(PairFeatures(train.chosen, train.rejected), [cfg])
     assert with_labels.curve["failure_fraction"][0] > 0.05
@@ -128,9 +155,18 @@ def _objective_terms(method: str, head: str = "mlp"):
     xc, xr = torch.randn(32, 6, generator=g), torch.randn(32, 6, generator=g)
     y = torch.sign(torch.randn(1, 32, generator=g))
     r = {p: (path_forward(params, p, xc)[None], path_forward(params, p, xr)[None]) for p in ("base", "fail")}
-    terms = pair_objective(MemberHyperparameters([cfg], "cpu"), *r["base"], *r["fail"],
-                           fail_sq_norm=torch.zeros(1), lam=torch.tensor([10.0]), gamma=torch.tensor([0.5]),
-                           fraction=torch.tensor([0.5]), y_c=y, y_r=-y, zero=SupervisedZero.empty(1, "cpu"))
+    terms = pair_objective(
+        MemberHyperparameters([cfg], "cpu"),
+        *r["base"],
+        *r["fail"],
+        fail_sq_norm=torch.zeros(1),
+        lam=torch.tensor([10.0]),
+        gamma=torch.tensor([0.5]),
+        fraction=torch.tensor([0.5]),
+        y_c=y,
+        y_r=-y,
+        zero=SupervisedZero.empty(1, "cpu"),
+    )
     return params, terms
 
 
@@ -138,10 +174,18 @@ def _objective_terms(method: str, head: str = "mlp"):
 def test_each_term_of_eq3_moves_only_its_parameters(method):
     params, terms = _objective_terms(method)
     names = list(params)
-    g_base = dict(zip(names, torch.autograd.grad(terms.base.sum(), [params[n] for n in names], allow_unused=True,
-                                                 retain_graph=True)))
-    g_fail = dict(zip(names, torch.autograd.grad(terms.fail.sum(), [params[n] for n in names], allow_unused=True,
-                                                 retain_graph=True)))
+    g_base = dict(
+        zip(
+            names,
+            torch.autograd.grad(terms.base.sum(), [params[n] for n in names], allow_unused=True, retain_graph=True),
+        )
+    )
+    g_fail = dict(
+        zip(
+            names,
+            torch.autograd.grad(terms.fail.sum(), [params[n] for n in names], allow_unused=True, retain_graph=True),
+        )
+    )
     for n in names:
         moved_by_base = g_base[n] is not None and g_base[n].abs().max() > 0
         moved_by_fail = g_fail[n] is not None and g_fail[n].abs().max() > 0

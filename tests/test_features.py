@@ -104,8 +104,16 @@ def _tiny_gpt2(path, padding_side):
     )
     fast.save_pretrained(path)
     torch.manual_seed(0)
-    cfg = GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=len(words), n_positions=64,
-                     pad_token_id=0, eos_token_id=1, bos_token_id=1)
+    cfg = GPT2Config(
+        n_layer=1,
+        n_embd=32,
+        n_head=2,
+        vocab_size=len(words),
+        n_positions=64,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=1,
+    )
     GPT2LMHeadModel(cfg).save_pretrained(path)
 
 

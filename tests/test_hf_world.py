@@ -14,8 +14,10 @@ from fairl_ray.config import ConfigError, load_config, tune_config_path
 from fairl_ray.stages.generate import GenerationConfig, generate_completions
 from fairl_ray.worlds import get_world
 
-WORDS = ("the a you are is was my our this that idiot stupid kind nice good bad people city dog cat team game "
-         "really very not so and but with they we he she it of to in on for").split()
+WORDS = (
+    "the a you are is was my our this that idiot stupid kind nice good bad people city dog cat team game "
+    "really very not so and but with they we he she it of to in on for"
+).split()
 
 
 def _need(package: str, install: str) -> None:
@@ -49,22 +51,53 @@ def _save(model, tok, d: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> dict:
-    from transformers import (BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel,
-                              GPTNeoXConfig, GPTNeoXForCausalLM)
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        GPT2Config,
+        GPT2LMHeadModel,
+        GPTNeoXConfig,
+        GPTNeoXForCausalLM,
+    )
 
     root = tmp_path_factory.mktemp("hf")
     tok = _tokenizer()
     ids = dict(bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
-    gpt2 = _save(GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=2, **ids)),
-                 tok, root / "gpt2")
-    neox = _save(GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                                                  num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64,
-                                                  rotary_pct=0.25, **ids)), tok, root / "pythia")
-    clf = BertForSequenceClassification(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
-                                                   num_attention_heads=2, intermediate_size=64, num_labels=2,
-                                                   id2label={0: "neutral", 1: "toxic"}, label2id={"neutral": 0, "toxic": 1},
-                                                   pad_token_id=tok.pad_token_id))
+    gpt2 = _save(
+        GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=2, **ids)),
+        tok,
+        root / "gpt2",
+    )
+    neox = _save(
+        GPTNeoXForCausalLM(
+            GPTNeoXConfig(
+                vocab_size=len(tok),
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                max_position_embeddings=64,
+                rotary_pct=0.25,
+                **ids,
+            )
+        ),
+        tok,
+        root / "pythia",
+    )
+    clf = BertForSequenceClassification(
+        BertConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_labels=2,
+            id2label={0: "neutral", 1: "toxic"},
+            label2id={"neutral": 0, "toxic": 1},
+            pad_token_id=tok.pad_token_id,
+        )
+    )
     judge = _save(clf, tok, root / "judge")
     rng = np.random.default_rng(0)
     prompts = root / "rtp.jsonl"
@@ -79,10 +112,16 @@ def assets(tmp_path_factory) -> dict:
 
 def _cfg(assets, policy: str, **more):
     sets = [
-        "world.name=hf", f"world.hf.policy={assets[policy]}", f"world.hf.prompts.source={assets['prompts']}",
-        "world.hf.prompts.text_field=prompt.text", "world.hf.prompts.toxicity_field=prompt.toxicity",
-        "world.hf.judge.kind=classifier", f"world.hf.judge.model={assets['judge']}", "world.hf.judge.label=toxic",
-        f"world.hf.heldout.source={assets['heldout']}", "world.hf.heldout.n_per_class=5",
+        "world.name=hf",
+        f"world.hf.policy={assets[policy]}",
+        f"world.hf.prompts.source={assets['prompts']}",
+        "world.hf.prompts.text_field=prompt.text",
+        "world.hf.prompts.toxicity_field=prompt.toxicity",
+        "world.hf.judge.kind=classifier",
+        f"world.hf.judge.model={assets['judge']}",
+        "world.hf.judge.label=toxic",
+        f"world.hf.heldout.source={assets['heldout']}",
+        "world.hf.heldout.n_per_class=5",
     ] + [f"{k}={v}" for k, v in more.items()]
     return load_config(overrides=sets)
 
@@ -94,8 +133,10 @@ def test_hf_world_policy_prompts_judge(assets, tmp_path, policy):
     # Prompts: the papers' filters (pairs > 0.5, RLHF/eval > 0.3), disjoint, seeded.
     sets = world.prompt_sets(8, 10, 5, seed=0)
     assert [len(sets[k]) for k in ("rlhf", "pairs", "eval")] == [8, 10, 5]
-    tox = {json.loads(l)["prompt"]["text"]: json.loads(l)["prompt"]["toxicity"]
-           for l in assets["prompts"].read_text().splitlines()}
+    tox = {
+        json.loads(l)["prompt"]["text"]: json.loads(l)["prompt"]["toxicity"]
+        for l in assets["prompts"].read_text().splitlines()
+    }
     assert all(tox[p] > 0.5 for p in sets["pairs"]) and all(tox[p] > 0.3 for p in sets["rlhf"] + sets["eval"])
     assert len(set(sets["rlhf"]) | set(sets["pairs"]) | set(sets["eval"])) == 23
     assert world.prompt_sets(8, 10, 5, seed=0) == sets and world.prompt_sets(8, 10, 5, seed=1) != sets
@@ -129,10 +170,22 @@ def test_hf_world_rlhf_runs_on_the_tiny_policy(assets, tmp_path):
     cfg = _cfg(assets, "pythia")
     world = get_world("hf", cfg.world.hf)
     base = world.build_base_policy(tmp_path / "policy")
-    rl = RLHFConfig(algorithm="ppo", max_steps=2, num_generations=2, per_device_train_batch_size=4,
-                    max_completion_length=4, logging_steps=1)
-    m = train_rlhf(base, world.prompt_sets(4, 1, 1, seed=0)["rlhf"], world.noisy_reward_fn(0), rl,
-                   tmp_path / "expert", progress=False)
+    rl = RLHFConfig(
+        algorithm="ppo",
+        max_steps=2,
+        num_generations=2,
+        per_device_train_batch_size=4,
+        max_completion_length=4,
+        logging_steps=1,
+    )
+    m = train_rlhf(
+        base,
+        world.prompt_sets(4, 1, 1, seed=0)["rlhf"],
+        world.noisy_reward_fn(0),
+        rl,
+        tmp_path / "expert",
+        progress=False,
+    )
     assert m["steps"] == 2 and all(math.isfinite(r) for _, r in m["reward_curve"])
 
 
@@ -142,8 +195,14 @@ def test_hf_config_is_validated_when_selected(assets):
     with pytest.raises(ConfigError, match="world.hf.judge.kind"):
         _cfg(assets, "gpt2", **{"world.hf.judge.kind": "oracle"})
     with pytest.raises(ConfigError, match="judge"):
-        load_config(overrides=["world.name=hf", "world.hf.policy=x", "world.hf.prompts.source=y",
-                               "world.hf.judge.kind=classifier"])
+        load_config(
+            overrides=[
+                "world.name=hf",
+                "world.hf.policy=x",
+                "world.hf.prompts.source=y",
+                "world.hf.judge.kind=classifier",
+            ]
+        )
     assert load_config().world.name == "synthetic"  # the hf section is not checked when unused
 
 

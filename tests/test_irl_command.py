@@ -20,15 +20,17 @@ BAD = ["stupid", "idiotic", "worthless", "pathetic", "disgusting", "moronic", "u
 def pairs_rows(n=60):
     rows = []
     for i in range(n):
-        rows.append({
-            "prompt": f"The neighbour number {i} is",
-            "chosen": f"very {GOOD[i % len(GOOD)]}",
-            "rejected": f"so {BAD[(3 * i) % len(BAD)]}",
-            "chosen_label": 1,
-            "rejected_label": -1,
-            "chosen_reward": 0.5,
-            "rejected_reward": -0.5,
-        })
+        rows.append(
+            {
+                "prompt": f"The neighbour number {i} is",
+                "chosen": f"very {GOOD[i % len(GOOD)]}",
+                "rejected": f"so {BAD[(3 * i) % len(BAD)]}",
+                "chosen_label": 1,
+                "rejected_label": -1,
+                "chosen_reward": 0.5,
+                "rejected_reward": -0.5,
+            }
+        )
     return rows
 
 
@@ -36,14 +38,25 @@ def write_jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-FAST = ["--set", "irl.epochs=40", "--set", "irl.curriculum_rounds=20", "--set", "seeds=[0, 1]", "--set", "irl.hidden_dim=32"]
+FAST = [
+    "--set",
+    "irl.epochs=40",
+    "--set",
+    "irl.curriculum_rounds=20",
+    "--set",
+    "seeds=[0, 1]",
+    "--set",
+    "irl.hidden_dim=32",
+]
 
 
 def test_fairl_irl_writes_rewards_and_metrics_and_score_uses_them(tmp_path, capsys):
     pairs = tmp_path / "pairs.parquet"
     pq.write_table(pa.Table.from_pylist(pairs_rows()), pairs)
     out = tmp_path / "out"
-    assert main(["irl", str(pairs), "--method", "max_margin", "--method", "fa_irl_mm_gt", "--out", str(out), *FAST]) == 0
+    assert (
+        main(["irl", str(pairs), "--method", "max_margin", "--method", "fa_irl_mm_gt", "--out", str(out), *FAST]) == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["per_method"]) == {"max_margin", "fa_irl_mm_gt"}
     assert metrics["test_pairs"] == 15  # 25% held out (pairs.test_fraction)
@@ -72,8 +85,12 @@ def test_empty_chosen_in_row_7_names_row_and_column_and_writes_nothing(tmp_path,
     else:
         pq.write_table(pa.Table.from_pylist(rows), pairs)
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "fairl_ray.cli", "irl", str(pairs), "--out", str(out)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "fairl_ray.cli", "irl", str(pairs), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "row 7" in result.stderr and "chosen" in result.stderr
     assert not out.exists()
@@ -106,8 +123,12 @@ def test_ui_serves_the_workdir_store_on_localhost(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "fairl_ray.cli", "ui", "--workdir", str(tmp_path), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fairl_ray.cli", "ui", "--workdir", str(tmp_path), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline, body = time.time() + 90, None
         while time.time() < deadline and body is None:

@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 
-from fairl_ray.irl.hyperparameters import METHODS, IRLConfig
 from fairl_ray.irl.failures import (
     bottom_k_failure_mask,
     margin_failure_mask,
     sample_failures,
     supervised_failure_mask,
 )
+from fairl_ray.irl.hyperparameters import METHODS, IRLConfig
 from fairl_ray.irl.losses import (
     asymmetric_margin_loss,
     asymmetric_released_loss,
@@ -88,7 +88,9 @@ def test_failure_loss_is_stricter():
     assert failure_max_margin_loss(d, 0.8, 1.6, 1.0, mask=mask).item() == pytest.approx(1.45, abs=1e-6)
     assert failure_max_margin_loss(d, 0.8, 1.6, 2.0, mask=mask).item() == pytest.approx(2.9, abs=1e-6)
     # ME, τ_fail = 0.5 < τ = 1, mis-ordered pair Δ = −1: log(1+e^2) = 2.126928 > base log(1+e) = 1.313262
-    assert failure_max_entropy_loss(T([-1.0]), 1.0, 0.5, 1.0, mask=T([True])).item() == pytest.approx(2.126928, abs=1e-5)
+    assert failure_max_entropy_loss(T([-1.0]), 1.0, 0.5, 1.0, mask=T([True])).item() == pytest.approx(
+        2.126928, abs=1e-5
+    )
     # correctly ordered failure Δ = +1: τ_fail alone would give log(1+e^-2) = 0.126928 < base log(1+e^-1) = 0.313262;
     # the max keeps the base temperature there and w_fail = 2 makes it stricter: 0.626523
     assert failure_max_entropy_loss(T([1.0]), 1.0, 0.5, 1.0, mask=T([True])).item() == pytest.approx(0.313262, abs=1e-5)
@@ -144,8 +146,7 @@ def test_supervised_failure_mask_with_unknown_labels():
     # pair 3's chosen 0.5 > 0.4 still fine; pair 0's chosen 1.0 fine → only pairs 1 and 4 fail
     assert supervised_failure_mask(r_c, r_r, y_c, y_r, 0.4).tolist() == [False, True, False, False, True, False]
     # the mask does not depend on the level of R when the zero moves with it
-    assert supervised_failure_mask(r_c + 7, r_r + 7, y_c, y_r, 7.4).tolist() == [False, True, False, False, True,
-                                                                                  False]
+    assert supervised_failure_mask(r_c + 7, r_r + 7, y_c, y_r, 7.4).tolist() == [False, True, False, False, True, False]
     # NaN zero (not known yet) flags nothing
     assert not supervised_failure_mask(r_c, r_r, y_c, y_r, float("nan")).any()
 
@@ -253,9 +254,20 @@ def test_fa_objective_dominates_base(method):
         rF_c, rF_r = path_forward(p, "fail", xc)[None], path_forward(p, "fail", xr)[None]
         sq = sum(t.pow(2).sum() for n, t in p.items() if n in ("fail.w", "fail.w2"))[None]
         lam = torch.rand(1, generator=g) * 10 + 1e-3
-        terms = pair_objective(MemberHyperparameters([cfg], "cpu"), rD_c, rD_r, rF_c, rF_r, fail_sq_norm=sq, lam=lam,
-                               gamma=torch.tensor([0.3]), fraction=torch.tensor([0.2]), y_c=y_c, y_r=y_r,
-                               zero=SupervisedZero.empty(1, "cpu"))
+        terms = pair_objective(
+            MemberHyperparameters([cfg], "cpu"),
+            rD_c,
+            rD_r,
+            rF_c,
+            rF_r,
+            fail_sq_norm=sq,
+            lam=lam,
+            gamma=torch.tensor([0.3]),
+            fraction=torch.tensor([0.2]),
+            y_c=y_c,
+            y_r=y_r,
+            zero=SupervisedZero.empty(1, "cpu"),
+        )
         # base is exactly the base loss of the full reward R = R_D + R_F
         full = (rD_c + rF_c) - (rD_r + rF_r)
         ref = max_margin_loss(full, 0.8) if "_mm_" in method else max_entropy_loss(full, 1.0)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from fairl_ray.irl.hyperparameters import METHODS, IRLConfig
 from fairl_ray.irl.heads import HeadEnsemble, init_member_params, member_params, reward_from_params
+from fairl_ray.irl.hyperparameters import METHODS, IRLConfig
 from fairl_ray.irl.trainer import PairFeatures, split_validation, train_ensemble, train_single
 
 
@@ -22,6 +22,7 @@ def make_pairs(n: int, d: int = 16, seed: int = 0, w: torch.Tensor | None = None
 
 def starc_l1(r_hat: torch.Tensor, r_gt: torch.Tensor) -> float:
     """FA-IRL eq. 4: s = (r − mean r)/‖r − mean r‖₁; distance ‖ŝ − s_gt‖₁ (0 = same up to scale and shift)."""
+
     def canon(r):
         c = r.double() - r.double().mean()
         return c / c.abs().sum()
@@ -43,8 +44,11 @@ def data():
 @pytest.fixture(scope="module")
 def recovered(data):
     train, _, _ = data
-    cfgs = [IRLConfig(method=m, head=h, hidden_dim=32, epochs=20, patience=5, curriculum_rounds=10, seed=7)
-            for m in METHODS for h in ("linear", "mlp")]
+    cfgs = [
+        IRLConfig(method=m, head=h, hidden_dim=32, epochs=20, patience=5, curriculum_rounds=10, seed=7)
+        for m in METHODS
+        for h in ("linear", "mlp")
+    ]
     return cfgs, train_ensemble(train, cfgs)
 
 
@@ -63,7 +67,8 @@ def test_every_method_recovers_linear_reward(recovered, data, method, head):
     assert len(member.curve["val_loss"]) == member.epochs_run
     if member.config.is_failure_aware:
         assert set(member.params) == {n.replace("base.", "fail.") for n in member.params} | {
-            n for n in member.params if n.startswith("base.")}
+            n for n in member.params if n.startswith("base.")
+        }
         assert member.curve["lambda"][0] == pytest.approx(10.0)
         assert max(member.curve["failure_fraction"]) > 0
     else:
@@ -90,8 +95,9 @@ def test_batched_matches_single(data):
         IRLConfig(method="max_margin", head="mlp", hidden_dim=8, epochs=6, seed=0),
         IRLConfig(method="max_entropy", head="mlp", hidden_dim=8, epochs=4, lr=3e-3, seed=1),
         IRLConfig(method="asymmetric_released", head="linear", epochs=6, seed=2),
-        IRLConfig(method="fa_irl_me_gt", head="mlp", hidden_dim=8, epochs=6, sample_rate=0.5, curriculum_rounds=3,
-                  seed=3),
+        IRLConfig(
+            method="fa_irl_me_gt", head="mlp", hidden_dim=8, epochs=6, sample_rate=0.5, curriculum_rounds=3, seed=3
+        ),
         IRLConfig(method="fa_irl_mm_margin", head="mlp", hidden_dim=8, epochs=6, curriculum_rounds=4, seed=4),
         IRLConfig(method="fa_irl_mm_gt", head="linear", epochs=5, curriculum_rounds=2, patience=1, lr=0.3, seed=6),
         # lr 0.5 makes the validation loss bounce: stops early after 1 epoch without improvement
@@ -111,8 +117,11 @@ def test_batched_matches_single(data):
 def test_deterministic_on_cpu(data):
     train, _, _ = data
     small = train.subset(torch.arange(400))
-    cfgs = [IRLConfig(method=m, head="mlp", hidden_dim=8, epochs=3, curriculum_rounds=3, seed=s, sample_rate=0.7)
-            for m in ("fa_irl_mm_gt", "max_entropy") for s in (0, 1)]
+    cfgs = [
+        IRLConfig(method=m, head="mlp", hidden_dim=8, epochs=3, curriculum_rounds=3, seed=s, sample_rate=0.7)
+        for m in ("fa_irl_mm_gt", "max_entropy")
+        for s in (0, 1)
+    ]
     a, b = train_ensemble(small, cfgs), train_ensemble(small, cfgs)
     for x, y in zip(a, b):
         assert x.curve == y.curve

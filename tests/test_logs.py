@@ -33,8 +33,13 @@ print("driver done", flush=True)
 def test_redirected_run_log_has_no_ansi_or_carriage_returns(ray_session, tmp_path):
     log = tmp_path / "run.log"
     with open(log, "w") as fh:
-        proc = subprocess.run([sys.executable, "-c", DRIVER, ray_session.get_runtime_context().gcs_address],
-                              cwd=HERE, stdout=fh, stderr=subprocess.STDOUT, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-c", DRIVER, ray_session.get_runtime_context().gcs_address],
+            cwd=HERE,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+        )
     text = log.read_text()
     assert proc.returncode == 0, text[-3000:]
     assert "a line from a stage" in text and "driver done" in text
@@ -48,8 +53,12 @@ def test_workers_drop_the_per_task_transformers_future_warning(ray_session):
         import warnings
 
         with warnings.catch_warnings(record=True) as caught:
-            warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6. Use "
-                          "`is_activation_checkpointing` instead.", FutureWarning, stacklevel=1)
+            warnings.warn(
+                "`is_gradient_checkpointing` is deprecated and will be removed in v6. Use "
+                "`is_activation_checkpointing` instead.",
+                FutureWarning,
+                stacklevel=1,
+            )
             warnings.warn("an unrelated FutureWarning", FutureWarning, stacklevel=1)
         return [str(w.message) for w in caught]
 

@@ -69,9 +69,15 @@ def cluster_run(tmp_path_factory):
     report = workdir.parent / f"{workdir.name}-report.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(workdir), str(report)], cwd=HERE,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(workdir), str(report)],
+        cwd=HERE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     try:
         log, _ = proc.communicate(timeout=1500)
     finally:
@@ -128,28 +134,50 @@ def test_realign_top_2_records_the_toxicity_table_in_mlflow(cluster_run):
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("fairl-ray").experiment_id], max_results=1000)
     parent = next(r for r in runs if r.info.run_name == "tune:fa-irl")
-    realigned = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
-                 and r.data.tags.get("fairl.kind") == "tune_realign"}
+    realigned = {
+        r.info.run_name: r
+        for r in runs
+        if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+        and r.data.tags.get("fairl.kind") == "tune_realign"
+    }
     assert set(realigned) == {"realign:top1", "realign:top2"}
     for name, r in realigned.items():
-        assert r.data.metrics["toxicity_rate"] == pytest.approx(table[f"realigned:{name.split(':')[1]}"]["toxicity_rate"])
+        assert r.data.metrics["toxicity_rate"] == pytest.approx(
+            table[f"realigned:{name.split(':')[1]}"]["toxicity_rate"]
+        )
     assert "realign.md" in {a.path for a in client.list_artifacts(parent.info.run_id)}
 
 
 def test_dry_run_lists_reuse_after_the_run_and_run_for_a_changed_irl_setting(cluster_run, capsys):
-    from fairl_ray.cli import main
     from test_pipeline_e2e import TINY
+
+    from fairl_ray.cli import main
 
     workdir, _, _ = cluster_run
     before = sorted(p.name for p in workdir.rglob("*"))
     assert main(["run", "--dry-run", "--workdir", str(workdir), *[x for o in TINY for x in ("--set", o)]]) == 0
     text = capsys.readouterr().out
     assert "would run" in text and " 0 would run" in text and "RUN" not in text
-    assert main(["run", "--dry-run", "--workdir", str(workdir),
-                 *[x for o in TINY for x in ("--set", o)], "--set", "irl.margin=1.0"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--dry-run",
+                "--workdir",
+                str(workdir),
+                *[x for o in TINY for x in ("--set", o)],
+                "--set",
+                "irl.margin=1.0",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
-    rows = {line.split("|")[2].strip(): line.split("|")[3].strip() for line in text.splitlines()
-            if line.startswith("|") and "---" not in line and "| wave" not in line}
+    rows = {
+        line.split("|")[2].strip(): line.split("|")[3].strip()
+        for line in text.splitlines()
+        if line.startswith("|") and "---" not in line and "| wave" not in line
+    }
     assert rows["expert_rlhf"] == rows["features"] == "reuse" and rows["irl"] == rows["evaluate"] == "RUN"
     assert sorted(p.name for p in workdir.rglob("*")) == before  # nothing written
 

@@ -99,13 +99,16 @@ def test_bad_value_in_row_7_parquet(tmp_path, column, value, reason):
     assert ei.value.row == 7 and ei.value.line is None
 
 
-@pytest.mark.parametrize("column,values", [
-    ("chosen", list(range(10))),
-    ("chosen_label", ["good"] * 10),
-    ("chosen_label", [True] * 10),
-    ("rejected_reward", ["high"] * 10),
-    ("split", [1] * 10),
-])
+@pytest.mark.parametrize(
+    "column,values",
+    [
+        ("chosen", list(range(10))),
+        ("chosen_label", ["good"] * 10),
+        ("chosen_label", [True] * 10),
+        ("rejected_reward", ["high"] * 10),
+        ("split", [1] * 10),
+    ],
+)
 def test_wrong_column_type_parquet(tmp_path, column, values):
     cols = {c: [r[c] for r in _rows()] for c in _rows()[0]}
     cols[column] = values
@@ -179,8 +182,17 @@ def test_roundtrip(tmp_path, suffix):
     p = write_pairs(rows, tmp_path / f"sub/pairs{suffix}")
     assert not list(p.parent.glob("*.tmp"))
     t = read_pairs(p)
-    assert t.column_names[:9] == ["prompt", "chosen", "rejected", "chosen_label", "rejected_label",
-                                  "chosen_reward", "rejected_reward", "subtype", "split"]
+    assert t.column_names[:9] == [
+        "prompt",
+        "chosen",
+        "rejected",
+        "chosen_label",
+        "rejected_label",
+        "chosen_reward",
+        "rejected_reward",
+        "subtype",
+        "split",
+    ]
     assert t.schema.field("chosen_label").type == pa.int8()
     assert t.schema.field("chosen_reward").type == pa.float64()
     back = t.to_pylist()
@@ -208,7 +220,9 @@ def test_write_validates_and_keeps_old_file(tmp_path):
 
     ds = datasets.Dataset.from_list(_rows()).select([9, 1])
     assert read_pairs(write_pairs(ds, tmp_path / "ds.jsonl")).column("chosen").to_pylist() == [
-        "kind and lovely 9", "kind and lovely 1"]
+        "kind and lovely 9",
+        "kind and lovely 1",
+    ]
 
 
 def test_split_pairs():

@@ -26,7 +26,9 @@ def test_build_pairs_columns_and_identical_dropped():
     prompts = [f"p{i}" for i in range(8)]
     expert = ["good"] * 8
     base = ["bad", "good", "bad", "meh", "bad", "bad", "good", "bad"]
-    rows = build_pairs(prompts, expert, base, LexiconWorld(None), PairsConfig(toxic_to_nontoxic_fraction=None, test_fraction=0.25))
+    rows = build_pairs(
+        prompts, expert, base, LexiconWorld(None), PairsConfig(toxic_to_nontoxic_fraction=None, test_fraction=0.25)
+    )
     assert len(rows) == 6  # two identical "good"/"good" pairs dropped
     r = next(r for r in rows if r["rejected"] == "meh")
     assert r["chosen_reward"] == 0.5 and r["rejected_reward"] == 0.0
@@ -38,8 +40,13 @@ def test_build_pairs_columns_and_identical_dropped():
 
 def test_judge_called_once_per_batch():
     LexiconWorld.calls = 0
-    build_pairs([f"p{i}" for i in range(40)], ["good"] * 40, ["bad", "meh"] * 20, LexiconWorld(None),
-                PairsConfig(toxic_to_nontoxic_fraction=None))
+    build_pairs(
+        [f"p{i}" for i in range(40)],
+        ["good"] * 40,
+        ["bad", "meh"] * 20,
+        LexiconWorld(None),
+        PairsConfig(toxic_to_nontoxic_fraction=None),
+    )
     assert LexiconWorld.calls == 1
 
 

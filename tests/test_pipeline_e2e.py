@@ -49,7 +49,9 @@ def test_results_json_has_metrics_per_method_and_seed_and_toxicity(first_run):
     on_disk = json.loads((workdir / "results.json").read_text())
     assert on_disk["mlflow"]["parent_run_id"] == results["mlflow"]["parent_run_id"]
     members = on_disk["metrics"]["per_member"]
-    assert {(m["method"], m["seed"]) for m in members} == {(m, s) for m in ("max_margin", "fa_irl_mm_margin") for s in (0, 1)}
+    assert {(m["method"], m["seed"]) for m in members} == {
+        (m, s) for m in ("max_margin", "fa_irl_mm_margin") for s in (0, 1)
+    }
     for m in members:
         for key in ("accuracy", "f1", "roc_auc", "pair_accuracy", "starc", "kendall"):
             assert key in m
@@ -62,8 +64,14 @@ def test_results_json_has_metrics_per_method_and_seed_and_toxicity(first_run):
     # The printed report has both tables, and the failure analyses.
     assert "STARC" in log and "toxicity rate" in log and "realigned:fa_irl_mm_margin" in log
     analyses = on_disk["analyses"]
-    assert set(analyses) >= {"scoreboard", "failure_path", "failure_slices", "disagreement", "failure_subtypes",
-                             "subtype_transfer"}
+    assert set(analyses) >= {
+        "scoreboard",
+        "failure_path",
+        "failure_slices",
+        "disagreement",
+        "failure_subtypes",
+        "subtype_transfer",
+    }
     assert set(analyses["failure_path"]) == {"fa_irl_mm_margin"}
     assert analyses["failure_path"]["fa_irl_mm_margin"]["share"]["n"] == 2
     assert set(analyses["disagreement"]) == {"fa_irl_mm_margin vs max_margin"}
@@ -96,8 +104,14 @@ def test_mlflow_has_parent_child_per_stage_and_artifacts(first_run):
     artifacts = lambda name: {a.path for a in client.list_artifacts(by_name[name].info.run_id)}  # noqa: E731
     assert "pairs.parquet" in artifacts("pairs")
     assert "rewards" in artifacts("irl")
-    assert {"metrics.json", "reward_distributions.png", "analyses.json", "failure_path.csv",
-            "failure_path.png", "disagreement.csv"} <= artifacts("evaluate")
+    assert {
+        "metrics.json",
+        "reward_distributions.png",
+        "analyses.json",
+        "failure_path.csv",
+        "failure_path.png",
+        "disagreement.csv",
+    } <= artifacts("evaluate")
     assert "subtype_transfer.json" in artifacts("subtype_transfer")
     assert "max_margin.accuracy" in by_name["evaluate"].data.metrics
 
@@ -128,4 +142,8 @@ def test_interrupted_run_resumes_from_finished_stages(first_run):
     (workdir / "stages" / ".tmp-irl-deadbeef-1234").mkdir()
     resumed, log = run(workdir)
     assert "removed 1 unfinished" in log
-    assert {n for n, s in resumed["stages"].items() if not s["reused"]} == {"irl", "evaluate", "realign_fa_irl_mm_margin"}
+    assert {n for n, s in resumed["stages"].items() if not s["reused"]} == {
+        "irl",
+        "evaluate",
+        "realign_fa_irl_mm_margin",
+    }

@@ -39,7 +39,8 @@ def test_pairs_stage_says_why_it_kept_fewer_pairs_than_prompts():
     note = pairs_note({"prompts": 200, "pairs": 66, "identical": 40}, PairsConfig(toxic_to_nontoxic_fraction=1.0))
     assert note.startswith("[fairl] pairs: 66 of 200 prompts made a pair")
     assert "40 had identical" in note and "94 were left out by the pair mix pairs.toxic_to_nontoxic_fraction=1" in note
-    capped = pairs_note({"prompts": 100, "pairs": 50, "identical": 0},
-                        PairsConfig(toxic_to_nontoxic_fraction=None, max_pairs=50))
+    capped = pairs_note(
+        {"prompts": 100, "pairs": 50, "identical": 0}, PairsConfig(toxic_to_nontoxic_fraction=None, max_pairs=50)
+    )
     assert "50 were left out by the cap pairs.max_pairs=50" in capped
     assert pairs_note({"prompts": 10, "pairs": 10, "identical": 0}, PairsConfig()) is None

@@ -44,9 +44,11 @@ def py(code: str, **kwargs) -> subprocess.Popen:
 
 def test_fresh_store_created_by_three_processes_at_once(tmp_path):
     uri = default_tracking_uri(tmp_path)
-    code = ("import sys; from fairl_ray.orchestration.tracking import Tracker; "
-            f"t = Tracker({uri!r}, artifact_root={str(tmp_path / 'mlartifacts')!r}); "
-            "t.end_run(t.start_run('r'))")
+    code = (
+        "import sys; from fairl_ray.orchestration.tracking import Tracker; "
+        f"t = Tracker({uri!r}, artifact_root={str(tmp_path / 'mlartifacts')!r}); "
+        "t.end_run(t.start_run('r'))"
+    )
     procs = [py(code, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(errors)[-3000:]
@@ -64,9 +66,11 @@ def test_experiment_opens_in_the_training_view(tmp_path):
 
 def test_killed_runs_are_closed_as_killed_by_the_next_tracker(tmp_path):
     uri = default_tracking_uri(tmp_path)
-    code = ("import os; from fairl_ray.orchestration.tracking import Tracker; "
-            f"t = Tracker({uri!r}); p = t.start_run('pipeline'); c = t.start_run('irl', parent_run_id=p); "
-            "print(p, c, flush=True); os.kill(os.getpid(), 9)")
+    code = (
+        "import os; from fairl_ray.orchestration.tracking import Tracker; "
+        f"t = Tracker({uri!r}); p = t.start_run('pipeline'); c = t.start_run('irl', parent_run_id=p); "
+        "print(p, c, flush=True); os.kill(os.getpid(), 9)"
+    )
     proc = py(code, stdout=subprocess.PIPE, text=True)
     parent, child = proc.communicate(timeout=120)[0].split()
     assert proc.returncode == -9
@@ -129,8 +133,10 @@ def test_second_run_on_a_workdir_waits_for_the_first(tmp_path):
 
 
 def test_lock_of_a_killed_run_is_released(tmp_path):
-    code = ("import os, time; from fairl_ray.orchestration.stage_store import workdir_lock\n"
-            f"with workdir_lock({str(tmp_path)!r}):\n    print('locked', flush=True); time.sleep(60)")
+    code = (
+        "import os, time; from fairl_ray.orchestration.stage_store import workdir_lock\n"
+        f"with workdir_lock({str(tmp_path)!r}):\n    print('locked', flush=True); time.sleep(60)"
+    )
     proc = py(code, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
     proc.kill()
@@ -163,8 +169,12 @@ def _serving(port: int) -> bool:
 def test_fairl_ui_stops_its_server_with_itself(tmp_path, sig):
     Tracker(default_tracking_uri(tmp_path))
     port = _free_port()
-    ui = subprocess.Popen([sys.executable, "-m", "fairl_ray.cli", "ui", "--workdir", str(tmp_path), "--port",
-                           str(port)], cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "fairl_ray.cli", "ui", "--workdir", str(tmp_path), "--port", str(port)],
+        cwd=HERE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     server = []
     try:
         deadline = time.monotonic() + 120
@@ -196,9 +206,29 @@ def test_interrupted_tune_exits_non_zero_and_is_marked_killed(ray_session, tmp_p
     out = tmp_path / "out"
     gcs = ray_session.get_runtime_context().gcs_address
     tune = subprocess.Popen(
-        [sys.executable, "-m", "fairl_ray.cli", "tune", "--pairs", str(pairs), "--out", str(out), "--address", gcs,
-         "--set", "num_samples=200", "--set", "fixed.epochs=400", "--set", "seeds=[0]"],
-        cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "fairl_ray.cli",
+            "tune",
+            "--pairs",
+            str(pairs),
+            "--out",
+            str(out),
+            "--address",
+            gcs,
+            "--set",
+            "num_samples=200",
+            "--set",
+            "fixed.epochs=400",
+            "--set",
+            "seeds=[0]",
+        ],
+        cwd=HERE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines = []
     try:
         for line in tune.stdout:  # wait until the search is under way
@@ -252,8 +282,11 @@ def test_kill_9_then_rerun_leaves_no_running_run_and_no_ray_process(tmp_path):
     session_file.parent.mkdir()
     raytmp = Path("/tmp") / f"fairl-k9-{os.getpid()}"  # Ray's socket paths must stay short
     driver = subprocess.Popen(
-        [sys.executable, "-c", KILLED_DRIVER, uri, str(raytmp), str(session_file)], cwd=HERE, stdout=subprocess.PIPE,
-        text=True)
+        [sys.executable, "-c", KILLED_DRIVER, uri, str(raytmp), str(session_file)],
+        cwd=HERE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = driver.stdout.readline()
         assert line.startswith("running"), line
@@ -318,9 +351,21 @@ def test_tune_on_a_copied_workdir_reads_and_writes_only_the_copy(ray_session, tm
 def test_terminated_run_exits_non_zero_and_its_mlflow_run_is_killed(ray_session, tmp_path):
     workdir = tmp_path / "w"
     run = subprocess.Popen(
-        [sys.executable, "-m", "fairl_ray.cli", "run", "--workdir", str(workdir), "--address",
-         ray_session.get_runtime_context().gcs_address],
-        cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "fairl_ray.cli",
+            "run",
+            "--workdir",
+            str(workdir),
+            "--address",
+            ray_session.get_runtime_context().gcs_address,
+        ],
+        cwd=HERE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines = []
     try:
         for line in run.stdout:  # wait until a stage is under way

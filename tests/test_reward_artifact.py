@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fairl_ray.irl.hyperparameters import IRLConfig
 from fairl_ray.irl.heads import init_member_params, reward_from_params
+from fairl_ray.irl.hyperparameters import IRLConfig
 from fairl_ray.irl.reward import CARD_FILE, WEIGHTS_FILE, RewardModel, save_reward
 from fairl_ray.irl.trainer import TrainedMember
 
@@ -25,15 +25,23 @@ class HashEncoder:
 
     def encode(self, texts):
         HashEncoder.calls += 1
-        return np.array([[len(t), t.count("a"), t.count("e"), t.count(" "), sum(map(ord, t)) % 7, 1.0]
-                         for t in texts], dtype=np.float32)
+        return np.array(
+            [[len(t), t.count("a"), t.count("e"), t.count(" "), sum(map(ord, t)) % 7, 1.0] for t in texts],
+            dtype=np.float32,
+        )
 
 
 @pytest.mark.parametrize("method,head", [("fa_irl_me_margin", "mlp"), ("max_margin", "linear")])
 def test_save_load_same_scores(tmp_path, method, head):
     m = _member(method, head)
-    out = save_reward(tmp_path / "reward", m, encoder="minilm", normalisation={"mean": 0.25, "std": 2.0},
-                      threshold=0.1, extra={"run_id": "abc"})
+    out = save_reward(
+        tmp_path / "reward",
+        m,
+        encoder="minilm",
+        normalisation={"mean": 0.25, "std": 2.0},
+        threshold=0.1,
+        extra={"run_id": "abc"},
+    )
     assert sorted(p.name for p in out.iterdir()) == sorted([WEIGHTS_FILE, CARD_FILE])
     assert not list(tmp_path.rglob("*.pkl")) and not list(tmp_path.rglob("*.pt"))
     assert [p.name for p in tmp_path.iterdir()] == ["reward"]  # no temp dirs left behind
@@ -57,16 +65,16 @@ def test_fa_reward_sums_both_paths(tmp_path):
     x = torch.randn(5, 6)
     only_base = {n: t for n, t in m.params.items() if n.startswith("base.")}
     assert not torch.allclose(reward_from_params(m.params, x), reward_from_params(only_base, x))
-    rm = RewardModel.from_dir(save_reward(tmp_path / "r", m, encoder="e", normalisation={"mean": 0, "std": 1},
-                                          threshold=None))
+    rm = RewardModel.from_dir(
+        save_reward(tmp_path / "r", m, encoder="e", normalisation={"mean": 0, "std": 1}, threshold=None)
+    )
     np.testing.assert_allclose(rm.score_features(x), reward_from_params(m.params, x).numpy(), atol=1e-6)
     assert rm.threshold is None
 
 
 def test_callable_on_texts_with_encoder_override(tmp_path):
     m = _member()
-    path = save_reward(tmp_path / "r", m, encoder="not-loaded", normalisation={"mean": 1.0, "std": 3.0},
-                       threshold=0.0)
+    path = save_reward(tmp_path / "r", m, encoder="not-loaded", normalisation={"mean": 1.0, "std": 3.0}, threshold=0.0)
     enc = HashEncoder()
     rm = RewardModel.from_dir(path, encoder=enc)
     texts = ["a nice day", "the weather is awful", ""]

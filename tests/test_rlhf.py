@@ -36,8 +36,14 @@ def test_tiny_rlhf_moves_parameters_and_saves(small_policy, tmp_path, algorithm)
         seen.append(list(completions))
         return world.reward(completions)
 
-    cfg = RLHFConfig(algorithm=algorithm, max_steps=3, num_generations=2, per_device_train_batch_size=8,
-                     max_completion_length=4, logging_steps=1)
+    cfg = RLHFConfig(
+        algorithm=algorithm,
+        max_steps=3,
+        num_generations=2,
+        per_device_train_batch_size=8,
+        max_completion_length=4,
+        logging_steps=1,
+    )
     out = tmp_path / "trained"
     m = train_rlhf(small_policy, world.make_prompts(32, seed=0), reward_fn, cfg, out, progress=False)
 
@@ -105,14 +111,22 @@ def test_default_rlhf_cuts_toxicity_below_a_third(default_base, tmp_path, algori
     world = get_world("synthetic", SyntheticWorldConfig())
     base = default_base
     t0 = time.perf_counter()
-    m = train_rlhf(base, world.make_prompts(1000, seed=1), world.noisy_reward_fn(seed=0),
-                   RLHFConfig(algorithm=algorithm), tmp_path / "expert", progress=False)
+    m = train_rlhf(
+        base,
+        world.make_prompts(1000, seed=1),
+        world.noisy_reward_fn(seed=0),
+        RLHFConfig(algorithm=algorithm),
+        tmp_path / "expert",
+        progress=False,
+    )
     wall = time.perf_counter() - t0
     prompts = world.make_prompts(500, seed=99)
     base_tox = toxicity_rate(world, generate_completions(base, prompts, GenerationConfig(), seed=0))
     expert_tox = toxicity_rate(world, generate_completions(tmp_path / "expert", prompts, GenerationConfig(), seed=0))
-    print(f"{algorithm}: base toxicity {base_tox:.3f}  expert toxicity {expert_tox:.3f}  RLHF wall {wall:.1f}s  "
-          f"metrics {m}")
+    print(
+        f"{algorithm}: base toxicity {base_tox:.3f}  expert toxicity {expert_tox:.3f}  RLHF wall {wall:.1f}s  "
+        f"metrics {m}"
+    )
     assert 0.30 <= base_tox <= 0.60
     assert expert_tox < base_tox / 3
     assert m["final_reward"] > m["initial_reward"]

@@ -16,16 +16,30 @@ import yaml
 from safetensors.torch import save_file
 
 from fairl_ray.cli import main
-from fairl_ray.config import IRLStageConfig
-from fairl_ray.config import from_dict
-from fairl_ray.search import data_from_workdir, evaluate_config, load_search_config
+from fairl_ray.config import IRLStageConfig, from_dict
 from fairl_ray.orchestration.tracking import default_tracking_uri
 from fairl_ray.pairs_io import write_pairs
+from fairl_ray.search import data_from_workdir, evaluate_config, load_search_config
 
 N_PAIRS, DIM, N_TEST = 160, 16, 40
-FAST = ["--set", "num_samples=4", "--set", "seeds=[0, 1]", "--set", "fresh_seeds=[7, 8]",
-        "--set", "fixed.epochs=6", "--set", "fixed.hidden_dim=16", "--set", "max_concurrent_trials=2",
-        "--set", "pack_size=2", "--set", "space.curriculum_rounds.randint=[2, 6]"]
+FAST = [
+    "--set",
+    "num_samples=4",
+    "--set",
+    "seeds=[0, 1]",
+    "--set",
+    "fresh_seeds=[7, 8]",
+    "--set",
+    "fixed.epochs=6",
+    "--set",
+    "fixed.hidden_dim=16",
+    "--set",
+    "max_concurrent_trials=2",
+    "--set",
+    "pack_size=2",
+    "--set",
+    "space.curriculum_rounds.randint=[2, 6]",
+]
 
 
 def make_workdir(root, seed=0):
@@ -36,17 +50,29 @@ def make_workdir(root, seed=0):
     first = (a @ w > b @ w)[:, None]
     chosen, rejected = torch.where(first, a, b), torch.where(first, b, a)
     r_c, r_r = (chosen @ w).tolist(), (rejected @ w).tolist()
-    rows = [{"prompt": f"p{i}", "chosen": f"c{i}", "rejected": f"r{i}",
-             "chosen_label": 1 if r_c[i] > 0 else -1, "rejected_label": 1 if r_r[i] > 0 else -1,
-             "chosen_reward": r_c[i], "rejected_reward": r_r[i],
-             "split": "test" if i >= N_PAIRS - N_TEST else "train"} for i in range(N_PAIRS)]
+    rows = [
+        {
+            "prompt": f"p{i}",
+            "chosen": f"c{i}",
+            "rejected": f"r{i}",
+            "chosen_label": 1 if r_c[i] > 0 else -1,
+            "rejected_label": 1 if r_r[i] > 0 else -1,
+            "chosen_reward": r_c[i],
+            "rejected_reward": r_r[i],
+            "split": "test" if i >= N_PAIRS - N_TEST else "train",
+        }
+        for i in range(N_PAIRS)
+    ]
     pairs_dir, features_dir = root / "stages" / "pairs-0", root / "stages" / "features-0"
     features_dir.mkdir(parents=True)
     write_pairs(rows, pairs_dir / "pairs.parquet")
-    save_file({"chosen": chosen.contiguous(), "rejected": rejected.contiguous()}, str(features_dir / "features.safetensors"))
+    save_file(
+        {"chosen": chosen.contiguous(), "rejected": rejected.contiguous()}, str(features_dir / "features.safetensors")
+    )
     (features_dir / "stage.json").write_text(json.dumps({"summary": {"encoder": "all-MiniLM-L6-v2", "dim": DIM}}))
-    (root / "results.json").write_text(json.dumps({"stages": {"pairs": {"dir": str(pairs_dir)},
-                                                              "features": {"dir": str(features_dir)}}}))
+    (root / "results.json").write_text(
+        json.dumps({"stages": {"pairs": {"dir": str(pairs_dir)}, "features": {"dir": str(features_dir)}}})
+    )
     return root
 
 
@@ -73,7 +99,7 @@ def test_best_json_is_the_best_trial_and_optuna_stayed_in_range(searched):
 
     space = load_search_config(None, FAST[1::2]).space  # every value Optuna proposed lies in its range
     for key, spec in space.items():
-        (kind, args), = spec.items()
+        ((kind, args),) = spec.items()
         values = trials[key]
         if kind == "choice":
             assert set(values) <= set(args), key
@@ -140,11 +166,14 @@ def test_mlflow_has_parent_one_child_per_trial_and_the_fresh_seed_run(searched, 
     assert {"best.json", "best_irl.yaml", "trials.csv", "search.png", "splits.json"} <= artifacts
 
 
-@pytest.mark.parametrize("override, key", [
-    ("fixed.bogus=1", "fixed.bogus"),
-    ("space.margin_fail.uniform=[2.0, 1.0]", "space.margin_fail.uniform"),
-    ("space.method.choice=[fa_irl_mm_gt, nope]", "space.method.choice"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("fixed.bogus=1", "fixed.bogus"),
+        ("space.margin_fail.uniform=[2.0, 1.0]", "space.margin_fail.uniform"),
+        ("space.method.choice=[fa_irl_mm_gt, nope]", "space.method.choice"),
+    ],
+)
 def test_config_errors_exit_2_naming_the_key_before_anything_starts(tmp_path, capsys, override, key):
     wd = make_workdir(tmp_path / "wd")
     before = sorted(p.name for p in wd.iterdir())
@@ -170,9 +199,30 @@ def test_pairs_file_path_featurises_once_and_maximises_roc_auc(tmp_path, ray_ses
     rows = [{k: v for k, v in r.items() if not k.endswith("_reward")} for r in pairs_rows(40)]
     write_jsonl(tmp_path / "pairs.jsonl", rows)
     out = tmp_path / "out"
-    assert main(["tune", "--pairs", str(tmp_path / "pairs.jsonl"), "--out", str(out), "--set", "num_samples=2",
-                 "--set", "seeds=[0]", "--set", "fresh_seeds=[1]", "--set", "fixed.epochs=4",
-                 "--set", "space.curriculum_rounds.randint=[2, 4]", "--set", "objective=roc_auc"]) == 0
+    assert (
+        main(
+            [
+                "tune",
+                "--pairs",
+                str(tmp_path / "pairs.jsonl"),
+                "--out",
+                str(out),
+                "--set",
+                "num_samples=2",
+                "--set",
+                "seeds=[0]",
+                "--set",
+                "fresh_seeds=[1]",
+                "--set",
+                "fixed.epochs=4",
+                "--set",
+                "space.curriculum_rounds.randint=[2, 4]",
+                "--set",
+                "objective=roc_auc",
+            ]
+        )
+        == 0
+    )
     best = json.loads((out / "best.json").read_text())
     trials = pd.read_csv(out / "trials.csv")
     assert best["mode"] == "max" and best["best_val_objective"] == pytest.approx(trials["val_roc_auc"].max())

@@ -11,19 +11,23 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from test_search import make_workdir
 
 from fairl_ray.cli import main
 from fairl_ray.orchestration.tracking import default_tracking_uri
 from fairl_ray.search import data_from_workdir, evaluate_config, evaluate_pack, load_search_config
-from test_search import make_workdir
 
-SMALL = ["fixed.epochs=6", "fixed.hidden_dim=16", "space.curriculum_rounds.randint=[2, 6]", "seeds=[0, 1]",
-         "fresh_seeds=[7]"]
+SMALL = [
+    "fixed.epochs=6",
+    "fixed.hidden_dim=16",
+    "space.curriculum_rounds.randint=[2, 6]",
+    "seeds=[0, 1]",
+    "fresh_seeds=[7]",
+]
 
 
 def sets(*overrides):
@@ -42,9 +46,11 @@ def test_a_pack_scores_each_config_as_if_it_were_trained_alone(tmp_path):
     alone (up to float rounding)."""
     cfg = load_search_config(None, SMALL)
     data = data_from_workdir(make_workdir(tmp_path / "wd"), cfg)
-    configs = [{"method": "fa_irl_mm_gt", "epochs": 6, "hidden_dim": 16, "curriculum_rounds": 3, "lambda_0": 2.0},
-               {"method": "fa_irl_me_margin", "epochs": 5, "hidden_dim": 16, "curriculum_rounds": 5, "lr": 3e-3},
-               {"method": "max_margin", "epochs": 4, "hidden_dim": 8}]
+    configs = [
+        {"method": "fa_irl_mm_gt", "epochs": 6, "hidden_dim": 16, "curriculum_rounds": 3, "lambda_0": 2.0},
+        {"method": "fa_irl_me_margin", "epochs": 5, "hidden_dim": 16, "curriculum_rounds": 5, "lr": 3e-3},
+        {"method": "max_margin", "epochs": 4, "hidden_dim": 8},
+    ]
     packed = evaluate_pack(data, configs, [0, 1], "val")
     for c, p in zip(configs, packed):
         alone = evaluate_config(data, c, [0, 1], "val")
@@ -57,7 +63,8 @@ def test_two_models_side_by_side_with_pruning_and_asha(tmp_path, ray_session, ca
     model, the cross-model matrix, pruned configs stopped at the first rung, one MLflow child per config."""
     a, b = make_workdir(tmp_path / "a", seed=0), make_workdir(tmp_path / "b", seed=5)
     search = tmp_path / "search.yaml"
-    search.write_text(textwrap.dedent(f"""\
+    search.write_text(
+        textwrap.dedent(f"""\
         name: two
         models:
           - {{name: a, workdir: {a}}}
@@ -67,11 +74,32 @@ def test_two_models_side_by_side_with_pruning_and_asha(tmp_path, ray_session, ca
           lambda_0: {{loguniform: [0.5, 30.0]}}
           lr: {{loguniform: [0.0003, 0.01]}}
           curriculum_rounds: {{randint: [2, 6]}}
-        """))
+        """)
+    )
     out = tmp_path / "out"
-    assert main(["tune", str(search), "--out", str(out), "--workdir", str(a),
-                 *sets(*SMALL, "num_samples=9", "pack_size=3", "max_concurrent_trials=1", "scheduler=asha",
-                       "pruner=median", "pruner_startup=1", "fixed.epochs=8")]) == 0
+    assert (
+        main(
+            [
+                "tune",
+                str(search),
+                "--out",
+                str(out),
+                "--workdir",
+                str(a),
+                *sets(
+                    *SMALL,
+                    "num_samples=9",
+                    "pack_size=3",
+                    "max_concurrent_trials=1",
+                    "scheduler=asha",
+                    "pruner=median",
+                    "pruner_startup=1",
+                    "fixed.epochs=8",
+                ),
+            ]
+        )
+        == 0
+    )
     best = json.loads((out / "best.json").read_text())
     trials = pd.read_csv(out / "trials.csv")
     assert set(best["models"]) == {"a", "b"} and best["primary_model"] == "a"
@@ -112,8 +140,16 @@ def test_a_search_over_changed_data_in_the_same_out_is_refused(tmp_path, capsys)
     cfg = load_search_config(None, [])
     state = wd / "tune" / "fa-irl" / "state"
     state.mkdir(parents=True)
-    (state / "search.json").write_text(json.dumps({"name": "fa-irl", "fingerprint": cfg.fingerprint(),
-                                                   "parent_run_id": "x", "data": {"main": "0123456789abcdef"}}))
+    (state / "search.json").write_text(
+        json.dumps(
+            {
+                "name": "fa-irl",
+                "fingerprint": cfg.fingerprint(),
+                "parent_run_id": "x",
+                "data": {"main": "0123456789abcdef"},
+            }
+        )
+    )
     assert main(["tune", "--workdir", str(wd)]) == 2
     assert "over different data (model(s) main changed" in capsys.readouterr().err
 
@@ -122,22 +158,36 @@ def test_realign_top_needs_a_run_workdir(tmp_path, capsys):
     from test_irl_command import pairs_rows, write_jsonl
 
     write_jsonl(tmp_path / "pairs.jsonl", pairs_rows(12))
-    assert main(["tune", "--pairs", str(tmp_path / "pairs.jsonl"), "--out", str(tmp_path / "o"),
-                 "--realign-top", "2"]) == 2
+    assert (
+        main(["tune", "--pairs", str(tmp_path / "pairs.jsonl"), "--out", str(tmp_path / "o"), "--realign-top", "2"])
+        == 2
+    )
     assert "--realign-top needs a finished `fairl run` workdir" in capsys.readouterr().err
 
 
-KILL_RUN = sets(*SMALL, "num_samples=32", "pack_size=4", "max_concurrent_trials=1", "fixed.epochs=40",
-                "space.curriculum_rounds.randint=[5, 40]", "pruner=none")
+KILL_RUN = sets(
+    *SMALL,
+    "num_samples=32",
+    "pack_size=4",
+    "max_concurrent_trials=1",
+    "fixed.epochs=40",
+    "space.curriculum_rounds.randint=[5, 40]",
+    "pruner=none",
+)
 
 
 def _tune(workdir, env, lines, stop_after=None):
     """`fairl tune` in its own process (its own Ray); collects output lines; SIGKILLs it after ``stop_after``
     configs were logged. Returns the exit status."""
     code = "import sys; from fairl_ray.cli import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.Popen([sys.executable, "-c", code, "tune", "--workdir", str(workdir), *KILL_RUN],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "tune", "--workdir", str(workdir), *KILL_RUN],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
 
     def read():
         for line in proc.stdout:
@@ -195,8 +245,10 @@ def test_kill_9_mid_search_then_rerun_completes_only_the_rest(tmp_path):
     from fairl_ray.search.study import journal_path
 
     out = wd / "tune" / "fa-irl"
-    study = optuna.load_study(study_name="main", storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(journal_path(out)))))
+    study = optuna.load_study(
+        study_name="main",
+        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal_path(out)))),
+    )
     tagged = [t for t in study.get_trials() if "pack" in t.user_attrs]
     assert len(tagged) == 32 and all(t.state.name == "COMPLETE" for t in tagged)  # ... and nothing lost
     parent, runs = children(wd, "fa-irl")
@@ -204,5 +256,7 @@ def test_kill_9_mid_search_then_rerun_completes_only_the_rest(tmp_path):
     assert len(keys) == 32 and len(set(keys)) == 32  # exactly one MLflow child per config
     assert parent.info.status == "FINISHED"
     assert len(pd.read_csv(out / "trials.csv")) == 32
-    print(f"kill -9 after {len(logged_first)} logged configs; the rerun logged {len(logged_second)} more; "
-          f"Optuna: {len(tagged)} finished configs; MLflow: {len(keys)} children")
+    print(
+        f"kill -9 after {len(logged_first)} logged configs; the rerun logged {len(logged_second)} more; "
+        f"Optuna: {len(tagged)} finished configs; MLflow: {len(keys)} children"
+    )

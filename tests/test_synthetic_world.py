@@ -12,7 +12,6 @@ from fairl_ray.worlds import World, get_world
 from fairl_ray.worlds import synthetic as syn
 from fairl_ray.worlds.synthetic import SyntheticWorldConfig, ground_truth_reward
 
-
 # ---------------------------------------------------------------- reward / labels (hand-checked values)
 
 

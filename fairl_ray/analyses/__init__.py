@@ -18,8 +18,13 @@ from .failure_subtypes import FailureSubtypes
 from .scoreboard import Scoreboard
 from .subtype_transfer import SubtypeTransfer
 
-EVALUATION_ANALYSES: tuple[Analysis, ...] = (Scoreboard(), FailurePath(), FailureSlices(), Disagreement(),
-                                             FailureSubtypes())
+EVALUATION_ANALYSES: tuple[Analysis, ...] = (
+    Scoreboard(),
+    FailurePath(),
+    FailureSlices(),
+    Disagreement(),
+    FailureSubtypes(),
+)
 SUBTYPE_TRANSFER = SubtypeTransfer()
 ANALYSES: dict[str, Analysis] = {a.name: a for a in (*EVALUATION_ANALYSES, SUBTYPE_TRANSFER)}
 
@@ -28,7 +33,7 @@ def write_outputs(analysis: Analysis, result: dict, out_dir: Path, plots: bool =
     """One CSV per table (``<name>.csv``, ``<name>_2.csv``, ...) and the figure (``<name>.png``); returns the file
     names written (for MLflow)."""
     written = []
-    for i, (title, header, rows) in enumerate(analysis.tables(result)):
+    for i, (_title, header, rows) in enumerate(analysis.tables(result)):
         name = f"{analysis.name}.csv" if i == 0 else f"{analysis.name}_{i + 1}.csv"
         with open(Path(out_dir) / name, "w", newline="") as f:
             writer = csv.writer(f)
@@ -49,5 +54,14 @@ def render(results: dict[str, dict]) -> list[Table]:
     return tables
 
 
-__all__ = ["ANALYSES", "Analysis", "EVALUATION_ANALYSES", "EvalContext", "MemberScores", "SUBTYPE_TRANSFER",
-           "Table", "render", "write_outputs"]
+__all__ = [
+    "ANALYSES",
+    "Analysis",
+    "EVALUATION_ANALYSES",
+    "EvalContext",
+    "MemberScores",
+    "SUBTYPE_TRANSFER",
+    "Table",
+    "render",
+    "write_outputs",
+]

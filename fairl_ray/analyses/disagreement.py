@@ -53,10 +53,15 @@ class Disagreement(Analysis):
         header = ["FA-IRL vs baseline"] + [TITLES[c] for c in CATEGORIES]
         overall = [[name] + [f"{r['overall'][c]:.1f}" for c in CATEGORIES] for name, r in result.items()]
         sub_header = ["FA-IRL vs baseline", "subtype"] + [TITLES[c] for c in CATEGORIES]
-        per_subtype = [[name, s] + [f"{counts[c]:.1f}" for c in CATEGORIES]
-                       for name, r in result.items() for s, counts in sorted(r["per_subtype"].items())]
-        return [(self.title + " (Table 2; output counts, mean over seeds)", header, overall),
-                ("Disagreement per subtype (Table 3)", sub_header, per_subtype)]
+        per_subtype = [
+            [name, s] + [f"{counts[c]:.1f}" for c in CATEGORIES]
+            for name, r in result.items()
+            for s, counts in sorted(r["per_subtype"].items())
+        ]
+        return [
+            (self.title + " (Table 2; output counts, mean over seeds)", header, overall),
+            ("Disagreement per subtype (Table 3)", sub_header, per_subtype),
+        ]
 
     def plot(self, result: dict, path) -> bool:
         """Where the two disagree (both-right outputs are in the labels: they would dwarf the rest)."""

@@ -13,8 +13,13 @@ from fairl_ray.metrics.classification import fit_threshold
 
 from .base import Analysis, EvalContext, fmt, mean_std, plt
 
-METRICS = (("accuracy", "accuracy"), ("f1", "F1"), ("roc_auc", "ROC-AUC"), ("starc", "STARC ↓"),
-           ("pair_accuracy", "pair acc."))
+METRICS = (
+    ("accuracy", "accuracy"),
+    ("f1", "F1"),
+    ("roc_auc", "ROC-AUC"),
+    ("starc", "STARC ↓"),
+    ("pair_accuracy", "pair acc."),
+)
 
 
 class FailurePath(Analysis):
@@ -32,12 +37,14 @@ class FailurePath(Analysis):
                 mu, sd = float(m.base_train.mean()), float(m.base_train.std()) or 1.0
                 ablated_train, ablated_test = (m.base_train - mu) / sd, (m.base_test - mu) / sd
                 threshold = fit_threshold(ablated_train, ctx.train_classes)
-                rows.append({
-                    "seed": seed,
-                    "share": float(np.std(m.fail_test) / max(np.std(full), 1e-12)),
-                    "full": ctx.metrics_fn(m.test, m.threshold),
-                    "ablated": ctx.metrics_fn(ablated_test, threshold),
-                })
+                rows.append(
+                    {
+                        "seed": seed,
+                        "share": float(np.std(m.fail_test) / max(np.std(full), 1e-12)),
+                        "full": ctx.metrics_fn(m.test, m.threshold),
+                        "ablated": ctx.metrics_fn(ablated_test, threshold),
+                    }
+                )
             if rows:
                 keys = [k for k, _ in METRICS if k in rows[0]["full"]]
                 out[method] = {
@@ -75,8 +82,14 @@ class FailurePath(Analysis):
         key = "roc_auc" if "roc_auc" in result[methods[0]]["full"] else "pair_accuracy"
         for off, which, colour in ((-0.2, "full", "tab:green"), (0.2, "ablated", "tab:grey")):
             vals = [result[m][which][key] for m in methods]
-            axes[1].bar(x + off, [v["mean"] for v in vals], 0.4, yerr=[v["std"] for v in vals], color=colour,
-                        label="R_D + R_F" if which == "full" else "R_F removed")
+            axes[1].bar(
+                x + off,
+                [v["mean"] for v in vals],
+                0.4,
+                yerr=[v["std"] for v in vals],
+                color=colour,
+                label="R_D + R_F" if which == "full" else "R_F removed",
+            )
         axes[1].set_xticks(x, methods)
         axes[1].set_title(f"ablation: test {key}", fontsize=9)
         axes[1].legend(fontsize=7)

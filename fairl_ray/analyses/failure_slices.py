@@ -30,17 +30,21 @@ class FailureSlices(Analysis):
                 d_base, d_fa = b.delta(), f.delta()
                 k = max(1, int(round(NEAR_TIE_FRACTION * len(d_base))))
                 ties = np.argsort(np.abs(d_base), kind="stable")[:k]
-                rows.append({
-                    "seed": seed,
-                    "misclassified_n": int(wrong.sum()),
-                    "misclassified_fa_accuracy": float(f.correct(ctx.test_classes)[wrong].mean()) if wrong.any()
-                    else float("nan"),
-                    "near_tie_n": k,
-                    "near_tie_fa_pair_accuracy": float((d_fa[ties] > 0).mean()),
-                    "near_tie_baseline_pair_accuracy": float((d_base[ties] > 0).mean()),
-                })
-            out[f"{fa} vs {base}"] = {key: mean_std(r[key] for r in rows) for key in rows[0] if key != "seed"} \
-                if rows else {}
+                rows.append(
+                    {
+                        "seed": seed,
+                        "misclassified_n": int(wrong.sum()),
+                        "misclassified_fa_accuracy": float(f.correct(ctx.test_classes)[wrong].mean())
+                        if wrong.any()
+                        else float("nan"),
+                        "near_tie_n": k,
+                        "near_tie_fa_pair_accuracy": float((d_fa[ties] > 0).mean()),
+                        "near_tie_baseline_pair_accuracy": float((d_base[ties] > 0).mean()),
+                    }
+                )
+            out[f"{fa} vs {base}"] = (
+                {key: mean_std(r[key] for r in rows) for key in rows[0] if key != "seed"} if rows else {}
+            )
         return out
 
     def tables(self, result: dict):
@@ -51,9 +55,22 @@ class FailureSlices(Analysis):
         for name, r in result.items():
             if not r:
                 continue
-            rows.append([name, "outputs the baseline misclassifies (accuracy)", fmt(r["misclassified_n"], 1), "0.000",
-                         fmt(r["misclassified_fa_accuracy"])])
-            rows.append([name, f"{NEAR_TIE_FRACTION:.0%} nearest-tie pairs of the baseline (pair accuracy)",
-                         fmt(r["near_tie_n"], 1), fmt(r["near_tie_baseline_pair_accuracy"]),
-                         fmt(r["near_tie_fa_pair_accuracy"])])
+            rows.append(
+                [
+                    name,
+                    "outputs the baseline misclassifies (accuracy)",
+                    fmt(r["misclassified_n"], 1),
+                    "0.000",
+                    fmt(r["misclassified_fa_accuracy"]),
+                ]
+            )
+            rows.append(
+                [
+                    name,
+                    f"{NEAR_TIE_FRACTION:.0%} nearest-tie pairs of the baseline (pair accuracy)",
+                    fmt(r["near_tie_n"], 1),
+                    fmt(r["near_tie_baseline_pair_accuracy"]),
+                    fmt(r["near_tie_fa_pair_accuracy"]),
+                ]
+            )
         return [(self.title + " (mean ± std over seeds)", header, rows)]

@@ -16,8 +16,9 @@ class FailureSubtypes(Analysis):
         names = list(dict.fromkeys(ctx.test_subtypes))
         out = {"outputs_per_subtype": {s: int((subtypes == s).sum()) for s in names}, "methods": {}}
         for method, seeds in ctx.by_method().items():
-            counts = [{s: int((~m.correct(ctx.test_classes) & (subtypes == s)).sum()) for s in names}
-                      for m in seeds.values()]
+            counts = [
+                {s: int((~m.correct(ctx.test_classes) & (subtypes == s)).sum()) for s in names} for m in seeds.values()
+            ]
             out["methods"][method] = {s: float(np.mean([c[s] for c in counts])) for s in names}
         return out
 

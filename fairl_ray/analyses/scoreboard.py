@@ -21,8 +21,10 @@ class Scoreboard(Analysis):
         methods = ctx.by_method()
         for fa, base in ctx.comparisons():
             seeds = ctx.matched_seeds(fa, base)
-            scores = {name: [ctx.metrics_fn(methods[name][s].test, methods[name][s].threshold) for s in seeds]
-                      for name in (fa, base)}
+            scores = {
+                name: [ctx.metrics_fn(methods[name][s].test, methods[name][s].threshold) for s in seeds]
+                for name in (fa, base)
+            }
             rows = {}
             for metric, higher in METRICS.items():
                 if metric not in scores[fa][0]:
@@ -31,8 +33,11 @@ class Scoreboard(Analysis):
                 gap = a["mean"] - b["mean"]
                 spread = a["std"] + b["std"]
                 better = gap > 0 if higher else gap < 0
-                verdict = "within seed spread" if abs(gap) <= max(spread, MIN_GAP) else ("FA-IRL better" if better else
-                                                                           "baseline better")
+                verdict = (
+                    "within seed spread"
+                    if abs(gap) <= max(spread, MIN_GAP)
+                    else ("FA-IRL better" if better else "baseline better")
+                )
                 rows[metric] = {"fa_irl": a, "baseline": b, "gap": gap, "spread": spread, "verdict": verdict}
             out[f"{fa} vs {base}"] = {"seeds": seeds, "metrics": rows}
         return out
@@ -41,6 +46,9 @@ class Scoreboard(Analysis):
         if not result:
             return []
         header = ["FA-IRL vs baseline", "metric", "FA-IRL", "baseline", "gap", "seed spread", "verdict"]
-        rows = [[name, metric, fmt(m["fa_irl"]), fmt(m["baseline"]), f"{m['gap']:+.3f}", f"{m['spread']:.3f}",
-                 m["verdict"]] for name, r in result.items() for metric, m in r["metrics"].items()]
+        rows = [
+            [name, metric, fmt(m["fa_irl"]), fmt(m["baseline"]), f"{m['gap']:+.3f}", f"{m['spread']:.3f}", m["verdict"]]
+            for name, r in result.items()
+            for metric, m in r["metrics"].items()
+        ]
         return [(self.title, header, rows)]

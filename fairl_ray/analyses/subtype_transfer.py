@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fairl_ray.irl.hyperparameters import IRLConfig
 from fairl_ray.irl.heads import reward_from_params
+from fairl_ray.irl.hyperparameters import IRLConfig
 
 from .base import Analysis, plt
 
@@ -28,10 +28,11 @@ class SubtypeTransfer(Analysis):
     name = "subtype_transfer"
     title = "Cross-subtype transfer: pair accuracy on each test subtype (rows: the subtype trained on)"
 
-    def train_and_score(self, rows: list[dict], chosen: np.ndarray, rejected: np.ndarray,
-                        members: list[IRLConfig], device: str = "cpu") -> dict:
-        from fairl_ray.stages.irl_fit import pair_features
+    def train_and_score(
+        self, rows: list[dict], chosen: np.ndarray, rejected: np.ndarray, members: list[IRLConfig], device: str = "cpu"
+    ) -> dict:
         from fairl_ray.irl.trainer import train_ensemble
+        from fairl_ray.stages.irl_fit import pair_features
 
         train_idx: dict[str, list[int]] = {}
         test_idx: dict[str, list[int]] = {}
@@ -42,10 +43,14 @@ class SubtypeTransfer(Analysis):
             (test_idx if r.get("split") == "test" else train_idx).setdefault(s, []).append(i)
         trainable = sorted(s for s, idx in train_idx.items() if len(idx) >= MIN_TRAIN_PAIRS)
         testable = sorted(test_idx)
-        result = {"train_subtypes": trainable, "test_subtypes": testable,
-                  "n_train": {s: len(train_idx[s]) for s in sorted(train_idx)},
-                  "n_test": {s: len(test_idx[s]) for s in testable},
-                  "skipped": sorted(s for s in train_idx if s not in trainable), "methods": {}}
+        result = {
+            "train_subtypes": trainable,
+            "test_subtypes": testable,
+            "n_train": {s: len(train_idx[s]) for s in sorted(train_idx)},
+            "n_test": {s: len(test_idx[s]) for s in testable},
+            "skipped": sorted(s for s in train_idx if s not in trainable),
+            "methods": {},
+        }
         if not trainable or not testable:
             return result
         x = {t: (torch.from_numpy(chosen[idx]), torch.from_numpy(rejected[idx])) for t, idx in test_idx.items()}
@@ -84,8 +89,15 @@ class SubtypeTransfer(Analysis):
             ax.set_title(method, fontsize=8)
             for i in range(len(trains)):
                 for j in range(len(tests)):
-                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                            color="black" if m[i, j] > 0.8 else "white")
+                    ax.text(
+                        j,
+                        i,
+                        f"{m[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="black" if m[i, j] > 0.8 else "white",
+                    )
         fig.colorbar(im, ax=axes[0].tolist(), fraction=0.02)
         axes[0][0].set_ylabel("trained on", fontsize=7)
         fig.suptitle("cross-subtype transfer: pair accuracy on each test subtype", fontsize=9)

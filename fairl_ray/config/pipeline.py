@@ -101,12 +101,16 @@ def _irl_stage_fields() -> list[tuple]:
     for f in dataclasses.fields(IRLConfig):
         if f.name in _PER_MEMBER_IRL_KEYS:
             continue
-        default = (field(default_factory=f.default_factory) if f.default is dataclasses.MISSING
-                   else field(default=f.default))
+        default = (
+            field(default_factory=f.default_factory) if f.default is dataclasses.MISSING else field(default=f.default)
+        )
         fields.append((f.name, hints[f.name], default))
     return fields + [
-        ("methods", list[str],
-         field(default_factory=lambda: ["max_margin", "max_entropy", "fa_irl_mm_margin", "fa_irl_me_gt"])),
+        (
+            "methods",
+            list[str],
+            field(default_factory=lambda: ["max_margin", "max_entropy", "fa_irl_mm_margin", "fa_irl_me_gt"]),
+        ),
         ("device", str, field(default="auto")),
     ]
 
@@ -138,8 +142,8 @@ IRLStageConfig = dataclasses.make_dataclass(
     _irl_stage_fields(),
     namespace={
         "__doc__": "The IRL stage: which methods to train, each over every seed, as one batched ensemble.\n\n"
-        "Every :class:`~fairl_ray.irl.hyperparameters.IRLConfig` hyperparameter except ``method`` and ``seed`` can be set "
-        "here and applies to every member; ``methods`` lists the IRL methods (FA-IRL Table 1 names, see "
+        "Every :class:`~fairl_ray.irl.hyperparameters.IRLConfig` hyperparameter except ``method`` and ``seed`` can "
+        "be set here and applies to every member; ``methods`` lists the IRL methods (FA-IRL Table 1 names, see "
         "``fairl_ray.irl.hyperparameters.METHODS``), ``device`` is ``auto`` (CUDA when the stage's worker has a GPU), "
         "``cpu`` or ``cuda``.",
         "__post_init__": _irl_stage_post_init,
@@ -240,9 +244,12 @@ class PipelineConfig:
         n_test = round(self.pairs.test_fraction * most)
         if n_test < 1 or most - n_test < 2:
             key = "prompts.n_pairs" if most == self.prompts.n_pairs else "pairs.max_pairs"
-            raise ConfigError(key, f"at most {most} pairs with pairs.test_fraction={self.pairs.test_fraction:g} "
-                              f"leave {most - n_test} train and {n_test} test pairs; IRL needs at least 2 train "
-                              "pairs and 1 test pair (and generation usually keeps fewer pairs than prompts)")
+            raise ConfigError(
+                key,
+                f"at most {most} pairs with pairs.test_fraction={self.pairs.test_fraction:g} "
+                f"leave {most - n_test} train and {n_test} test pairs; IRL needs at least 2 train "
+                "pairs and 1 test pair (and generation usually keeps fewer pairs than prompts)",
+            )
 
     @property
     def realign_methods(self) -> list[str]:

@@ -3,7 +3,6 @@
 Papers: FA-IRL ("Learning from failures", §4, Algorithm 1) and Insights from the Inverse (eq. 1, §4).
 """
 
-from .hyperparameters import IRLConfig
 from .failures import (
     FAILURE_SOURCES,
     bottom_k_failure_mask,
@@ -13,16 +12,17 @@ from .failures import (
     supervised_failure_mask,
 )
 from .heads import HeadEnsemble, init_member_params, member_params, reward_from_params
+from .hyperparameters import IRLConfig
 from .losses import (
     BASE_LOSSES,
     FAILURE_LOSSES,
     asymmetric_margin_loss,
     asymmetric_released_loss,
     fa_irl_loss,
-    masked_mean,
-    max_entropy_loss,
     failure_max_entropy_loss,
     failure_max_margin_loss,
+    masked_mean,
+    max_entropy_loss,
     max_margin_loss,
 )
 from .methods import METHOD_TABLE, METHODS, TABLE1_METHODS, Method, baseline_of, get_method

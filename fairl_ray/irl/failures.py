@@ -18,8 +18,9 @@ def margin_failure_mask(delta: Tensor, gamma) -> Tensor:
     return delta <= gamma
 
 
-def supervised_failure_mask(r_chosen: Tensor, r_rejected: Tensor, y_chosen: Tensor | None,
-                            y_rejected: Tensor | None, zero=0.0) -> Tensor:
+def supervised_failure_mask(
+    r_chosen: Tensor, r_rejected: Tensor, y_chosen: Tensor | None, y_rejected: Tensor | None, zero=0.0
+) -> Tensor:
     """F_t^sup (Alg. 1 line 6: "R(o⁺) ≤ 0 or R(o⁻) ≥ 0"; §4.3 "y(o)·R(o) ≤ 0"), against a defined zero of R.
 
     Labels y ∈ {+1 (good / non-toxic), −1 (bad / toxic), 0 (unknown)}. A pair is flagged when its chosen output
@@ -47,8 +48,9 @@ def supervised_failure_mask(r_chosen: Tensor, r_rejected: Tensor, y_chosen: Tens
     return mask
 
 
-def label_midpoint(rewards: Tensor, labels: Tensor, mean_good: Tensor, mean_bad: Tensor,
-                   momentum: float = 0.9) -> tuple[Tensor, Tensor, Tensor]:
+def label_midpoint(
+    rewards: Tensor, labels: Tensor, mean_good: Tensor, mean_bad: Tensor, momentum: float = 0.9
+) -> tuple[Tensor, Tensor, Tensor]:
     """The zero of R for supervised failures: midpoint of the mean reward of good and of bad outputs.
 
     ``rewards`` / ``labels``: ``[K, n]`` (the minibatch's outputs, labels in {−1, 0, +1}); ``mean_good`` /
@@ -58,6 +60,7 @@ def label_midpoint(rewards: Tensor, labels: Tensor, mean_good: Tensor, mean_bad:
     class is unseen (then no supervised failure is flagged). The midpoint is the Bayes threshold of two classes
     with equal spread, and needs no gradient: it only chooses which outputs count as misclassified.
     """
+
     def update(prev: Tensor, sel: Tensor) -> Tensor:
         count = sel.sum(-1)
         batch = (rewards * sel).sum(-1) / count.clamp_min(1)
@@ -84,8 +87,9 @@ def bottom_k_failure_mask(delta: Tensor, fraction) -> Tensor:
     return ranks < k
 
 
-def sample_failures(mask: Tensor, rate, generator: torch.Generator | None = None, *,
-                    uniform: Tensor | None = None) -> Tensor:
+def sample_failures(
+    mask: Tensor, rate, generator: torch.Generator | None = None, *, uniform: Tensor | None = None
+) -> Tensor:
     """S_t ⊆ F_t: keep each flagged pair independently with probability ``rate`` (Alg. 1 line 10).
 
     rate 1 returns ``mask`` unchanged and draws nothing; rate 0 returns an empty mask. Otherwise uniforms are
@@ -104,8 +108,9 @@ def sample_failures(mask: Tensor, rate, generator: torch.Generator | None = None
     return mask & (uniform < rate)
 
 
-def gt_failures(r_chosen: Tensor, r_rejected: Tensor, *, gamma, y_chosen=None, y_rejected=None, zero=0.0,
-                **_) -> Tensor:
+def gt_failures(
+    r_chosen: Tensor, r_rejected: Tensor, *, gamma, y_chosen=None, y_rejected=None, zero=0.0, **_
+) -> Tensor:
     """Failure source ``gt`` (FA-IRL Table 1 "ground-truth failures"): F_t = {Δ ≤ γ_t} ∪ F_t^sup (Alg. 1 lines 4-10);
     without labels only the margin failures."""
     mask = margin_failure_mask(r_chosen - r_rejected, gamma)

@@ -33,8 +33,9 @@ def _uniform(shape, bound: float, generator: torch.Generator) -> Tensor:
     return (torch.rand(shape, generator=generator, dtype=torch.float32) * 2.0 - 1.0) * bound
 
 
-def init_member_params(head: str, input_dim: int, hidden_dim: int, dual: bool,
-                       generator: torch.Generator) -> dict[str, Tensor]:
+def init_member_params(
+    head: str, input_dim: int, hidden_dim: int, dual: bool, generator: torch.Generator
+) -> dict[str, Tensor]:
     """Kaiming-uniform (nn.Linear default) initial parameters of one member, on CPU, in draw order."""
     out: dict[str, Tensor] = {}
     for path in PATHS if dual else PATHS[:1]:
@@ -117,8 +118,15 @@ class HeadEnsemble:
         return next(iter(self.params.values())).shape[0]
 
     @classmethod
-    def from_members(cls, head: str, input_dim: int, hidden_dim: int, dual: bool,
-                     members: list[dict[str, Tensor]], device: str | torch.device = "cpu") -> "HeadEnsemble":
+    def from_members(
+        cls,
+        head: str,
+        input_dim: int,
+        hidden_dim: int,
+        dual: bool,
+        members: list[dict[str, Tensor]],
+        device: str | torch.device = "cpu",
+    ) -> HeadEnsemble:
         names = param_names(head, dual)
         params = {n: torch.stack([m[n] for m in members]).to(device) for n in names}
         return cls(head, input_dim, hidden_dim, dual, params)

@@ -29,7 +29,8 @@ class IRLConfig:
     method: str = "max_margin"
     """IRL objective, one of ``METHODS`` (see the module docstring for what each one is)."""
     head: str = "mlp"
-    """reward head on the frozen features: ``"linear"`` (θᵀh + b, Insights) or ``"mlp"`` (two-layer ReLU MLP, FA-IRL)."""
+    """reward head on the frozen features: ``"linear"`` (θᵀh + b, Insights) or ``"mlp"`` (two-layer ReLU MLP,
+    FA-IRL)."""
     hidden_dim: int = 128
     """hidden width of the MLP head (ignored by the linear head)."""
     lr: float = 1e-3
@@ -117,10 +118,14 @@ class IRLConfig:
         finite("gamma_start")
         finite("gamma_end")
         if self.margin_fail < self.margin or not math.isfinite(self.margin_fail):
-            raise bad("margin_fail", f"must be >= margin ({self.margin}) (stricter failure loss), got {self.margin_fail!r}")
+            raise bad(
+                "margin_fail", f"must be >= margin ({self.margin}) (stricter failure loss), got {self.margin_fail!r}"
+            )
         if self.is_failure_aware and self.curriculum_rounds > self.epochs:
-            raise bad("curriculum_rounds", f"must be <= epochs ({self.epochs}) so the curriculum runs to its end, "
-                      f"got {self.curriculum_rounds!r}")
+            raise bad(
+                "curriculum_rounds",
+                f"must be <= epochs ({self.epochs}) so the curriculum runs to its end, got {self.curriculum_rounds!r}",
+            )
         if self.temperature_fail > self.temperature:
             raise bad(
                 "temperature_fail",
@@ -153,7 +158,7 @@ class IRLConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "IRLConfig":
+    def from_dict(cls, d: dict) -> IRLConfig:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
         if unknown:

@@ -69,8 +69,9 @@ def asymmetric_margin_loss(
     return _reduce(values, reduction, mask)
 
 
-def failure_max_margin_loss(delta: Tensor, margin=0.8, margin_fail=1.6, weight_fail=2.0, *,
-                            mask: Tensor | None = None, reduction: str = "mean") -> Tensor:
+def failure_max_margin_loss(
+    delta: Tensor, margin=0.8, margin_fail=1.6, weight_fail=2.0, *, mask: Tensor | None = None, reduction: str = "mean"
+) -> Tensor:
     """L_fail of the MM variants (Alg. 1 line 11): ``w_fail·max(0, M_fail − Δ)`` with M_fail ≥ M, w_fail ≥ 1.
 
     Pointwise ≥ the base loss ``max(0, M − Δ)`` for every Δ, and > it wherever Δ < M_fail when w_fail > 1 or
@@ -81,8 +82,15 @@ def failure_max_margin_loss(delta: Tensor, margin=0.8, margin_fail=1.6, weight_f
     return _reduce(values, reduction, mask)
 
 
-def failure_max_entropy_loss(delta: Tensor, temperature=1.0, temperature_fail=0.5, weight_fail=2.0, *,
-                             mask: Tensor | None = None, reduction: str = "mean") -> Tensor:
+def failure_max_entropy_loss(
+    delta: Tensor,
+    temperature=1.0,
+    temperature_fail=0.5,
+    weight_fail=2.0,
+    *,
+    mask: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
     """L_fail of the ME variants: ``w_fail·max(softplus(−Δ/τ_fail), softplus(−Δ/τ))`` with τ_fail ≤ τ, w_fail ≥ 1.
 
     §4.2 offers two ways to make eq. 2 stricter on failures: a lower temperature or a larger weight. A lower
@@ -102,13 +110,15 @@ BASE_LOSSES = {
     "mm": lambda delta, hp, mask=None: max_margin_loss(delta, hp.margin, mask=mask),
     "me": lambda delta, hp, mask=None: max_entropy_loss(delta, hp.temperature, mask=mask),
     "asym_released": lambda delta, hp, mask=None: asymmetric_released_loss(delta, mask=mask),
-    "asym_margin": lambda delta, hp, mask=None: asymmetric_margin_loss(delta, hp.min_margin, hp.penalty_factor,
-                                                                       mask=mask),
+    "asym_margin": lambda delta, hp, mask=None: asymmetric_margin_loss(
+        delta, hp.min_margin, hp.penalty_factor, mask=mask
+    ),
 }
 FAILURE_LOSSES = {
     "mm": lambda delta, hp, mask: failure_max_margin_loss(delta, hp.margin, hp.margin_fail, hp.weight_fail, mask=mask),
-    "me": lambda delta, hp, mask: failure_max_entropy_loss(delta, hp.temperature, hp.temperature_fail,
-                                                           hp.weight_fail, mask=mask),
+    "me": lambda delta, hp, mask: failure_max_entropy_loss(
+        delta, hp.temperature, hp.temperature_fail, hp.weight_fail, mask=mask
+    ),
 }
 
 

@@ -2,7 +2,8 @@
 
 A method is a base loss (a key of :data:`fairl_ray.irl.losses.BASE_LOSSES`), optionally a failure source (a key of
 :data:`fairl_ray.irl.failures.FAILURE_SOURCES`: FA-IRL's dual-path head and eq. 3 are then used), and the
-:class:`~fairl_ray.irl.hyperparameters.IRLConfig` hyperparameters it reads. The trainer, the config validation, the search
+:class:`~fairl_ray.irl.hyperparameters.IRLConfig` hyperparameters it reads. The trainer, the config validation, the
+search
 space checks and the docs all read this table; adding a method is adding one entry here (and, for a new loss or
 failure source, one function in ``losses.py`` / ``failures.py``).
 
@@ -38,8 +39,9 @@ class Method:
         return self.failure_source is not None
 
 
-def _fa(name: str, base: str, source: str, base_hp: tuple[str, ...], fail_hp: str, source_hp: tuple[str, ...],
-        row: str) -> Method:
+def _fa(
+    name: str, base: str, source: str, base_hp: tuple[str, ...], fail_hp: str, source_hp: tuple[str, ...], row: str
+) -> Method:
     return Method(name, base, source, base_hp + (fail_hp,) + _FA_HP + source_hp, f"FA-IRL Table 1, {row}")
 
 
@@ -53,14 +55,35 @@ METHOD_TABLE: dict[str, Method] = {
         Method("max_margin", "mm", None, ("margin",), "FA-IRL eq. 1 (Max-Margin IRL)"),
         Method("max_entropy", "me", None, ("temperature",), "FA-IRL eq. 2 (Max-Entropy IRL)"),
         _fa("fa_irl_mm_gt", "mm", "gt", ("margin",), "margin_fail", _GT, "FA-IRL (MM, ground-truth failures)"),
-        _fa("fa_irl_mm_margin", "mm", "margin", ("margin",), "margin_fail", _BOTTOM_K,
-            "FA-IRL (MM, IRL margin failures)"),
-        _fa("fa_irl_me_gt", "me", "gt", ("temperature",), "temperature_fail", _GT, "FA-IRL (ME, ground-truth failures)"),
-        _fa("fa_irl_me_margin", "me", "margin", ("temperature",), "temperature_fail", _BOTTOM_K,
-            "FA-IRL (ME, IRL margin failures)"),
+        _fa(
+            "fa_irl_mm_margin",
+            "mm",
+            "margin",
+            ("margin",),
+            "margin_fail",
+            _BOTTOM_K,
+            "FA-IRL (MM, IRL margin failures)",
+        ),
+        _fa(
+            "fa_irl_me_gt", "me", "gt", ("temperature",), "temperature_fail", _GT, "FA-IRL (ME, ground-truth failures)"
+        ),
+        _fa(
+            "fa_irl_me_margin",
+            "me",
+            "margin",
+            ("temperature",),
+            "temperature_fail",
+            _BOTTOM_K,
+            "FA-IRL (ME, IRL margin failures)",
+        ),
         Method("asymmetric_released", "asym_released", None, (), "Insights eq. 1 as released (−Δ / −2Δ)"),
-        Method("asymmetric_margin", "asym_margin", None, ("min_margin", "penalty_factor"),
-               "Insights §4 (penalty factor c, minimum margin m)"),
+        Method(
+            "asymmetric_margin",
+            "asym_margin",
+            None,
+            ("min_margin", "penalty_factor"),
+            "Insights §4 (penalty factor c, minimum margin m)",
+        ),
     )
 }
 

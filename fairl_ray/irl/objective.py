@@ -38,12 +38,21 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .hyperparameters import IRLConfig
 from .failures import FAILURE_SOURCES, label_midpoint, sample_failures
+from .hyperparameters import IRLConfig
 from .losses import BASE_LOSSES, FAILURE_LOSSES, fa_irl_loss
 
-_FLOAT_FIELDS = ("margin", "temperature", "min_margin", "penalty_factor", "margin_fail", "temperature_fail",
-                 "weight_fail", "sample_rate", "lr")
+_FLOAT_FIELDS = (
+    "margin",
+    "temperature",
+    "min_margin",
+    "penalty_factor",
+    "margin_fail",
+    "temperature_fail",
+    "weight_fail",
+    "sample_rate",
+    "lr",
+)
 
 
 class MemberHyperparameters:
@@ -52,12 +61,14 @@ class MemberHyperparameters:
 
     def __init__(self, cfgs: list[IRLConfig], device):
         for name in _FLOAT_FIELDS:
-            setattr(self, name, torch.tensor([float(getattr(c, name)) for c in cfgs], dtype=torch.float32,
-                                             device=device))
+            setattr(
+                self, name, torch.tensor([float(getattr(c, name)) for c in cfgs], dtype=torch.float32, device=device)
+            )
         self.any_sampling = any(c.sample_rate < 1.0 for c in cfgs)
         self.losses = self._selectors([c.base_loss for c in cfgs], device)
-        self.sources = self._selectors([c.failure_source for c in cfgs if c.failure_source], device,
-                                       [c.failure_source for c in cfgs])
+        self.sources = self._selectors(
+            [c.failure_source for c in cfgs if c.failure_source], device, [c.failure_source for c in cfgs]
+        )
 
     @staticmethod
     def _selectors(keys: list, device, per_member: list | None = None) -> dict[str, Tensor]:
@@ -81,8 +92,11 @@ class MemberHyperparameters:
 
     def failures(self, r_chosen: Tensor, r_rejected: Tensor, **state) -> Tensor:
         """Each member's failure set F_t ``[K, n]`` from its own failure source."""
-        return self._per_member(FAILURE_SOURCES, self.sources, r_chosen, r_rejected, **state) if self.sources else \
-            torch.zeros(r_chosen.shape, dtype=torch.bool, device=r_chosen.device)
+        return (
+            self._per_member(FAILURE_SOURCES, self.sources, r_chosen, r_rejected, **state)
+            if self.sources
+            else torch.zeros(r_chosen.shape, dtype=torch.bool, device=r_chosen.device)
+        )
 
 
 @dataclass
@@ -93,7 +107,7 @@ class SupervisedZero:
     mean_bad: Tensor
 
     @classmethod
-    def empty(cls, k: int, device) -> "SupervisedZero":
+    def empty(cls, k: int, device) -> SupervisedZero:
         nan = torch.full((k,), float("nan"), device=device)
         return cls(nan, nan.clone())
 
@@ -101,7 +115,7 @@ class SupervisedZero:
         self.mean_good, self.mean_bad, zero = label_midpoint(rewards, labels, self.mean_good, self.mean_bad)
         return zero
 
-    def select(self, keep: Tensor) -> "SupervisedZero":
+    def select(self, keep: Tensor) -> SupervisedZero:
         return SupervisedZero(self.mean_good[keep], self.mean_bad[keep])
 
 
@@ -119,11 +133,23 @@ class Terms:
     n_failures: Tensor
 
 
-def pair_objective(hp: MemberHyperparameters, rD_c: Tensor, rD_r: Tensor, rF_c: Tensor | None = None,
-                   rF_r: Tensor | None = None, *, fail_sq_norm: Tensor | None = None, lam: Tensor | None = None,
-                   gamma: Tensor | None = None, fraction: Tensor | None = None, y_c: Tensor | None = None,
-                   y_r: Tensor | None = None, zero: SupervisedZero | None = None, offset: Tensor | None = None,
-                   uniform: Tensor | None = None) -> Terms:
+def pair_objective(
+    hp: MemberHyperparameters,
+    rD_c: Tensor,
+    rD_r: Tensor,
+    rF_c: Tensor | None = None,
+    rF_r: Tensor | None = None,
+    *,
+    fail_sq_norm: Tensor | None = None,
+    lam: Tensor | None = None,
+    gamma: Tensor | None = None,
+    fraction: Tensor | None = None,
+    y_c: Tensor | None = None,
+    y_r: Tensor | None = None,
+    zero: SupervisedZero | None = None,
+    offset: Tensor | None = None,
+    uniform: Tensor | None = None,
+) -> Terms:
     """Objective of K members on a minibatch; rewards ``[K, b]`` (o⁺ and o⁻ of each pair).
 
     Without a failure path (``rF_c is None``) it is the base loss. With one, eq. 3 with the routing of the module

@@ -23,16 +23,22 @@ from safetensors.torch import load_file, save_file
 
 from fairl_ray.atomic_io import atomic_directory
 
-from .hyperparameters import IRLConfig
 from .heads import path_forward, reward_from_params
+from .hyperparameters import IRLConfig
 
 WEIGHTS_FILE = "reward.safetensors"
 CARD_FILE = "reward_card.json"
 FORMAT = "fairl-ray/reward/v1"
 
 
-def save_reward(out_dir, member, encoder: str, normalisation: dict | None = None, threshold: float | None = None,
-                extra: dict | None = None) -> Path:
+def save_reward(
+    out_dir,
+    member,
+    encoder: str,
+    normalisation: dict | None = None,
+    threshold: float | None = None,
+    extra: dict | None = None,
+) -> Path:
     """Write ``member`` (a ``trainer.TrainedMember``) as a reward directory at ``out_dir``, atomically: files are
     written to a temporary sibling directory that is then renamed into place (replacing an existing one)."""
     out = Path(out_dir)
@@ -76,7 +82,7 @@ class RewardModel:
         self._mean, self._std = float(norm["mean"]), float(norm["std"])
 
     @classmethod
-    def from_dir(cls, path, encoder=None) -> "RewardModel":
+    def from_dir(cls, path, encoder=None) -> RewardModel:
         """Load a reward directory (safetensors + JSON only). ``encoder``: an object with ``.encode(texts)`` used
         instead of ``load_encoder(card["encoder"])`` (tests, or an encoder already in memory)."""
         path = Path(path)

@@ -16,13 +16,15 @@ Semantics (FA-IRL §4, Algorithm 1; choices the paper leaves open are marked CHO
   evaluated at t = 0-based epoch index and constant within the epoch.
 * Early stopping (CHOICE): after each epoch the validation loss is the member's BASE loss (M / τ, no failure
   terms, whose λ_t-weighting would make it non-stationary) of the full reward on all validation pairs. The member
-  stops after ``patience`` epochs without a value ``min_delta`` below the best and its best-epoch parameters are returned; but
+  stops after ``patience`` epochs without a value ``min_delta`` below the best and its best-epoch parameters are
+  returned; but
   an FA-IRL member is neither stopped nor checkpointed before its curriculum ends (``IRLConfig.checkpoint_from``
   = ``curriculum_rounds``): otherwise members stop near epoch 35 on real comments, a third of the way through the
   100-round curriculum, with λ_t still at 1.7. A stopped member is frozen: it is dropped from the group's stacked
   tensors (compaction), so it neither changes nor costs compute while the rest of its group trains on.
 * Curves per member and epoch: train_loss (eq. 3 value) and val_loss; for FA-IRL also failure_fraction (|S_t|
-  summed over the epoch ÷ N), the schedules lambda, gamma and bottom_k_fraction as used, and fail_share = std(R_F) / std(R) over the validation outputs (the failure path's
+  summed over the epoch ÷ N), the schedules lambda, gamma and bottom_k_fraction as used, and fail_share = std(R_F) /
+  std(R) over the validation outputs (the failure path's
   share of the reward; 0 means the path is dead).
 * Validation split (when ``val`` is None): ``val_fraction`` of the training pairs chosen by a permutation with
   the fixed seed ``VAL_SPLIT_SEED``, the same split for every member (so members are comparable).
@@ -45,8 +47,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .hyperparameters import IRLConfig
 from .heads import batched_path_forward, final_bias, init_member_params, param_names, path_forward
+from .hyperparameters import IRLConfig
 from .objective import (
     MemberHyperparameters,
     SupervisedZero,
@@ -86,8 +88,9 @@ class PairFeatures:
         self.chosen_label = _as_tensor(self.chosen_label)
         self.rejected_label = _as_tensor(self.rejected_label)
         if self.chosen.ndim != 2 or self.chosen.shape != self.rejected.shape:
-            raise ValueError(f"chosen/rejected must both be [N, d], got {tuple(self.chosen.shape)} and "
-                             f"{tuple(self.rejected.shape)}")
+            raise ValueError(
+                f"chosen/rejected must both be [N, d], got {tuple(self.chosen.shape)} and {tuple(self.rejected.shape)}"
+            )
         for name in ("chosen_label", "rejected_label"):
             lab = getattr(self, name)
             if lab is not None and tuple(lab.shape) != (self.chosen.shape[0],):
@@ -104,7 +107,7 @@ class PairFeatures:
     def has_labels(self) -> bool:
         return self.chosen_label is not None or self.rejected_label is not None
 
-    def subset(self, idx: Tensor) -> "PairFeatures":
+    def subset(self, idx: Tensor) -> PairFeatures:
         pick = lambda t: None if t is None else t[idx]  # noqa: E731
         return PairFeatures(self.chosen[idx], self.rejected[idx], pick(self.chosen_label), pick(self.rejected_label))
 
@@ -135,8 +138,10 @@ def split_validation(train: PairFeatures, val_fraction: float) -> tuple[PairFeat
 def _schedule_tensors(cfgs: list[IRLConfig], epoch: int, device):
     lam = [lambda_schedule(epoch, c.lambda_0, c.lambda_decay) if c.is_failure_aware else 0.0 for c in cfgs]
     gam = [gamma_schedule(epoch, c.gamma_start, c.gamma_end, c.curriculum_rounds) for c in cfgs]
-    frac = [failure_fraction_schedule(epoch, c.failure_fraction_start, c.failure_fraction_end, c.curriculum_rounds)
-            for c in cfgs]
+    frac = [
+        failure_fraction_schedule(epoch, c.failure_fraction_start, c.failure_fraction_end, c.curriculum_rounds)
+        for c in cfgs
+    ]
     t = lambda v: torch.tensor(v, dtype=torch.float32, device=device)  # noqa: E731
     return t(lam), t(gam), t(frac), {"lambda": lam, "gamma": gam, "bottom_k_fraction": frac}
 
@@ -157,8 +162,14 @@ def _group_key(c: IRLConfig):
     return (c.head, c.hidden_dim if c.head == "mlp" else 0, c.batch_size, c.is_failure_aware)
 
 
-def train_ensemble(train: PairFeatures, members: list[IRLConfig], val: PairFeatures | None = None,
-                   val_fraction: float = 0.1, device: str = "cpu", progress: bool = False) -> list[TrainedMember]:
+def train_ensemble(
+    train: PairFeatures,
+    members: list[IRLConfig],
+    val: PairFeatures | None = None,
+    val_fraction: float = 0.1,
+    device: str = "cpu",
+    progress: bool = False,
+) -> list[TrainedMember]:
     """Train every member of ``members`` (one ``IRLConfig`` each: method × hyperparameters × seed) on ``train``.
 
     Members sharing (head, hidden_dim, batch_size, dual-path) train as ONE batched computation (bmm over a
@@ -179,15 +190,27 @@ def train_ensemble(train: PairFeatures, members: list[IRLConfig], val: PairFeatu
         groups.setdefault(_group_key(c), []).append(i)
     out: list[TrainedMember | None] = [None] * len(members)
     for gi, idxs in enumerate(groups.values()):
-        res = _train_group(train, val, [members[i] for i in idxs], torch.device(device), progress,
-                           desc=f"IRL group {gi + 1}/{len(groups)}")
+        res = _train_group(
+            train,
+            val,
+            [members[i] for i in idxs],
+            torch.device(device),
+            progress,
+            desc=f"IRL group {gi + 1}/{len(groups)}",
+        )
         for i, r in zip(idxs, res):
             out[i] = r
     return out  # type: ignore[return-value]
 
 
-def _train_group(train: PairFeatures, val: PairFeatures, cfgs: list[IRLConfig], device: torch.device,
-                 progress: bool, desc: str = "IRL") -> list[TrainedMember]:
+def _train_group(
+    train: PairFeatures,
+    val: PairFeatures,
+    cfgs: list[IRLConfig],
+    device: torch.device,
+    progress: bool,
+    desc: str = "IRL",
+) -> list[TrainedMember]:
     K, N, d = len(cfgs), len(train), train.dim
     c0 = cfgs[0]
     dual, B = c0.is_failure_aware, c0.batch_size
@@ -245,13 +268,14 @@ def _train_group(train: PairFeatures, val: PairFeatures, cfgs: list[IRLConfig], 
         perm = torch.stack([torch.randperm(N, generator=gens[k]) for k in alive]).to(device)
         uni = None
         if hp.any_sampling:
-            uni = torch.stack([torch.rand(N, generator=gens[k]) if cfgs[k].sample_rate < 1.0 else torch.zeros(N)
-                               for k in alive]).to(device)
+            uni = torch.stack(
+                [torch.rand(N, generator=gens[k]) if cfgs[k].sample_rate < 1.0 else torch.zeros(N) for k in alive]
+            ).to(device)
         lam_t, gam_t, frac_t, schedules = _schedule_tensors(acfgs, epoch, device)
         loss_sum = torch.zeros(Ka, device=device)
         fail_sum = torch.zeros(Ka, device=device)
         for s in range(0, N, B):
-            idx = perm[:, s:s + B]
+            idx = perm[:, s : s + B]
             b = idx.shape[1]
             if b not in gather_buf:  # reused output buffer: avoids a fresh multi-MB allocation every step
                 gather_buf[b] = torch.empty(Ka * 2 * b, d, device=device)
@@ -262,10 +286,21 @@ def _train_group(train: PairFeatures, val: PairFeatures, cfgs: list[IRLConfig], 
                 rF = batched_path_forward(params, "fail", xb, bias=False)
                 yb = (None, None) if y_all is None else (y_all[idx], y_all[idx + N])
                 terms = pair_objective(
-                    hp, rD[:, :b], rD[:, b:], rF[:, :b], rF[:, b:], fail_sq_norm=failure_path_sq_norm(params, Ka),
-                    lam=lam_t, gamma=gam_t, fraction=frac_t, y_c=yb[0], y_r=yb[1], zero=zero,
+                    hp,
+                    rD[:, :b],
+                    rD[:, b:],
+                    rF[:, :b],
+                    rF[:, b:],
+                    fail_sq_norm=failure_path_sq_norm(params, Ka),
+                    lam=lam_t,
+                    gamma=gam_t,
+                    fraction=frac_t,
+                    y_c=yb[0],
+                    y_r=yb[1],
+                    zero=zero,
                     offset=final_bias(params, "base") + final_bias(params, "fail"),
-                    uniform=None if uni is None else uni[:, s:s + b])
+                    uniform=None if uni is None else uni[:, s : s + b],
+                )
                 fail_sum += terms.n_failures
             else:
                 terms = pair_objective(hp, rD[:, :b], rD[:, b:])
@@ -281,9 +316,15 @@ def _train_group(train: PairFeatures, val: PairFeatures, cfgs: list[IRLConfig], 
             rv_D = batched_path_forward(params, "base", xv, False)
             rv_F = batched_path_forward(params, "fail", xv, False) if dual else None
             vloss, share = _validation(hp, rv_D, rv_F, n_val)
-            keep, improved = tracker.epoch_end(alive, epoch, {
-                "train_loss": (loss_sum / N).cpu().tolist(), "val_loss": vloss,
-                **_fa_curves(dual, (fail_sum / N).cpu().tolist(), schedules, share)})
+            keep, improved = tracker.epoch_end(
+                alive,
+                epoch,
+                {
+                    "train_loss": (loss_sum / N).cpu().tolist(),
+                    "val_loss": vloss,
+                    **_fa_curves(dual, (fail_sum / N).cpu().tolist(), schedules, share),
+                },
+            )
             if improved:
                 src = torch.tensor(improved, device=device, dtype=torch.long)
                 dst = torch.tensor([alive[p] for p in improved], device=device, dtype=torch.long)
@@ -299,8 +340,16 @@ def _train_group(train: PairFeatures, val: PairFeatures, cfgs: list[IRLConfig], 
     if bar is not None:
         bar.close()
     best_cpu = {n: t.cpu() for n, t in best.items()}
-    return [TrainedMember(c, {n: t[k].clone().contiguous() for n, t in best_cpu.items()}, tracker.curves[k],
-                          tracker.best_epoch[k], tracker.epochs_run[k]) for k, c in enumerate(cfgs)]
+    return [
+        TrainedMember(
+            c,
+            {n: t[k].clone().contiguous() for n, t in best_cpu.items()},
+            tracker.curves[k],
+            tracker.best_epoch[k],
+            tracker.epochs_run[k],
+        )
+        for k, c in enumerate(cfgs)
+    ]
 
 
 def _fa_curves(dual: bool, failure_fraction: list[float], schedules: dict, share) -> dict:
@@ -354,8 +403,14 @@ class _EarlyStopping:
         return keep, improved
 
 
-def _adam_step(params: list[Tensor], grads: list[Tensor | None], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
-               lrs: list[float], step: int) -> None:
+def _adam_step(
+    params: list[Tensor],
+    grads: list[Tensor | None],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    lrs: list[float],
+    step: int,
+) -> None:
     """In-place batched Adam over stacked [K, ...] tensors with per-member lr: the same update as
     ``torch.optim.Adam`` (β = 0.9, 0.999, ε = 1e-8, no weight decay), run through PyTorch's fused Adam kernel
     (one pass over p, g, m, v instead of ~8; its rounding differs from the default single-tensor path by ~1 ulp).
@@ -375,15 +430,33 @@ def _adam_step(params: list[Tensor], grads: list[Tensor | None], exp_avgs: list[
             ps, gs, ms, vs = (list(x) for x in zip(*triples))
         else:
             ps, gs, ms, vs = ([t[k] for t in col for k in ks] for col in zip(*triples))
-        torch._fused_adam_(ps, gs, ms, vs, [], [step_t] * len(ps), lr=lr, beta1=BETAS[0], beta2=BETAS[1],
-                           weight_decay=0.0, eps=EPS, amsgrad=False, maximize=False)
+        torch._fused_adam_(
+            ps,
+            gs,
+            ms,
+            vs,
+            [],
+            [step_t] * len(ps),
+            lr=lr,
+            beta1=BETAS[0],
+            beta2=BETAS[1],
+            weight_decay=0.0,
+            eps=EPS,
+            amsgrad=False,
+            maximize=False,
+        )
 
 
 # ------------------------------------------------------------------------------------------------------------
 # naive reference: one model, minibatch loop, torch.optim.Adam
 # ------------------------------------------------------------------------------------------------------------
-def train_single(train: PairFeatures, config: IRLConfig, val: PairFeatures | None = None,
-                 val_fraction: float = 0.1, device: str = "cpu") -> TrainedMember:
+def train_single(
+    train: PairFeatures,
+    config: IRLConfig,
+    val: PairFeatures | None = None,
+    val_fraction: float = 0.1,
+    device: str = "cpu",
+) -> TrainedMember:
     """The plain one-model minibatch loop with ``torch.optim.Adam`` (reference for tests and the benchmark).
     Same semantics, RNG consumption and validation split as ``train_ensemble``."""
     if val is None:
@@ -392,8 +465,9 @@ def train_single(train: PairFeatures, config: IRLConfig, val: PairFeatures | Non
     c = config
     N, d, B, dual = len(train), train.dim, c.batch_size, c.is_failure_aware
     gen = torch.Generator().manual_seed(c.seed)
-    params = {n: t.to(dev).requires_grad_(True)
-              for n, t in init_member_params(c.head, d, c.hidden_dim, dual, gen).items()}
+    params = {
+        n: t.to(dev).requires_grad_(True) for n, t in init_member_params(c.head, d, c.hidden_dim, dual, gen).items()
+    }
     names = param_names(c.head, dual)
     penalised = penalised_names(names)
     opt = torch.optim.Adam([params[n] for n in names], lr=c.lr, betas=BETAS, eps=EPS)
@@ -412,7 +486,7 @@ def train_single(train: PairFeatures, config: IRLConfig, val: PairFeatures | Non
         loss_sum = torch.zeros((), device=dev)  # accumulated on the device: no host sync per step
         fail_sum = torch.zeros((), device=dev)
         for s in range(0, N, B):
-            idx = perm[s:s + B]
+            idx = perm[s : s + B]
             b = idx.shape[0]
             xb = x_all[torch.cat([idx, idx + N])]
             rD = path_forward(params, "base", xb, bias=False)[None]
@@ -420,11 +494,21 @@ def train_single(train: PairFeatures, config: IRLConfig, val: PairFeatures | Non
                 rF = path_forward(params, "fail", xb, bias=False)[None]
                 yb = (None, None) if y_all is None else (y_all[idx][None], y_all[idx + N][None])
                 terms = pair_objective(
-                    hp, rD[:, :b], rD[:, b:], rF[:, :b], rF[:, b:],
-                    fail_sq_norm=sum(params[n].pow(2).sum() for n in penalised)[None], lam=lam_t, gamma=gam_t,
-                    fraction=frac_t, y_c=yb[0], y_r=yb[1], zero=zero,
+                    hp,
+                    rD[:, :b],
+                    rD[:, b:],
+                    rF[:, :b],
+                    rF[:, b:],
+                    fail_sq_norm=sum(params[n].pow(2).sum() for n in penalised)[None],
+                    lam=lam_t,
+                    gamma=gam_t,
+                    fraction=frac_t,
+                    y_c=yb[0],
+                    y_r=yb[1],
+                    zero=zero,
                     offset=(final_bias(params, "base") + final_bias(params, "fail"))[None],
-                    uniform=None if uni is None else uni[None, s:s + b])
+                    uniform=None if uni is None else uni[None, s : s + b],
+                )
                 fail_sum += terms.n_failures.sum()
             else:
                 terms = pair_objective(hp, rD[:, :b], rD[:, b:])
@@ -438,12 +522,23 @@ def train_single(train: PairFeatures, config: IRLConfig, val: PairFeatures | Non
             rv_D = path_forward(params, "base", xv, False)[None]
             rv_F = path_forward(params, "fail", xv, False)[None] if dual else None
             vloss, share = _validation(hp, rv_D, rv_F, len(val))
-            keep, improved = tracker.epoch_end([0], epoch, {
-                "train_loss": [float(loss_sum) / N], "val_loss": vloss,
-                **_fa_curves(dual, [float(fail_sum) / N], schedules, share)})
+            keep, improved = tracker.epoch_end(
+                [0],
+                epoch,
+                {
+                    "train_loss": [float(loss_sum) / N],
+                    "val_loss": vloss,
+                    **_fa_curves(dual, [float(fail_sum) / N], schedules, share),
+                },
+            )
         if improved:
             best = {n: p.detach().clone() for n, p in params.items()}
         if not keep:
             break
-    return TrainedMember(c, {n: t.cpu().contiguous() for n, t in best.items()}, tracker.curves[0],
-                         tracker.best_epoch[0], tracker.epochs_run[0])
+    return TrainedMember(
+        c,
+        {n: t.cpu().contiguous() for n, t in best.items()},
+        tracker.curves[0],
+        tracker.best_epoch[0],
+        tracker.epochs_run[0],
+    )

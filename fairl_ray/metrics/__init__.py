@@ -93,9 +93,7 @@ def reward_metrics(
     if chosen_scores is not None and rejected_scores is not None:
         out["pair_accuracy"] = pair_accuracy(chosen_scores, rejected_scores)
         if chosen_gt is not None and rejected_gt is not None:
-            out["rstar_pair_agreement"] = rstar_pair_agreement(
-                chosen_scores, rejected_scores, chosen_gt, rejected_gt
-            )
+            out["rstar_pair_agreement"] = rstar_pair_agreement(chosen_scores, rejected_scores, chosen_gt, rejected_gt)
             r_hat = np.concatenate([np.ravel(chosen_scores), np.ravel(rejected_scores)])
             r_gt = np.concatenate([np.ravel(chosen_gt), np.ravel(rejected_gt)])
             out["pair_starc"] = starc_distance(r_hat, r_gt)

@@ -167,4 +167,3 @@ def rstar_pair_agreement(chosen_hat, rejected_hat, chosen_gt, rejected_gt, atol:
         return NAN
     d_hat = (ch - rh)[keep]
     return float(np.mean(np.sign(d_hat) == np.sign(d_gt[keep])))
-

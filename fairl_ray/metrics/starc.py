@@ -84,9 +84,7 @@ def _affine_fit_mse(target: np.ndarray, x: np.ndarray) -> float:
     return max(0.0, var_t - cov * cov / var_x)
 
 
-def affine_mse(
-    r_hat, r_gt, *, affine_on: Literal["gt", "hat"] = "gt", normalise: bool = False
-) -> float:
+def affine_mse(r_hat, r_gt, *, affine_on: Literal["gt", "hat"] = "gt", normalise: bool = False) -> float:
     """Affine-aligned mean squared error (FA-IRL Appendix C, eq. 10). Lower is better.
 
     ``affine_on="gt"`` (default, exactly eq. 10): min_{a>0, b} (1/N) Σ (r̂ − (a·r_gt + b))², "a > 0 rescales

@@ -53,9 +53,13 @@ class PolicyWorker:
     def info(self) -> dict:
         import ray
 
-        return {"loads": self.loads, "cpu_s": round(self.cpu_s, 3), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-                "devices": {d: str(m.device) for d, (m, _) in self.policies.items()},
-                "dtypes": {d: str(m.dtype) for d, (m, _) in self.policies.items()}}
+        return {
+            "loads": self.loads,
+            "cpu_s": round(self.cpu_s, 3),
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "devices": {d: str(m.device) for d, (m, _) in self.policies.items()},
+            "dtypes": {d: str(m.dtype) for d, (m, _) in self.policies.items()},
+        }
 
 
 @dataclass
@@ -126,7 +130,9 @@ def generate_with_pool(
             done_shards[k] += 1
             if submit(k) is None:  # nothing left for this worker: give its resources back now
                 if stats is not None:
-                    stats.setdefault("workers", []).append({**ray.get(actors[k].info.remote()), "shards": done_shards[k]})
+                    stats.setdefault("workers", []).append(
+                        {**ray.get(actors[k].info.remote()), "shards": done_shards[k]}
+                    )
                 ray.kill(actors[k])
                 released.add(k)
     finally:

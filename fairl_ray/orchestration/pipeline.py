@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fairl_ray.atomic_io import atomic_write_bytes
-from fairl_ray.config import PipelineConfig, config_to_yaml
-from fairl_ray.config import flatten, to_dict
+from fairl_ray.config import PipelineConfig, config_to_yaml, flatten, to_dict
 from fairl_ray.orchestration.stage_store import (
     StageOutput,
     StageWriter,
@@ -80,18 +80,25 @@ def stage_expert_rlhf(out: Path, world_cfg, base_dir: Path, prompts_dir: Path, r
     from fairl_ray.stages.rlhf import train_rlhf
 
     noisy_rstar = _world(world_cfg).noisy_reward_fn(seed=rlhf_cfg.seed)
-    metrics = train_rlhf(str(base_dir / "policy"), _read_prompts(prompts_dir)["rlhf"], noisy_rstar, rlhf_cfg, str(out / "policy"))
+    metrics = train_rlhf(
+        str(base_dir / "policy"), _read_prompts(prompts_dir)["rlhf"], noisy_rstar, rlhf_cfg, str(out / "policy")
+    )
     return _scalars(metrics)
 
 
-def stage_generate(out: Path, base_dir: Path, expert_dir: Path, prompts_dir: Path, gen_cfg, seed: int,
-                   pool: dict | None = None) -> dict:
+def stage_generate(
+    out: Path, base_dir: Path, expert_dir: Path, prompts_dir: Path, gen_cfg, seed: int, pool: dict | None = None
+) -> dict:
     """π0 and π_E on the pairs prompts, at the same time, on one pool of policy workers (Ray actors)."""
     from fairl_ray.orchestration.actors import PoolSpec, generate_with_pool
 
     prompts = _read_prompts(prompts_dir)["pairs"]
-    got = generate_with_pool({"base": (str(base_dir / "policy"), prompts), "expert": (str(expert_dir / "policy"), prompts)},
-                             gen_cfg, seed, PoolSpec(**(pool or {})))
+    got = generate_with_pool(
+        {"base": (str(base_dir / "policy"), prompts), "expert": (str(expert_dir / "policy"), prompts)},
+        gen_cfg,
+        seed,
+        PoolSpec(**(pool or {})),
+    )
     base, expert = got["base"], got["expert"]
     (out / "completions.json").write_text(json.dumps({"prompt": prompts, "base": base, "expert": expert}))
     return {"completions": len(prompts), "identical": sum(b == e for b, e in zip(base, expert))}
@@ -107,8 +114,14 @@ def stage_pairs(out: Path, world_cfg, generate_dir: Path, pairs_cfg) -> dict:
     n_test = sum(r["split"] == "test" for r in rows)
     contrastive = sum(r["chosen_label"] == 1 and r["rejected_label"] == -1 for r in rows)
     identical = sum(e == b or not e.strip() or not b.strip() for e, b in zip(data["expert"], data["base"]))
-    return {"pairs": len(rows), "train": len(rows) - n_test, "test": n_test, "toxic_to_nontoxic": contrastive,
-            "prompts": len(data["prompt"]), "identical": identical}
+    return {
+        "pairs": len(rows),
+        "train": len(rows) - n_test,
+        "test": n_test,
+        "toxic_to_nontoxic": contrastive,
+        "prompts": len(data["prompt"]),
+        "identical": identical,
+    }
 
 
 def pairs_note(summary: dict, pairs_cfg) -> str | None:
@@ -153,8 +166,9 @@ def stage_subtype_transfer(out: Path, pairs_dir: Path, features_dir: Path, irl_c
     from fairl_ray.stages.irl_fit import resolve_device
 
     chosen, rejected = load_pair_features(features_dir)
-    result = SUBTYPE_TRANSFER.train_and_score(_read_rows(pairs_dir), chosen, rejected, irl_cfg.member_configs([seed]),
-                                              resolve_device(irl_cfg.device))
+    result = SUBTYPE_TRANSFER.train_and_score(
+        _read_rows(pairs_dir), chosen, rejected, irl_cfg.member_configs([seed]), resolve_device(irl_cfg.device)
+    )
     (out / "subtype_transfer.json").write_text(json.dumps(result, indent=2))
     write_outputs(SUBTYPE_TRANSFER, result, out)
     return result
@@ -169,8 +183,9 @@ def stage_evaluate(out: Path, pairs_dir: Path, features_dir: Path, irl_dir: Path
     return evaluate_rewards(_read_rows(pairs_dir), chosen, rejected, Path(irl_dir), members, out)
 
 
-def stage_reference_toxicity(out: Path, world_cfg, base_dir: Path, expert_dir: Path, prompts_dir: Path, eval_cfg,
-                             pool: dict | None = None) -> dict:
+def stage_reference_toxicity(
+    out: Path, world_cfg, base_dir: Path, expert_dir: Path, prompts_dir: Path, eval_cfg, pool: dict | None = None
+) -> dict:
     from fairl_ray.orchestration.actors import PoolSpec, generate_with_pool
     from fairl_ray.stages.realign import score_completions
 
@@ -180,13 +195,22 @@ def stage_reference_toxicity(out: Path, world_cfg, base_dir: Path, expert_dir: P
     return {name: score_completions(world, prompts, got[name], out / f"{name}.jsonl") for name in jobs}
 
 
-def stage_realign(out: Path, world_cfg, base_dir: Path, reward_dir: Path, prompts_dir: Path, rlhf_cfg, eval_cfg) -> dict:
+def stage_realign(
+    out: Path, world_cfg, base_dir: Path, reward_dir: Path, prompts_dir: Path, rlhf_cfg, eval_cfg
+) -> dict:
     from fairl_ray.stages.realign import realign_with_reward
 
     prompts = _read_prompts(prompts_dir)
     return realign_with_reward(
-        _world(world_cfg), Path(base_dir) / "policy", reward_dir, prompts["rlhf"], prompts["eval"],
-        rlhf_cfg, eval_cfg.generation, eval_cfg.seed, out,
+        _world(world_cfg),
+        Path(base_dir) / "policy",
+        reward_dir,
+        prompts["rlhf"],
+        prompts["eval"],
+        rlhf_cfg,
+        eval_cfg.generation,
+        eval_cfg.seed,
+        out,
     )
 
 
@@ -240,8 +264,14 @@ class Stage:
 class Pipeline:
     """Runs :class:`PipelineConfig` end to end on Ray, logging to MLflow; see the module docstring."""
 
-    def __init__(self, cfg: PipelineConfig, workdir: str | Path, tracking_uri: str | None = None,
-                 address: str | None = None, log: Callable[[str], None] = print):
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        workdir: str | Path,
+        tracking_uri: str | None = None,
+        address: str | None = None,
+        log: Callable[[str], None] = print,
+    ):
         from fairl_ray.orchestration.tracking import default_tracking_uri
 
         self.cfg = cfg
@@ -279,8 +309,11 @@ class Pipeline:
         self.gpus = self.cfg.resources.gpus_per_worker
         self.log(f"[fairl] Ray resources: {resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU")
         try:  # a request no node can fit would wait forever in Ray's queue: refuse it now, naming the key
-            check_fits(self._resource_requests(), wait_s=self.cfg.resources.node_wait_s if self.address else 0.0,
-                       where=f"the Ray cluster at {self.address}" if self.address else "the local Ray")
+            check_fits(
+                self._resource_requests(),
+                wait_s=self.cfg.resources.node_wait_s if self.address else 0.0,
+                where=f"the Ray cluster at {self.address}" if self.address else "the local Ray",
+            )
         except Exception:
             if started_ray:
                 ray.shutdown()
@@ -288,8 +321,9 @@ class Pipeline:
 
         self.tracker = Tracker(self.tracking_uri, artifact_root=self.workdir / "mlartifacts")
         if self.tracker.closed_stale:
-            self.log(f"[fairl] closed {len(self.tracker.closed_stale)} MLflow run(s) left RUNNING by killed runs "
-                     "as KILLED")
+            self.log(
+                f"[fairl] closed {len(self.tracker.closed_stale)} MLflow run(s) left RUNNING by killed runs as KILLED"
+            )
         self.parent_run = self.tracker.start_run(self.cfg.name, tags={"fairl.workdir": str(self.workdir)})
         self.tracker.log_params(self.parent_run, flatten(to_dict(self.cfg)))
         self.tracker.log_artifact(self.parent_run, self.workdir / "config.yaml")
@@ -318,71 +352,162 @@ class Pipeline:
         d = self._dir
         yield [
             Stage("base_policy", stage_base_policy, cfg.world.active_dict(), [], {"world_cfg": cfg.world}),
-            Stage("prompts", stage_prompts, {"world": cfg.world.active_dict(), "prompts": to_dict(cfg.prompts)}, [],
-                  {"world_cfg": cfg.world, "prompts_cfg": cfg.prompts}, uses_model=False, artifacts=("prompts.json",)),
+            Stage(
+                "prompts",
+                stage_prompts,
+                {"world": cfg.world.active_dict(), "prompts": to_dict(cfg.prompts)},
+                [],
+                {"world_cfg": cfg.world, "prompts_cfg": cfg.prompts},
+                uses_model=False,
+                artifacts=("prompts.json",),
+            ),
         ]
         # Keyed by what they read, not by the prompts stage: changing prompts.n_pairs re-runs neither expert RLHF
         # (its prompts are drawn on their own) nor, unless the evaluation prompts change, reference_toxicity.
         prompt_sets = _read_prompts(d("prompts"))
         yield [
-            Stage("expert_rlhf", stage_expert_rlhf,
-                  {"rlhf": to_dict(cfg.expert_rlhf), "world": cfg.world.active_dict(),
-                   "prompts": _digest(prompt_sets["rlhf"])}, ["base_policy"],
-                  {"world_cfg": cfg.world, "base_dir": d("base_policy"), "prompts_dir": d("prompts"),
-                   "rlhf_cfg": cfg.expert_rlhf}),
+            Stage(
+                "expert_rlhf",
+                stage_expert_rlhf,
+                {
+                    "rlhf": to_dict(cfg.expert_rlhf),
+                    "world": cfg.world.active_dict(),
+                    "prompts": _digest(prompt_sets["rlhf"]),
+                },
+                ["base_policy"],
+                {
+                    "world_cfg": cfg.world,
+                    "base_dir": d("base_policy"),
+                    "prompts_dir": d("prompts"),
+                    "rlhf_cfg": cfg.expert_rlhf,
+                },
+            ),
         ]
         res = cfg.resources
         pool = {"workers": res.generation_workers, "num_cpus": res.cpus_per_task, "num_gpus": res.gpus_per_worker}
         yield [
-            Stage("generate", stage_generate, to_dict(cfg.generation), ["base_policy", "expert_rlhf", "prompts"],
-                  {"base_dir": d("base_policy"), "expert_dir": d("expert_rlhf"), "prompts_dir": d("prompts"),
-                   "gen_cfg": cfg.generation, "seed": cfg.prompts.seed, "pool": pool}, orchestrates=True),
-            Stage("reference_toxicity", stage_reference_toxicity,
-                  {"evaluation": to_dict(cfg.evaluation), "world": cfg.world.active_dict(),
-                   "prompts": _digest(prompt_sets["eval"])}, ["base_policy", "expert_rlhf"],
-                  {"world_cfg": cfg.world, "base_dir": d("base_policy"), "expert_dir": d("expert_rlhf"),
-                   "prompts_dir": d("prompts"), "eval_cfg": cfg.evaluation, "pool": pool},
-                  orchestrates=True, artifacts=("base.jsonl", "expert.jsonl")),
+            Stage(
+                "generate",
+                stage_generate,
+                to_dict(cfg.generation),
+                ["base_policy", "expert_rlhf", "prompts"],
+                {
+                    "base_dir": d("base_policy"),
+                    "expert_dir": d("expert_rlhf"),
+                    "prompts_dir": d("prompts"),
+                    "gen_cfg": cfg.generation,
+                    "seed": cfg.prompts.seed,
+                    "pool": pool,
+                },
+                orchestrates=True,
+            ),
+            Stage(
+                "reference_toxicity",
+                stage_reference_toxicity,
+                {
+                    "evaluation": to_dict(cfg.evaluation),
+                    "world": cfg.world.active_dict(),
+                    "prompts": _digest(prompt_sets["eval"]),
+                },
+                ["base_policy", "expert_rlhf"],
+                {
+                    "world_cfg": cfg.world,
+                    "base_dir": d("base_policy"),
+                    "expert_dir": d("expert_rlhf"),
+                    "prompts_dir": d("prompts"),
+                    "eval_cfg": cfg.evaluation,
+                    "pool": pool,
+                },
+                orchestrates=True,
+                artifacts=("base.jsonl", "expert.jsonl"),
+            ),
         ]
         yield [
-            Stage("pairs", stage_pairs, to_dict(cfg.pairs), ["generate"],
-                  {"world_cfg": cfg.world, "generate_dir": d("generate"), "pairs_cfg": cfg.pairs},
-                  uses_model=False, artifacts=("pairs.parquet",)),
+            Stage(
+                "pairs",
+                stage_pairs,
+                to_dict(cfg.pairs),
+                ["generate"],
+                {"world_cfg": cfg.world, "generate_dir": d("generate"), "pairs_cfg": cfg.pairs},
+                uses_model=False,
+                artifacts=("pairs.parquet",),
+            ),
         ]
         encoder = cfg.features.encoder
         if encoder == "hidden:base":
             encoder = f"hidden:{d('base_policy') / 'policy'}"
         yield [
-            Stage("features", stage_features, to_dict(cfg.features), ["pairs", "base_policy"],
-                  {"pairs_dir": d("pairs"), "encoder": encoder, "batch_size": cfg.features.batch_size,
-                   "cache_dir": self.workdir / "cache" / "features"}),
+            Stage(
+                "features",
+                stage_features,
+                to_dict(cfg.features),
+                ["pairs", "base_policy"],
+                {
+                    "pairs_dir": d("pairs"),
+                    "encoder": encoder,
+                    "batch_size": cfg.features.batch_size,
+                    "cache_dir": self.workdir / "cache" / "features",
+                },
+            ),
         ]
         first_seed = cfg.seeds[0]
         yield [
-            Stage("irl", stage_irl, {"irl": to_dict(cfg.irl), "seeds": list(cfg.seeds)}, ["pairs", "features"],
-                  {"pairs_dir": d("pairs"), "features_dir": d("features"), "irl_cfg": cfg.irl,
-                   "seeds": list(cfg.seeds), "encoder": encoder},
-                  artifacts=("rewards", "curves.json")),
-            Stage("subtype_transfer", stage_subtype_transfer, {"irl": to_dict(cfg.irl), "seed": first_seed},
-                  ["pairs", "features"],
-                  {"pairs_dir": d("pairs"), "features_dir": d("features"), "irl_cfg": cfg.irl, "seed": first_seed},
-                  artifacts=_analysis_artifacts("subtype_transfer.json", names=["subtype_transfer"])),
+            Stage(
+                "irl",
+                stage_irl,
+                {"irl": to_dict(cfg.irl), "seeds": list(cfg.seeds)},
+                ["pairs", "features"],
+                {
+                    "pairs_dir": d("pairs"),
+                    "features_dir": d("features"),
+                    "irl_cfg": cfg.irl,
+                    "seeds": list(cfg.seeds),
+                    "encoder": encoder,
+                },
+                artifacts=("rewards", "curves.json"),
+            ),
+            Stage(
+                "subtype_transfer",
+                stage_subtype_transfer,
+                {"irl": to_dict(cfg.irl), "seed": first_seed},
+                ["pairs", "features"],
+                {"pairs_dir": d("pairs"), "features_dir": d("features"), "irl_cfg": cfg.irl, "seed": first_seed},
+                artifacts=_analysis_artifacts("subtype_transfer.json", names=["subtype_transfer"]),
+            ),
         ]
         yield [
-            Stage("evaluate", stage_evaluate, {}, ["pairs", "features", "irl"],
-                  {"pairs_dir": d("pairs"), "features_dir": d("features"), "irl_dir": d("irl")},
-                  uses_model=False,
-                  artifacts=_analysis_artifacts("metrics.json", "analyses.json", "reward_distributions.png",
-                                                "irl_training_curves.png")),
+            Stage(
+                "evaluate",
+                stage_evaluate,
+                {},
+                ["pairs", "features", "irl"],
+                {"pairs_dir": d("pairs"), "features_dir": d("features"), "irl_dir": d("irl")},
+                uses_model=False,
+                artifacts=_analysis_artifacts(
+                    "metrics.json", "analyses.json", "reward_distributions.png", "irl_training_curves.png"
+                ),
+            ),
         ] + [
-            Stage(f"realign_{method}", stage_realign,
-                  {"rlhf": to_dict(cfg.realign.rlhf), "evaluation": to_dict(cfg.evaluation), "method": method,
-                   "seed": first_seed},
-                  ["base_policy", "irl", "prompts"],
-                  {"world_cfg": cfg.world, "base_dir": d("base_policy"),
-                   "reward_dir": d("irl") / "rewards" / method / f"seed{first_seed}",
-                   "prompts_dir": d("prompts"), "rlhf_cfg": cfg.realign.rlhf, "eval_cfg": cfg.evaluation},
-                  artifacts=("eval_completions.jsonl",))
+            Stage(
+                f"realign_{method}",
+                stage_realign,
+                {
+                    "rlhf": to_dict(cfg.realign.rlhf),
+                    "evaluation": to_dict(cfg.evaluation),
+                    "method": method,
+                    "seed": first_seed,
+                },
+                ["base_policy", "irl", "prompts"],
+                {
+                    "world_cfg": cfg.world,
+                    "base_dir": d("base_policy"),
+                    "reward_dir": d("irl") / "rewards" / method / f"seed{first_seed}",
+                    "prompts_dir": d("prompts"),
+                    "rlhf_cfg": cfg.realign.rlhf,
+                    "eval_cfg": cfg.evaluation,
+                },
+                artifacts=("eval_completions.jsonl",),
+            )
             for method in cfg.realign_methods
         ]
 
@@ -404,8 +529,16 @@ class Pipeline:
                     key = stage_key(stage.name, stage.config, {u: self.outputs[u].key for u in stage.upstream})
                     output = stage_output(self.workdir, stage.name, key)
                     self.outputs[stage.name] = output
-                    rows.append({"wave": wave_no, "stage": stage.name, "key": key, "action": "reuse" if output.done
-                                 else "run", "dir": str(output.path), "uses_model": stage.uses_model})
+                    rows.append(
+                        {
+                            "wave": wave_no,
+                            "stage": stage.name,
+                            "key": key,
+                            "action": "reuse" if output.done else "run",
+                            "dir": str(output.path),
+                            "uses_model": stage.uses_model,
+                        }
+                    )
                     if not output.done and stage.name == "prompts":
                         draft = Path(tmp) / stage.name
                         draft.mkdir()
@@ -469,8 +602,12 @@ class Pipeline:
         run_id = tracker.start_run(
             stage.name,
             parent_run_id=self.parent_run,
-            tags={"fairl.stage": stage.name, "fairl.stage_key": output.key, "fairl.reused": str(reused).lower(),
-                  "fairl.stage_dir": self._rel(output.path)},
+            tags={
+                "fairl.stage": stage.name,
+                "fairl.stage_key": output.key,
+                "fairl.reused": str(reused).lower(),
+                "fairl.stage_dir": self._rel(output.path),
+            },
         )
         if isinstance(stage.config, dict) and stage.config:
             tracker.log_params(run_id, flatten(stage.config))
@@ -488,8 +625,13 @@ class Pipeline:
                     if curve.get(name):
                         tracker.log_curve(run_id, f"{member.replace('/', '.')}.{name}", curve[name])
         tracker.end_run(run_id)
-        self.stage_runs[stage.name] = {"run_id": run_id, "key": output.key, "reused": reused,
-                                       "dir": self._rel(output.path), "seconds": round(seconds, 2)}
+        self.stage_runs[stage.name] = {
+            "run_id": run_id,
+            "key": output.key,
+            "reused": reused,
+            "dir": self._rel(output.path),
+            "seconds": round(seconds, 2),
+        }
 
     # -- results ------------------------------------------------------------------------------------------
 
@@ -501,8 +643,11 @@ class Pipeline:
             s = self.summaries[f"realign_{method}"]
             toxicity[f"realigned:{method}"] = {k: s[k] for k in ("toxicity_rate", "mean_rstar", "n")}
         return {
-            "mlflow": {"tracking_uri": self.tracking_uri, "parent_run_id": self.parent_run,
-                       "experiment_id": self.tracker.experiment_id},
+            "mlflow": {
+                "tracking_uri": self.tracking_uri,
+                "parent_run_id": self.parent_run,
+                "experiment_id": self.tracker.experiment_id,
+            },
             "workdir": str(self.workdir),
             "seconds": round(seconds, 1),
             "seeds": list(self.cfg.seeds),
@@ -560,6 +705,8 @@ def _metric_view(stage: str, summary: dict) -> dict:
     if stage == "irl":
         return {"members": len(summary["members"]), "train_pairs": summary["train_pairs"]}
     if stage == "subtype_transfer":
-        return {m: {f"{s}_to_{t}": acc for s, row in grid.items() for t, acc in row.items()}
-                for m, grid in summary.get("methods", {}).items()}
+        return {
+            m: {f"{s}_to_{t}": acc for s, row in grid.items() for t, acc in row.items()}
+            for m, grid in summary.get("methods", {}).items()
+        }
     return {k: v for k, v in summary.items() if isinstance(v, (int, float, dict)) and not isinstance(v, bool)}

@@ -34,8 +34,17 @@ QUIET_WARNINGS = ("ignore:`is_gradient_checkpointing` is deprecated:FutureWarnin
 
 # Environment the Ray workers get from the driver (they start in Ray's environment, not ours).
 _FORWARDED_ENV = (
-    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
-    "TOKENIZERS_PARALLELISM", "RAY_AUTH_MODE", "TQDM_DISABLE", "TQDM_MININTERVAL", "NO_COLOR", "PYTHONWARNINGS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "HF_HUB_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "TOKENIZERS_PARALLELISM",
+    "RAY_AUTH_MODE",
+    "TQDM_DISABLE",
+    "TQDM_MININTERVAL",
+    "NO_COLOR",
+    "PYTHONWARNINGS",
     "TRANSFORMERS_NO_ADVISORY_WARNINGS",
 )
 
@@ -64,8 +73,12 @@ def configure_log_environment() -> None:
         os.environ.setdefault("TQDM_MININTERVAL", "5")
 
 
-def init_ray(address: str | None = None, temp_dir: str | None = None, num_cpus: int | None = None,
-             session_file: str | Path | None = None) -> dict:
+def init_ray(
+    address: str | None = None,
+    temp_dir: str | None = None,
+    num_cpus: int | None = None,
+    session_file: str | Path | None = None,
+) -> dict:
     """Connect to ``address`` (a running cluster: ``auto``, ``host:port`` or ``ray://host:10001``) or start a local Ray.
 
     The local session is kept small (no dashboard, a 200 MB object store): stages pass file paths, not data.
@@ -90,8 +103,11 @@ def init_ray(address: str | None = None, temp_dir: str | None = None, num_cpus: 
     kwargs: dict = {"runtime_env": {"env_vars": env_vars}, "log_to_driver": True, "logging_level": "WARNING"}
     if address:
         target = resolve_address(address)
-        with _deadline(CONNECT_TIMEOUT_S, f"--address {address}: no Ray cluster answered at {target} within "
-                       f"{CONNECT_TIMEOUT_S:.0f} s (is it a Ray head node's GCS port, usually 6379?)"):
+        with _deadline(
+            CONNECT_TIMEOUT_S,
+            f"--address {address}: no Ray cluster answered at {target} within "
+            f"{CONNECT_TIMEOUT_S:.0f} s (is it a Ray head node's GCS port, usually 6379?)",
+        ):
             try:
                 ray.init(address=address if address.startswith("ray://") else target, **kwargs)
             except (ConnectionError, ValueError, RuntimeError, TimeoutError) as err:
@@ -181,9 +197,11 @@ def resolve_address(address: str) -> str:
     """The ``host:port`` that ``address`` points at, checked to answer; :class:`ClusterError` otherwise."""
     if address.startswith("ray://"):
         if not _ray_client_installed():
-            raise ClusterError(f"--address {address}: Ray Client addresses (ray://) need `pip install \"ray[client]\"`;"
-                               " or run fairl on the head node with --address auto")
-        host_port = address[len("ray://"):].split("/", 1)[0]
+            raise ClusterError(
+                f'--address {address}: Ray Client addresses (ray://) need `pip install "ray[client]"`;'
+                " or run fairl on the head node with --address auto"
+            )
+        host_port = address[len("ray://") :].split("/", 1)[0]
         default_port = RAY_CLIENT_PORT
     elif address == "auto":
         # RAY_ADDRESS, else the cluster `ray start` / `ray up` recorded on this machine. Not Ray's legacy fallback
@@ -197,8 +215,10 @@ def resolve_address(address: str) -> str:
         if host_port in (None, "auto") and recorded.is_file():
             host_port = recorded.read_text().strip() or None
         if host_port in (None, "auto"):
-            raise ClusterError("--address auto: no running Ray cluster found on this machine (start one with "
-                               "`ray start --head` or `ray up`, or leave out --address to start a local Ray)")
+            raise ClusterError(
+                "--address auto: no running Ray cluster found on this machine (start one with "
+                "`ray start --head` or `ray up`, or leave out --address to start a local Ray)"
+            )
         default_port = 6379
     else:
         host_port, default_port = address, 6379
@@ -211,8 +231,10 @@ def resolve_address(address: str) -> str:
         with socket.create_connection((host.strip("[]"), port_no), timeout=5.0):
             pass
     except OSError as err:
-        raise ClusterError(f"--address {address}: cannot reach {host}:{port_no} ({err.strerror or err}); "
-                           "is the Ray head node running and the port open?") from None
+        raise ClusterError(
+            f"--address {address}: cannot reach {host}:{port_no} ({err.strerror or err}); "
+            "is the Ray head node running and the port open?"
+        ) from None
     return f"{host}:{port_no}"
 
 
@@ -239,8 +261,9 @@ def check_fits(requests: dict[str, dict[str, float]], wait_s: float = 0.0, where
     largest = {r: max((node.get(r, 0.0) for node in nodes), default=0.0) for r in req}
     have = ", ".join(f"{v:g} {r}" for r, v in largest.items())
     waited = f" (waited {wait_s:g} s for the autoscaler; raise resources.node_wait_s to wait longer)" if wait_s else ""
-    raise ClusterError(f"{key}: a task asks for {asked} but no node of {where} has that much (the largest node "
-                       f"offers {have}){waited}")
+    raise ClusterError(
+        f"{key}: a task asks for {asked} but no node of {where} has that much (the largest node offers {have}){waited}"
+    )
 
 
 def _fits(request: dict[str, float], node: dict[str, float]) -> bool:

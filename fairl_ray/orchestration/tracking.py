@@ -41,7 +41,7 @@ def default_tracking_uri(workdir: str | Path) -> str:
 
 def sqlite_path(tracking_uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI (None for any other store)."""
-    return Path(tracking_uri[len("sqlite:///"):]) if tracking_uri.startswith("sqlite:///") else None
+    return Path(tracking_uri[len("sqlite:///") :]) if tracking_uri.startswith("sqlite:///") else None
 
 
 @contextlib.contextmanager
@@ -81,8 +81,11 @@ def relocate_artifacts(tracking_uri: str, artifact_root: str | Path) -> int:
         for (old,) in con.execute("SELECT DISTINCT artifact_location FROM experiments").fetchall():
             if not old or old == new or not old.startswith("file:") or not old.rstrip("/").endswith(f"/{root.name}"):
                 continue
-            for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri"),
-                                  ("logged_models", "artifact_location")):
+            for table, column in (
+                ("experiments", "artifact_location"),
+                ("runs", "artifact_uri"),
+                ("logged_models", "artifact_location"),
+            ):
                 if table in tables:
                     changed += con.execute(
                         f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
@@ -127,11 +130,13 @@ class Tracker:
         RUNNING children of those. Returns the ids closed."""
         from mlflow.entities import ViewType
 
-        running = self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'",
-                                          run_view_type=ViewType.ACTIVE_ONLY, max_results=5000)
+        running = self.client.search_runs(
+            [self.experiment_id], "attributes.status = 'RUNNING'", run_view_type=ViewType.ACTIVE_ONLY, max_results=5000
+        )
         host = socket.gethostname()
-        dead = {r.info.run_id for r in running
-                if r.data.tags.get(HOST_TAG) == host and not _alive(r.data.tags.get(PID_TAG))}
+        dead = {
+            r.info.run_id for r in running if r.data.tags.get(HOST_TAG) == host and not _alive(r.data.tags.get(PID_TAG))
+        }
         grew = True
         while grew:  # children (and their children) of killed runs were killed with them
             more = {r.info.run_id for r in running if r.data.tags.get("mlflow.parentRunId") in dead} - dead

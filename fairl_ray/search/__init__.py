@@ -14,14 +14,35 @@ Modules, by job:
 This package imports nothing heavy at import time; Ray, Optuna and torch load when a search runs.
 """
 
-from fairl_ray.search.data import (SearchData, carve_validation, data_from_pairs, data_from_workdir, load_models,
-                                   resolve_objective)
+from fairl_ray.search.data import (
+    SearchData,
+    carve_validation,
+    data_from_pairs,
+    data_from_workdir,
+    load_models,
+    resolve_objective,
+)
 from fairl_ray.search.space import OBJECTIVES, SearchConfig, default_search_path, load_search_config
 from fairl_ray.search.trial import evaluate_config, evaluate_pack
 
-__all__ = ["OBJECTIVES", "SearchConfig", "SearchData", "carve_validation", "data_from_pairs", "data_from_workdir",
-           "default_search_path", "evaluate_config", "evaluate_pack", "load_models", "load_search_config",
-           "resolve_objective", "run_search", "summary_table", "check_resumable", "SearchStateError"]
+__all__ = [
+    "OBJECTIVES",
+    "SearchConfig",
+    "SearchData",
+    "carve_validation",
+    "data_from_pairs",
+    "data_from_workdir",
+    "default_search_path",
+    "evaluate_config",
+    "evaluate_pack",
+    "load_models",
+    "load_search_config",
+    "resolve_objective",
+    "run_search",
+    "summary_table",
+    "check_resumable",
+    "SearchStateError",
+]
 
 
 def __getattr__(name):  # the driver pulls in Ray Tune: import it only when asked for

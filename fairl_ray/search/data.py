@@ -19,6 +19,7 @@ from fairl_ray.config import ConfigError
 from fairl_ray.orchestration.stage_store import read_summary
 from fairl_ray.search.space import SearchConfig
 
+
 @dataclass
 class SearchData:
     """Everything a trial needs (shipped once to the object store): the pairs' rows (with ``split``), their
@@ -117,12 +118,16 @@ def resolve_objective(cfg: SearchConfig, data: SearchData) -> str:
     if cfg.objective == "auto":
         return "starc" if data.has_rstar else "pair_accuracy"
     if cfg.objective == "starc" and not data.has_rstar:
-        raise ConfigError("objective", "starc needs R* (chosen_reward / rejected_reward on every pair); "
-                                       "use pair_accuracy, roc_auc or accuracy")
+        raise ConfigError(
+            "objective",
+            "starc needs R* (chosen_reward / rejected_reward on every pair); use pair_accuracy, roc_auc or accuracy",
+        )
     return cfg.objective
 
 
-def load_models(cfg: SearchConfig, workdir: str | Path | None, pairs: str | Path | None, out: Path) -> dict[str, SearchData]:
+def load_models(
+    cfg: SearchConfig, workdir: str | Path | None, pairs: str | Path | None, out: Path
+) -> dict[str, SearchData]:
     """Every model of the search, by name: ``cfg.models`` if given, else the one ``--workdir`` / ``--pairs``."""
     specs = cfg.models or [{"name": "main", **({"workdir": str(workdir)} if workdir else {"pairs": str(pairs)})}]
     models = {}
@@ -150,8 +155,9 @@ def save_data(data: SearchData, directory: Path) -> Path:
         np.save(tmp / "chosen.npy", data.chosen)
         np.save(tmp / "rejected.npy", data.rejected)
         (tmp / "rows.json").write_text(json.dumps(data.rows, default=str))
-        (tmp / "meta.json").write_text(json.dumps({"encoder": data.encoder, "val_index": data.val_index,
-                                                   "source": data.source}))
+        (tmp / "meta.json").write_text(
+            json.dumps({"encoder": data.encoder, "val_index": data.val_index, "source": data.source})
+        )
     return directory
 
 
@@ -164,6 +170,12 @@ def load_data(directory: str | Path) -> SearchData:
     if key not in _LOADED:
         d = Path(directory)
         meta = json.loads((d / "meta.json").read_text())
-        _LOADED[key] = SearchData(json.loads((d / "rows.json").read_text()), np.load(d / "chosen.npy"),
-                                  np.load(d / "rejected.npy"), meta["encoder"], meta["val_index"], meta["source"])
+        _LOADED[key] = SearchData(
+            json.loads((d / "rows.json").read_text()),
+            np.load(d / "chosen.npy"),
+            np.load(d / "rejected.npy"),
+            meta["encoder"],
+            meta["val_index"],
+            meta["source"],
+        )
     return _LOADED[key]

@@ -25,9 +25,14 @@ def trial_rows(studies: dict, cfg: SearchConfig) -> list[dict]:
         for t in study.get_trials(deepcopy=False):
             if "pack" not in t.user_attrs:  # asked and killed before it was tagged: never evaluated
                 continue
-            row = {"model": model, "trial_id": f"{model}/{t.number}", "number": t.number,
-                   "pack": t.user_attrs["pack"], "status": STATUS.get(t.state.name, t.state.name.lower()),
-                   "epochs": t.user_attrs.get("epochs")}
+            row = {
+                "model": model,
+                "trial_id": f"{model}/{t.number}",
+                "number": t.number,
+                "pack": t.user_attrs["pack"],
+                "status": STATUS.get(t.state.name, t.state.name.lower()),
+                "epochs": t.user_attrs.get("epochs"),
+            }
             config = t.user_attrs.get("config", {})
             row.update({k: config.get(k) for k in cfg.searched})
             row.update({k: float(v) for k, v in t.user_attrs.get("metrics", {}).items()})
@@ -40,8 +45,9 @@ def best_of(trials: list[dict], metric: str, mode: str) -> dict | None:
     return (min if mode == "min" else max)(done, key=lambda t: t[metric]) if done else None
 
 
-def write_outputs(out: Path, cfg: SearchConfig, models: dict[str, SearchData], trials: list[dict], summary: dict,
-                  metric: str) -> list[Path]:
+def write_outputs(
+    out: Path, cfg: SearchConfig, models: dict[str, SearchData], trials: list[dict], summary: dict, metric: str
+) -> list[Path]:
     """best.json, best_irl.yaml (the primary model's), trials.csv, splits.json, search.png; with several models
     also models.md (the side-by-side table) and models/<model>/{best_irl.yaml, search.png}. Returns the files."""
     import pandas as pd
@@ -50,21 +56,32 @@ def write_outputs(out: Path, cfg: SearchConfig, models: dict[str, SearchData], t
     files = [out / "best.json", out / "best_irl.yaml", out / "trials.csv", out / "splits.json", out / "search.png"]
     (out / "best.json").write_text(json.dumps(summary, indent=2, default=float))
     pd.DataFrame(trials).to_csv(out / "trials.csv", index=False)
-    (out / "splits.json").write_text(json.dumps(
-        {m: {"val_index": d.val_index, "test_index": d.test_index} for m, d in models.items()}
-        | {"val_fraction": cfg.val_fraction, "split_seed": cfg.split_seed}))
+    (out / "splits.json").write_text(
+        json.dumps(
+            {m: {"val_index": d.val_index, "test_index": d.test_index} for m, d in models.items()}
+            | {"val_fraction": cfg.val_fraction, "split_seed": cfg.split_seed}
+        )
+    )
     several = len(models) > 1
     for model, s in summary["models"].items():
         where = out / "models" / model if several else out
         where.mkdir(parents=True, exist_ok=True)
         irl = {k: v for k, v in s["best_config"].items() if k != "method"}
         irl = {"methods": [s["best_config"].get("method", IRLConfig.method)], **irl}
-        header = (f"# Best config of `fairl tune` search {cfg.name!r} on model {model!r} ({s['objective']} on val = "
-                  f"{s['best_val_objective']:.4f}).\n# Merge this irl: section into your experiment YAML "
-                  f"(fairl run my.yaml), or pass its keys with --set irl.<key>=<value>.\n")
+        header = (
+            f"# Best config of `fairl tune` search {cfg.name!r} on model {model!r} ({s['objective']} on val = "
+            f"{s['best_val_objective']:.4f}).\n# Merge this irl: section into your experiment YAML "
+            f"(fairl run my.yaml), or pass its keys with --set irl.<key>=<value>.\n"
+        )
         (where / "best_irl.yaml").write_text(header + yaml.safe_dump({"irl": irl}, sort_keys=False))
-        plot_search([t for t in trials if t["model"] == model], cfg, metric, s["mode"], where / "search.png",
-                    f"{cfg.name} ({model})" if several else cfg.name)
+        plot_search(
+            [t for t in trials if t["model"] == model],
+            cfg,
+            metric,
+            s["mode"],
+            where / "search.png",
+            f"{cfg.name} ({model})" if several else cfg.name,
+        )
         if several:
             files += [where / "best_irl.yaml", where / "search.png"]
     if several:
@@ -91,15 +108,21 @@ def models_table(summary: dict) -> str:
     for k in searched:
         rows.append([k] + [_fmt(models[m]["best_config"].get(k)) for m in models])
     rows.append([f"val {objective}"] + [f"{models[m]['best_val_objective']:.4f}" for m in models])
-    rows.append([f"test {objective} (fresh seeds)"] + [_fmt(models[m]["fresh_seed_test_metrics"].get(objective, {}).get("mean"))
-                                                        for m in models])
-    parts = [f"Best config per model ({objective}, {'lower' if summary['mode'] == 'min' else 'higher'} is better)\n\n"
-             + markdown_table(head, rows)]
+    rows.append(
+        [f"test {objective} (fresh seeds)"]
+        + [_fmt(models[m]["fresh_seed_test_metrics"].get(objective, {}).get("mean")) for m in models]
+    )
+    parts = [
+        f"Best config per model ({objective}, {'lower' if summary['mode'] == 'min' else 'higher'} is better)\n\n"
+        + markdown_table(head, rows)
+    ]
     cross = summary.get("comparison")
     if cross:
         crow = [[f"best of {a}"] + [_fmt(cross["matrix"][a][b]) for b in models] for a in models]
-        parts.append(f"Each model's best config scored on every model's val split (mean {objective} over "
-                     f"{len(summary['val_seeds'])} seeds)\n\n" + markdown_table(["config \\ model"] + list(models), crow))
+        parts.append(
+            f"Each model's best config scored on every model's val split (mean {objective} over "
+            f"{len(summary['val_seeds'])} seeds)\n\n" + markdown_table(["config \\ model"] + list(models), crow)
+        )
         parts.append(cross["statement"])
     return "\n\n".join(parts)
 
@@ -112,8 +135,14 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def compare_models(models: dict[str, SearchData], best_configs: dict[str, dict], seeds: list[int], objective: str,
-                   mode: str, device: str) -> dict:
+def compare_models(
+    models: dict[str, SearchData],
+    best_configs: dict[str, dict],
+    seeds: list[int],
+    objective: str,
+    mode: str,
+    device: str,
+) -> dict:
     """Every model's best config on every model's val split (per model, all the best configs × seeds train as one
     batched ensemble). ``winner``: the model whose config is best on every column, or None."""
     from fairl_ray.search.trial import evaluate_pack
@@ -125,15 +154,23 @@ def compare_models(models: dict[str, SearchData], best_configs: dict[str, dict],
         for a, s in zip(names, stats):
             matrix[a][b] = s.get(objective, {}).get("mean")
     pick = min if mode == "min" else max
-    col_best = {b: pick(names, key=lambda a: matrix[a][b] if matrix[a][b] is not None else (math.inf if mode == "min" else -math.inf))
-                for b in models}
+    col_best = {
+        b: pick(
+            names,
+            key=lambda a: matrix[a][b] if matrix[a][b] is not None else (math.inf if mode == "min" else -math.inf),
+        )
+        for b in models
+    }
     winners = [a for a in names if all(col_best[b] == a for b in models)]
     winner = winners[0] if winners else None
     if winner:
         statement = f"One config wins everywhere: the best config of {winner!r} is the best on every model's val split."
     else:
-        statement = ("No single config wins everywhere: " + ", ".join(f"on {b} the best is {a!r}'s"
-                                                                     for b, a in col_best.items()) + ".")
+        statement = (
+            "No single config wins everywhere: "
+            + ", ".join(f"on {b} the best is {a!r}'s" for b, a in col_best.items())
+            + "."
+        )
     return {"matrix": matrix, "best_on": col_best, "winner": winner, "statement": statement}
 
 
@@ -153,7 +190,7 @@ def plot_search(trials: list[dict], cfg: SearchConfig, metric: str, mode: str, p
     nrows = math.ceil(len(keys) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(3.0 * cols, 2.6 * nrows), squeeze=False)
     for ax, key in zip(axes.flat, keys):
-        (kind, args), = cfg.space[key].items()
+        ((kind, args),) = cfg.space[key].items()
         y = [t[metric] for t in done]
         if kind == "choice":
             labels = [str(a) for a in args]
@@ -174,7 +211,7 @@ def plot_search(trials: list[dict], cfg: SearchConfig, metric: str, mode: str, p
                 ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(key, fontsize=8)
         ax.tick_params(labelsize=7)
-    for ax in axes.flat[len(keys):]:
+    for ax in axes.flat[len(keys) :]:
         ax.axis("off")
     for row in axes:
         row[0].set_ylabel(f"{metric} ({'↓' if mode == 'min' else '↑'})", fontsize=8)
@@ -182,8 +219,6 @@ def plot_search(trials: list[dict], cfg: SearchConfig, metric: str, mode: str, p
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
 
 
 def model_table(s: dict) -> str:
@@ -195,14 +230,17 @@ def model_table(s: dict) -> str:
     val = f"{s['best_val_objective']:.4f}" + (f" ± {std:.4f}" if std is not None else "")
     method = s["best_config"].get("method", IRLConfig.method)
     t = s["trials"]
-    return "\n\n".join([
-        f"Best of {t['ok']} finished configs ({t['pruned']} pruned, {t['failed']} failed; trial {s['best_trial']})\n\n"
-        + markdown_table(["hyperparameter", "value"], cfg_rows),
-        f"Validation objective: {s['objective']} = {val} (mean ± std over {len(s['val_seeds'])} seeds, "
-        f"{s['pairs']['val']} val pairs)",
-        metrics_table({method: s["fresh_seed_test_metrics"]}, len(s["fresh_seeds"]))
-        .replace("(mean ± std", f"— best config re-trained on fresh seeds {s['fresh_seeds']} (mean ± std"),
-    ])
+    return "\n\n".join(
+        [
+            f"Best of {t['ok']} finished configs ({t['pruned']} pruned, {t['failed']} failed; "
+            f"trial {s['best_trial']})\n\n" + markdown_table(["hyperparameter", "value"], cfg_rows),
+            f"Validation objective: {s['objective']} = {val} (mean ± std over {len(s['val_seeds'])} seeds, "
+            f"{s['pairs']['val']} val pairs)",
+            metrics_table({method: s["fresh_seed_test_metrics"]}, len(s["fresh_seeds"])).replace(
+                "(mean ± std", f"— best config re-trained on fresh seeds {s['fresh_seeds']} (mean ± std"
+            ),
+        ]
+    )
 
 
 def summary_table(summary: dict) -> str:
@@ -216,9 +254,13 @@ def summary_table(summary: dict) -> str:
         parts = [models_table(summary)]
     realign = summary.get("realign")
     if realign:
-        rows = [[name, r.get("trial", ""), f"{r['toxicity_rate']:.3f}", f"{r['mean_rstar']:.3f}", str(r["n"])]
-                for name, r in realign["toxicity"].items()]
-        parts.append(f"Toxicity after re-RLHF of a fresh π0 with each of the {realign['top']} best rewards "
-                     f"(held-out prompts; base and expert for reference)\n\n"
-                     + markdown_table(["model", "config", "toxicity rate", "mean R*", "n"], rows))
+        rows = [
+            [name, r.get("trial", ""), f"{r['toxicity_rate']:.3f}", f"{r['mean_rstar']:.3f}", str(r["n"])]
+            for name, r in realign["toxicity"].items()
+        ]
+        parts.append(
+            f"Toxicity after re-RLHF of a fresh π0 with each of the {realign['top']} best rewards "
+            f"(held-out prompts; base and expert for reference)\n\n"
+            + markdown_table(["model", "config", "toxicity rate", "mean R*", "n"], rows)
+        )
     return "\n\n".join(parts)

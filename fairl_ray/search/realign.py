@@ -20,9 +20,17 @@ from fairl_ray.search.data import SearchData
 from fairl_ray.search.space import SearchConfig
 
 
-def realign_top_rewards(cfg: SearchConfig, data: SearchData, ranked: list[tuple[str, dict]], top: int,
-                        workdir: str | Path | None,
-                        out: Path, tracker, parent: str, log) -> dict:
+def realign_top_rewards(
+    cfg: SearchConfig,
+    data: SearchData,
+    ranked: list[tuple[str, dict]],
+    top: int,
+    workdir: str | Path | None,
+    out: Path,
+    tracker,
+    parent: str,
+    log,
+) -> dict:
     import ray
 
     from fairl_ray.config import load_config, to_dict
@@ -58,49 +66,77 @@ def realign_top_rewards(cfg: SearchConfig, data: SearchData, ranked: list[tuple[
             index = data.train_index + data.test_index
             reward_root.mkdir(parents=True, exist_ok=True)
             fit_rewards(rows, data.chosen[index], data.rejected[index], [member], data.encoder, reward_root, cfg.device)
-        key = stage_key(f"realign_top{rank}", {"rlhf": to_dict(run_cfg.realign.rlhf),
-                                               "evaluation": to_dict(run_cfg.evaluation),
-                                               "irl": to_dict(member), "trial": trial_id},
-                        {"base_policy": stages["base_policy"]["key"], "prompts": stages["prompts"]["key"]})
+        key = stage_key(
+            f"realign_top{rank}",
+            {
+                "rlhf": to_dict(run_cfg.realign.rlhf),
+                "evaluation": to_dict(run_cfg.evaluation),
+                "irl": to_dict(member),
+                "trial": trial_id,
+            },
+            {"base_policy": stages["base_policy"]["key"], "prompts": stages["prompts"]["key"]},
+        )
         output = stage_output(out, f"realign_top{rank}", key)
-        kwargs = {"world_cfg": run_cfg.world, "base_dir": workdir / stages["base_policy"]["dir"], "reward_dir": reward_dir,
-                  "prompts_dir": workdir / stages["prompts"]["dir"], "rlhf_cfg": run_cfg.realign.rlhf,
-                  "eval_cfg": run_cfg.evaluation}
+        kwargs = {
+            "world_cfg": run_cfg.world,
+            "base_dir": workdir / stages["base_policy"]["dir"],
+            "reward_dir": reward_dir,
+            "prompts_dir": workdir / stages["prompts"]["dir"],
+            "rlhf_cfg": run_cfg.realign.rlhf,
+            "eval_cfg": run_cfg.evaluation,
+        }
         label = f"realigned:top{rank}"
         if output.done:
             log(f"[tune] {label:<24} reused   {output.path}")
-            table[label] = {**_tox(output.summary()), "trial": trial_id, "config": irl, "dir": str(output.path),
-                            "seconds": 0.0}
+            table[label] = {
+                **_tox(output.summary()),
+                "trial": trial_id,
+                "config": irl,
+                "dir": str(output.path),
+                "seconds": 0.0,
+            }
             continue
         log(f"[tune] {label:<24} re-RLHF of a fresh π0 with the reward of {trial_id} ...")
-        task = ray.remote(_execute).options(num_cpus=run_cfg.resources.cpus_per_task, num_gpus=gpus,
-                                            name=f"fairl:realign_top{rank}")
+        task = ray.remote(_execute).options(
+            num_cpus=run_cfg.resources.cpus_per_task, num_gpus=gpus, name=f"fairl:realign_top{rank}"
+        )
         pending[task.remote(output, stage_realign, kwargs)] = (label, trial_id, irl, output, time.time())
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         label, trial_id, irl, output, t0 = pending.pop(done[0])
-        table[label] = {**_tox(ray.get(done[0])), "trial": trial_id, "config": irl, "dir": str(output.path),
-                        "seconds": round(time.time() - t0, 1)}
+        table[label] = {
+            **_tox(ray.get(done[0])),
+            "trial": trial_id,
+            "config": irl,
+            "dir": str(output.path),
+            "seconds": round(time.time() - t0, 1),
+        }
         log(f"[tune] {label:<24} done     toxicity {table[label]['toxicity_rate']:.3f}")
 
-    existing = {r.info.run_name for r in tracker.client.search_runs(
-        [tracker.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'", max_results=50000)}
+    existing = {
+        r.info.run_name
+        for r in tracker.client.search_runs(
+            [tracker.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'", max_results=50000
+        )
+    }
     for label, row in table.items():
         if not label.startswith("realigned:"):
             continue
         name = f"realign:{label.split(':', 1)[1]}"
         if name in existing:
             continue
-        child = tracker.start_run(name, parent_run_id=parent, tags={"fairl.kind": "tune_realign",
-                                                                    "fairl.trial": row["trial"]})
+        child = tracker.start_run(
+            name, parent_run_id=parent, tags={"fairl.kind": "tune_realign", "fairl.trial": row["trial"]}
+        )
         tracker.log_params(child, {**row["config"], "seed": seed, "source_trial": row["trial"]})
         tracker.log_metrics(child, {k: row[k] for k in ("toxicity_rate", "mean_rstar", "n")})
         tracker.log_artifact(child, Path(row["dir"]) / "eval_completions.jsonl")
         tracker.end_run(child)
     tracker.log_metrics(parent, {f"toxicity.{k.replace(':', '.')}": v["toxicity_rate"] for k, v in table.items()})
-    md = markdown_table(["model", "config", "toxicity rate", "mean R*", "n"],
-                        [[k, v["trial"], f"{v['toxicity_rate']:.3f}", f"{v['mean_rstar']:.3f}", str(v["n"])]
-                         for k, v in table.items()])
+    md = markdown_table(
+        ["model", "config", "toxicity rate", "mean R*", "n"],
+        [[k, v["trial"], f"{v['toxicity_rate']:.3f}", f"{v['mean_rstar']:.3f}", str(v["n"])] for k, v in table.items()],
+    )
     (out / "realign.md").write_text(md + "\n")
     (out / "realign.json").write_text(json.dumps(table, indent=2, default=float))
     tracker.log_artifact(parent, out / "realign.md")

@@ -91,8 +91,12 @@ class SearchConfig:
             raise bad("val_fraction", f"must be in (0, 1), got {self.val_fraction}")
         if self.pack_size < 1:
             raise bad("pack_size", f"must be >= 1, got {self.pack_size}")
-        if not self.rungs or any(not 0.0 < r <= 1.0 for r in self.rungs) or self.rungs != sorted(set(self.rungs)) \
-                or self.rungs[-1] != 1.0:
+        if (
+            not self.rungs
+            or any(not 0.0 < r <= 1.0 for r in self.rungs)
+            or self.rungs != sorted(set(self.rungs))
+            or self.rungs[-1] != 1.0
+        ):
             raise bad("rungs", f"must be increasing fractions in (0, 1] ending with 1.0, got {self.rungs}")
         if self.gpus_per_trial < 0:
             raise bad("gpus_per_trial", f"must be >= 0, got {self.gpus_per_trial}")
@@ -100,7 +104,11 @@ class SearchConfig:
             raise bad("max_failures", f"must be >= 0, got {self.max_failures}")
         names = []
         for i, m in enumerate(self.models):
-            if not isinstance(m, dict) or set(m) - {"name", "workdir", "pairs"} or len({"workdir", "pairs"} & set(m)) != 1:
+            if (
+                not isinstance(m, dict)
+                or set(m) - {"name", "workdir", "pairs"}
+                or len({"workdir", "pairs"} & set(m)) != 1
+            ):
                 raise bad(f"models.{i}", f"must be {{name, workdir}} or {{name, pairs}}, got {m!r}")
             name = str(m.get("name") or Path(m.get("workdir") or m["pairs"]).name)
             if any(c in name for c in "/\\ :") or name in names:
@@ -133,15 +141,18 @@ class SearchConfig:
     def fingerprint(self) -> str:
         """Hash of everything that defines the search's trials (not how many run at once, nor the device): a
         resumed search must have the same fingerprint as the interrupted one."""
-        d = {k: v for k, v in to_dict(self).items() if k not in ("max_concurrent_trials", "device", "max_failures",
-                                                                 "gpus_per_trial")}
+        d = {
+            k: v
+            for k, v in to_dict(self).items()
+            if k not in ("max_concurrent_trials", "device", "max_failures", "gpus_per_trial")
+        }
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _first(spec: Any) -> Any:
     """A representative value of a ``space`` entry (its first choice or lower bound); None if malformed."""
     try:
-        (kind, args), = spec.items()
+        ((kind, args),) = spec.items()
         return int(args[0]) if kind == "randint" else args[0]
     except (AttributeError, TypeError, ValueError, IndexError, KeyError):
         return None
@@ -156,9 +167,12 @@ def _check_distribution(key: str, fld: str, spec: Any, fixed: dict) -> None:
     """One ``space`` entry: exactly one known distribution, well-formed bounds, and every bound/choice a valid
     ``IRLConfig`` value on its own (with ``fixed`` applied), so a typo fails here and not in trial 7."""
     if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
-        raise ConfigError(key, f"must be one of {{choice: [...]}}, {{uniform: [lo, hi]}}, {{loguniform: [lo, hi]}}, "
-                               f"{{randint: [lo, hi]}}; got {spec!r}")
-    (kind, args), = spec.items()
+        raise ConfigError(
+            key,
+            f"must be one of {{choice: [...]}}, {{uniform: [lo, hi]}}, {{loguniform: [lo, hi]}}, "
+            f"{{randint: [lo, hi]}}; got {spec!r}",
+        )
+    ((kind, args),) = spec.items()
     dotted = f"{key}.{kind}"
     if kind == "choice":
         if not isinstance(args, list) or not args:
@@ -169,8 +183,11 @@ def _check_distribution(key: str, fld: str, spec: Any, fixed: dict) -> None:
                     raise ConfigError(dotted, f"unknown method {m!r}; choose from {', '.join(METHODS)}")
         values = args
     else:
-        if not isinstance(args, list) or len(args) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float))
-                                                             for v in args):
+        if (
+            not isinstance(args, list)
+            or len(args) != 2
+            or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in args)
+        ):
             raise ConfigError(dotted, f"must be [lo, hi] (two numbers), got {args!r}")
         lo, hi = args
         if not lo < hi:
@@ -205,7 +222,7 @@ def suggest(trial, space: dict) -> dict:
     """Ask an Optuna trial for one value per ``space`` entry (a resumed trial gets back what it was given)."""
     out = {}
     for fld, spec in space.items():
-        (kind, args), = spec.items()
+        ((kind, args),) = spec.items()
         if kind == "choice":
             out[fld] = trial.suggest_categorical(fld, list(args))
         elif kind == "uniform":

@@ -54,9 +54,14 @@ def open_study(journal: str | Path, model: str, objective: str, cfg: SearchConfi
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=sampler_seed(cfg.search_seed, model, pack), constant_liar=True)
-    return optuna.create_study(storage=_storage(journal), study_name=model, sampler=sampler, pruner=pruner(cfg),
-                               direction="minimize" if OBJECTIVES[objective] == "min" else "maximize",
-                               load_if_exists=True)
+    return optuna.create_study(
+        storage=_storage(journal),
+        study_name=model,
+        sampler=sampler,
+        pruner=pruner(cfg),
+        direction="minimize" if OBJECTIVES[objective] == "min" else "maximize",
+        load_if_exists=True,
+    )
 
 
 def pack_sizes(cfg: SearchConfig) -> list[int]:
@@ -72,8 +77,9 @@ def pack_trials(study, cfg: SearchConfig, pack: int) -> tuple[list, list]:
     from optuna.trial import TrialState
 
     size = pack_sizes(cfg)[pack]
-    mine = sorted((t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("pack") == pack),
-                  key=lambda t: t.number)
+    mine = sorted(
+        (t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("pack") == pack), key=lambda t: t.number
+    )
     finished = [t for t in mine if t.state.is_finished()]
     todo = [optuna.trial.Trial(study, t._trial_id) for t in mine if t.state == TrialState.RUNNING]
     for _ in range(size - len(mine)):
@@ -91,8 +97,11 @@ def stop_unfinished(study, pack: int | None = None) -> list[int]:
     their pack), else FAIL; so the study holds no phantom work. Returns their numbers."""
     from optuna.trial import TrialState
 
-    left = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if pack is None or t.user_attrs.get("pack") == pack]
+    left = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if pack is None or t.user_attrs.get("pack") == pack
+    ]
     for t in left:
         state = TrialState.PRUNED if t.intermediate_values else TrialState.FAIL
         study.tell(t.number, state=state, skip_if_finished=True)

@@ -25,8 +25,9 @@ def trial_key(model: str, number: int) -> str:
 
 def existing_children(tracker, parent: str) -> set[str]:
     """``fairl.trial`` tags of the parent's config children already in MLflow."""
-    runs = tracker.client.search_runs([tracker.experiment_id],
-                                      filter_string=f"tags.`mlflow.parentRunId` = '{parent}'", max_results=50000)
+    runs = tracker.client.search_runs(
+        [tracker.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'", max_results=50000
+    )
     return {r.data.tags[TRIAL_TAG] for r in runs if TRIAL_TAG in r.data.tags}
 
 
@@ -34,10 +35,18 @@ def log_config_run(tracker, parent: str, record: dict, fixed: dict) -> None:
     """One config as a child run: params = fixed + its searched values; metrics = its val metrics at the rung it
     reached; tags: model, pack, Optuna state, node."""
     key = trial_key(record["model"], record["number"])
-    child = tracker.start_run(f"trial:{key}", parent_run_id=parent,
-                              tags={"fairl.kind": "tune_trial", TRIAL_TAG: key, "fairl.model": record["model"],
-                                    "fairl.pack": str(record["pack"]), "optuna.state": record["state"],
-                                    "fairl.node_id": record.get("node_id") or ""})
+    child = tracker.start_run(
+        f"trial:{key}",
+        parent_run_id=parent,
+        tags={
+            "fairl.kind": "tune_trial",
+            TRIAL_TAG: key,
+            "fairl.model": record["model"],
+            "fairl.pack": str(record["pack"]),
+            "optuna.state": record["state"],
+            "fairl.node_id": record.get("node_id") or "",
+        },
+    )
     tracker.log_params(child, {**fixed, **record["config"], "epochs_run": record.get("epochs")})
     tracker.log_metrics(child, {**record["metrics"], "rung": record.get("rung", 0)})
     tracker.end_run(child, "FAILED" if record["state"] == "FAIL" else "FINISHED")
@@ -46,8 +55,17 @@ def log_config_run(tracker, parent: str, record: dict, fixed: dict) -> None:
 class LiveSearchLog(Callback):
     """A Tune callback on the driver: the live MLflow children and one progress line per finished config."""
 
-    def __init__(self, tracking_uri: str, artifact_root: str, parent: str, fixed: dict, objective: str, total: int,
-                 journal: str, cfg_dict: dict):
+    def __init__(
+        self,
+        tracking_uri: str,
+        artifact_root: str,
+        parent: str,
+        fixed: dict,
+        objective: str,
+        total: int,
+        journal: str,
+        cfg_dict: dict,
+    ):
         self.tracking_uri, self.artifact_root, self.parent = tracking_uri, artifact_root, parent
         self.fixed, self.objective, self.total, self.journal, self.cfg_dict = fixed, objective, total, journal, cfg_dict
         self.tracker = None
@@ -77,13 +95,19 @@ class LiveSearchLog(Callback):
         self.logged.add(key)
         value = record["metrics"].get(f"val_{self.objective}")
         model, best = record["model"], self.best.get(record["model"])
-        if record["state"] == "COMPLETE" and value is not None and (
-                best is None or (value < best if OBJECTIVES[self.objective] == "min" else value > best)):
+        if (
+            record["state"] == "COMPLETE"
+            and value is not None
+            and (best is None or (value < best if OBJECTIVES[self.objective] == "min" else value > best))
+        ):
             self.best[model] = best = value
         shown = "n/a" if value is None else f"{value:.4f}"
         best = "" if best is None else f" (best of {model} {best:.4f})"
-        print(f"[tune] {len(self.logged)}/{self.total} {key} {record['config'].get('method', '')} "
-              f"{record['state'].lower()} at {record['epochs']} epochs val_{self.objective}={shown}{best}", flush=True)
+        print(
+            f"[tune] {len(self.logged)}/{self.total} {key} {record['config'].get('method', '')} "
+            f"{record['state'].lower()} at {record['epochs']} epochs val_{self.objective}={shown}{best}",
+            flush=True,
+        )
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         for record in json.loads(result.get("finished_json") or "[]"):
@@ -103,24 +127,43 @@ class LiveSearchLog(Callback):
                 self._log(record)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        print(f"[tune] pack {trial.config.get('model')}/{trial.config.get('pack')} crashed (retried, up to "
-              f"max_failures times; its finished configs are kept): {trial.error_file}", flush=True)
+        print(
+            f"[tune] pack {trial.config.get('model')}/{trial.config.get('pack')} crashed (retried, up to "
+            f"max_failures times; its finished configs are kept): {trial.error_file}",
+            flush=True,
+        )
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        print(f"[tune] pack {trial.config.get('model')}/{trial.config.get('pack')} FAILED after its retries: "
-              f"{trial.error_file}", flush=True)
+        print(
+            f"[tune] pack {trial.config.get('model')}/{trial.config.get('pack')} FAILED after its retries: "
+            f"{trial.error_file}",
+            flush=True,
+        )
 
 
 def study_records(study, model: str, pack: int | None = None) -> list[dict]:
     """Finished trials of an Optuna study as the records :func:`log_config_run` takes."""
     out = []
     for t in study.get_trials(deepcopy=False):
-        if not t.state.is_finished() or "config" not in t.user_attrs or (pack is not None and t.user_attrs.get("pack") != pack):
+        if (
+            not t.state.is_finished()
+            or "config" not in t.user_attrs
+            or (pack is not None and t.user_attrs.get("pack") != pack)
+        ):
             continue
-        out.append({"model": model, "number": t.number, "pack": t.user_attrs.get("pack"), "state": t.state.name,
-                    "config": t.user_attrs["config"], "metrics": t.user_attrs.get("metrics", {}),
-                    "epochs": t.user_attrs.get("epochs"), "rung": max(t.intermediate_values, default=0),
-                    "node_id": ""})
+        out.append(
+            {
+                "model": model,
+                "number": t.number,
+                "pack": t.user_attrs.get("pack"),
+                "state": t.state.name,
+                "config": t.user_attrs["config"],
+                "metrics": t.user_attrs.get("metrics", {}),
+                "epochs": t.user_attrs.get("epochs"),
+                "rung": max(t.intermediate_values, default=0),
+                "node_id": "",
+            }
+        )
     return out
 
 

@@ -39,8 +39,9 @@ def _split_rows(data: SearchData, on: Literal["val", "test"]) -> tuple[list[dict
         val = set(data.val_index)
         fit_idx = [i for i in data.train_index if i not in val]
         index = fit_idx + data.val_index
-        rows = [{**data.rows[i], "split": "train"} for i in fit_idx] + [{**data.rows[i], "split": "test"}
-                                                                        for i in data.val_index]
+        rows = [{**data.rows[i], "split": "train"} for i in fit_idx] + [
+            {**data.rows[i], "split": "test"} for i in data.val_index
+        ]
     else:
         index = data.train_index + data.test_index
         rows = [data.rows[i] for i in index]
@@ -54,8 +55,11 @@ def at_budget(config: dict, fraction: float) -> dict:
         return dict(config)
     full = IRLConfig(**config)
     epochs = max(1, round(fraction * full.epochs))
-    return {**config, "epochs": epochs,
-            "curriculum_rounds": min(epochs, max(1, round(fraction * full.curriculum_rounds)))}
+    return {
+        **config,
+        "epochs": epochs,
+        "curriculum_rounds": min(epochs, max(1, round(fraction * full.curriculum_rounds))),
+    }
 
 
 # Trials need the metrics only: no plots, and none of the evaluation's analyses (they also read each member's
@@ -63,13 +67,20 @@ def at_budget(config: dict, fraction: float) -> dict:
 _METRICS_ONLY = {"plots": False, "analyses": False}
 
 
-def evaluate_pack(data: SearchData, configs: list[dict], seeds: list[int], on: Literal["val", "test"],
-                  device: str = "cpu", budget: float = 1.0) -> list[dict[str, dict[str, float]]]:
+def evaluate_pack(
+    data: SearchData,
+    configs: list[dict],
+    seeds: list[int],
+    on: Literal["val", "test"],
+    device: str = "cpu",
+    budget: float = 1.0,
+) -> list[dict[str, dict[str, float]]]:
     """Train every config × seed as ONE ``train_ensemble`` call and score each; per config ``{metric: {mean, std,
     n}}`` over its seeds. ``budget`` < 1 trains every config at that fraction of its epochs (:func:`at_budget`).
 
     Each member is calibrated and saved by ``stages.irl_fit.save_calibrated`` as in ``fit_rewards`` (which names
-    artifacts by method/seed, so it cannot hold two configs of one method); the metrics are ``stages.evaluate.evaluate_rewards``'s, with each config as one "method".
+    artifacts by method/seed, so it cannot hold two configs of one method); the metrics are
+    ``stages.evaluate.evaluate_rewards``'s, with each config as one "method".
     """
     import torch
 
@@ -103,8 +114,9 @@ def evaluate_pack(data: SearchData, configs: list[dict], seeds: list[int], on: L
     return [summary["per_method"][f"cfg{i}"] for i in range(len(configs))]
 
 
-def evaluate_config(data: SearchData, irl: dict, seeds: list[int], on: Literal["val", "test"],
-                    device: str = "cpu") -> dict[str, dict[str, float]]:
+def evaluate_config(
+    data: SearchData, irl: dict, seeds: list[int], on: Literal["val", "test"], device: str = "cpu"
+) -> dict[str, dict[str, float]]:
     """One config × ``seeds`` (a pack of one): ``{metric: {mean, std, n}}``."""
     return evaluate_pack(data, [irl], seeds, on, device)[0]
 
@@ -118,10 +130,20 @@ def flat_metrics(stats: dict[str, dict[str, float]], prefix: str = "val_") -> di
     return out
 
 
-def _record(trial, model: str, pack: int, state: str, config: dict, metrics: dict, epochs: int, rung: int,
-            node: str) -> dict:
-    return {"model": model, "number": trial.number, "pack": pack, "state": state, "config": config,
-            "metrics": metrics, "epochs": epochs, "rung": rung, "node_id": node}
+def _record(
+    trial, model: str, pack: int, state: str, config: dict, metrics: dict, epochs: int, rung: int, node: str
+) -> dict:
+    return {
+        "model": model,
+        "number": trial.number,
+        "pack": pack,
+        "state": state,
+        "config": config,
+        "metrics": metrics,
+        "epochs": epochs,
+        "rung": rung,
+        "node_id": node,
+    }
 
 
 def run_pack(config: dict, spec: dict) -> None:
@@ -150,8 +172,15 @@ def run_pack(config: dict, spec: dict) -> None:
     done_values = [t.value for t in finished if t.state == TrialState.COMPLETE and t.value is not None]
     device = resolve_device(cfg.device)
     if not todo:  # every config of this pack finished in an earlier attempt
-        tune.report({metric: better(done_values) if done_values else float("nan"), "rung": len(cfg.rungs) - 1,
-                     "configs_alive": 0, "finished_json": "[]", "node_id": node})
+        tune.report(
+            {
+                metric: better(done_values) if done_values else float("nan"),
+                "rung": len(cfg.rungs) - 1,
+                "configs_alive": 0,
+                "finished_json": "[]",
+                "node_id": node,
+            }
+        )
         return
     invalid = []
     for trial in todo:  # a combination the engine rejects (e.g. curriculum_rounds > epochs) fails alone
@@ -163,8 +192,15 @@ def run_pack(config: dict, spec: dict) -> None:
             invalid.append(_record(trial, model, pack, "FAIL", trial.user_attrs["config"], {}, 0, 0, node))
     todo = [t for t in todo if not any(r["number"] == t.number for r in invalid)]
     if not todo:
-        tune.report({metric: float("nan"), "rung": 0, "configs_alive": 0, "node_id": node,
-                     "finished_json": json.dumps(invalid, default=float)})
+        tune.report(
+            {
+                metric: float("nan"),
+                "rung": 0,
+                "configs_alive": 0,
+                "node_id": node,
+                "finished_json": json.dumps(invalid, default=float),
+            }
+        )
         return
     for r, fraction in enumerate(cfg.rungs):
         last = r == len(cfg.rungs) - 1
@@ -173,7 +209,7 @@ def run_pack(config: dict, spec: dict) -> None:
         with contextlib.redirect_stderr(io.StringIO()):  # trainer bars would drown Tune's output
             stats = evaluate_pack(data, configs, cfg.seeds, "val", device, fraction)
         now, keep, values = (invalid if r == 0 else []), [], []
-        for trial, c, s, e in zip(todo, configs, stats, epochs):
+        for trial, s, e in zip(todo, stats, epochs):
             value = s.get(objective, {}).get("mean")
             metrics = {**flat_metrics(s), "val_pairs": len(data.val_index)}
             trial.set_user_attr("metrics", metrics)
@@ -197,8 +233,16 @@ def run_pack(config: dict, spec: dict) -> None:
                 keep.append(trial)
         todo = keep
         _maybe_crash(model, pack, r, last)
-        tune.report({metric: better(values) if values else float("nan"), "rung": r, "epochs": max(epochs),
-                     "configs_alive": len(todo), "finished_json": json.dumps(now, default=float), "node_id": node})
+        tune.report(
+            {
+                metric: better(values) if values else float("nan"),
+                "rung": r,
+                "epochs": max(epochs),
+                "configs_alive": len(todo),
+                "finished_json": json.dumps(now, default=float),
+                "node_id": node,
+            }
+        )
         if not todo:
             return
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from fairl_ray.config import flatten, to_dict
 from fairl_ray.search.data import SearchData, resolve_objective, save_data
@@ -51,23 +51,35 @@ def check_resumable(cfg: SearchConfig, out: str | Path, models: dict[str, Search
     or, given ``models``, its data (pairs, features, splits) — differs (checked before anything starts)."""
     state = read_state(Path(out))
     if state and state["fingerprint"] != cfg.fingerprint():
-        raise SearchStateError(f"{out} holds search {state['name']!r} with a different config (fingerprint "
-                               f"{state['fingerprint']} != {cfg.fingerprint()}); rerun with --restart to start it "
-                               f"over, or pick another --out")
+        raise SearchStateError(
+            f"{out} holds search {state['name']!r} with a different config (fingerprint "
+            f"{state['fingerprint']} != {cfg.fingerprint()}); rerun with --restart to start it "
+            f"over, or pick another --out"
+        )
     if state and models is not None and "data" in state:
         now = {m: d.digest() for m, d in models.items()}
         if now != state["data"]:
             changed = sorted(m for m in set(now) | set(state["data"]) if now.get(m) != state["data"].get(m))
-            raise SearchStateError(f"{out} holds search {state['name']!r} over different data (model(s) "
-                                   f"{', '.join(changed)} changed since it started); rerun with --restart to start it "
-                                   f"over, or pick another --out")
+            raise SearchStateError(
+                f"{out} holds search {state['name']!r} over different data (model(s) "
+                f"{', '.join(changed)} changed since it started); rerun with --restart to start it "
+                f"over, or pick another --out"
+            )
     return state
 
 
-def run_search(cfg: SearchConfig, models: dict[str, SearchData], out: str | Path, tracking_uri: str,
-               artifact_root: str | Path | None = None, address: str | None = None, restart: bool = False,
-               realign_top: int = 0, realign_workdir: str | Path | None = None,
-               log: Callable[[str], None] = print) -> dict:
+def run_search(
+    cfg: SearchConfig,
+    models: dict[str, SearchData],
+    out: str | Path,
+    tracking_uri: str,
+    artifact_root: str | Path | None = None,
+    address: str | None = None,
+    restart: bool = False,
+    realign_top: int = 0,
+    realign_workdir: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Run (or resume) the whole search; write the outputs into ``out``; return the contents of best.json (plus
     ``out``, ``seconds`` and the MLflow ids)."""
     import ray
@@ -100,49 +112,94 @@ def run_search(cfg: SearchConfig, models: dict[str, SearchData], out: str | Path
         tracker.reopen_run(parent)
         log(f"[tune] resuming search {cfg.name!r} in {out} (MLflow run {parent})")
     else:
-        parent = tracker.start_run(f"tune:{cfg.name}", tags={"fairl.kind": "tune", "fairl.out": str(out),
-                                                             "fairl.models": ",".join(models)})
+        parent = tracker.start_run(
+            f"tune:{cfg.name}", tags={"fairl.kind": "tune", "fairl.out": str(out), "fairl.models": ",".join(models)}
+        )
         first = models[primary]
-        tracker.log_params(parent, {**flatten(to_dict(cfg)), "objective_resolved": objective,
-                                    "models_resolved": ",".join(f"{m}={d.source}" for m, d in models.items()),
-                                    "packs_per_model": n_packs,
-                                    "pairs.train": len(first.train_index) - len(first.val_index),
-                                    "pairs.val": len(first.val_index), "pairs.test": len(first.test_index)})
-        _write_state(out, {"name": cfg.name, "fingerprint": cfg.fingerprint(), "parent_run_id": parent,
-                           "data": {m: d.digest() for m, d in models.items()},
-                           "tracking_uri": tracking_uri, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        tracker.log_params(
+            parent,
+            {
+                **flatten(to_dict(cfg)),
+                "objective_resolved": objective,
+                "models_resolved": ",".join(f"{m}={d.source}" for m, d in models.items()),
+                "packs_per_model": n_packs,
+                "pairs.train": len(first.train_index) - len(first.val_index),
+                "pairs.val": len(first.val_index),
+                "pairs.test": len(first.test_index),
+            },
+        )
+        _write_state(
+            out,
+            {
+                "name": cfg.name,
+                "fingerprint": cfg.fingerprint(),
+                "parent_run_id": parent,
+                "data": {m: d.digest() for m, d in models.items()},
+                "tracking_uri": tracking_uri,
+                "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            },
+        )
     own_ray = not ray.is_initialized()
     status = "FAILED"
     try:
         if own_ray:
             init_ray(address=address)
         spec = {"cfg": to_dict(cfg), "objective": objective, "journal": str(journal), "data_dirs": data_dirs}
-        trainable = tune.with_resources(tune.with_parameters(run_pack, spec=spec),
-                                        {"cpu": 1, "gpu": cfg.gpus_per_trial})
+        trainable = tune.with_resources(
+            tune.with_parameters(run_pack, spec=spec), {"cpu": 1, "gpu": cfg.gpus_per_trial}
+        )
         experiment = out / "ray_results" / cfg.name
         if tune.Tuner.can_restore(str(experiment)):
-            done = sum(1 for m in models for t in open_study(journal, m, objective, cfg).get_trials(deepcopy=False)
-                       if t.state.is_finished() and "pack" in t.user_attrs)
+            done = sum(
+                1
+                for m in models
+                for t in open_study(journal, m, objective, cfg).get_trials(deepcopy=False)
+                if t.state.is_finished() and "pack" in t.user_attrs
+            )
             log(f"[tune] restoring the Tune experiment {experiment}: {done}/{total} configs already finished")
-            tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
-                                       resume_errored=True)
+            tuner = tune.Tuner.restore(
+                str(experiment), trainable=trainable, resume_unfinished=True, resume_errored=True
+            )
         else:
-            scheduler = (ASHAScheduler(max_t=len(cfg.rungs), grace_period=1, reduction_factor=2)
-                         if cfg.scheduler == "asha" else None)
-            live = LiveSearchLog(tracking_uri, str(artifact_root or out / "mlartifacts"), parent, dict(cfg.fixed),
-                                 objective, total, str(journal), to_dict(cfg))
+            scheduler = (
+                ASHAScheduler(max_t=len(cfg.rungs), grace_period=1, reduction_factor=2)
+                if cfg.scheduler == "asha"
+                else None
+            )
+            live = LiveSearchLog(
+                tracking_uri,
+                str(artifact_root or out / "mlartifacts"),
+                parent,
+                dict(cfg.fixed),
+                objective,
+                total,
+                str(journal),
+                to_dict(cfg),
+            )
             tuner = tune.Tuner(
                 trainable,
                 param_space={"model": tune.grid_search(list(models)), "pack": tune.grid_search(list(range(n_packs)))},
-                tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=1, scheduler=scheduler,
-                                            max_concurrent_trials=cfg.max_concurrent_trials, reuse_actors=True),
-                run_config=tune.RunConfig(name=cfg.name, storage_path=str(out / "ray_results"), verbose=0,
-                                          callbacks=[live],
-                                          failure_config=tune.FailureConfig(max_failures=cfg.max_failures)),
+                tune_config=tune.TuneConfig(
+                    metric=metric,
+                    mode=mode,
+                    num_samples=1,
+                    scheduler=scheduler,
+                    max_concurrent_trials=cfg.max_concurrent_trials,
+                    reuse_actors=True,
+                ),
+                run_config=tune.RunConfig(
+                    name=cfg.name,
+                    storage_path=str(out / "ray_results"),
+                    verbose=0,
+                    callbacks=[live],
+                    failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+                ),
             )
-        log(f"[tune] {cfg.num_samples} configs × {len(cfg.seeds)} seeds per model, {len(models)} model(s), packs of "
+        log(
+            f"[tune] {cfg.num_samples} configs × {len(cfg.seeds)} seeds per model, {len(models)} model(s), packs of "
             f"{cfg.pack_size} ({n_packs} Tune trials per model), rungs {cfg.rungs}, pruner {cfg.pruner}, "
-            f"scheduler {cfg.scheduler}")
+            f"scheduler {cfg.scheduler}"
+        )
         tuner.fit()
 
         studies = {m: open_study(journal, m, objective, cfg) for m in models}
@@ -157,18 +214,25 @@ def run_search(cfg: SearchConfig, models: dict[str, SearchData], out: str | Path
         if realign_top:
             from fairl_ray.search.realign import realign_top_rewards
 
-            ok = sorted((t for t in trial_rows(studies, cfg) if t["model"] == primary and t["status"] == "ok"),
-                        key=lambda t: t[metric], reverse=mode == "max")
+            ok = sorted(
+                (t for t in trial_rows(studies, cfg) if t["model"] == primary and t["status"] == "ok"),
+                key=lambda t: t[metric],
+                reverse=mode == "max",
+            )
             ranked = [(t["trial_id"], {**cfg.fixed, **{k: t[k] for k in cfg.searched}}) for t in ok]
-            summary["realign"] = realign_top_rewards(cfg, models[primary], ranked, realign_top, realign_workdir,
-                                                     out / "realign", tracker, parent, log)
+            summary["realign"] = realign_top_rewards(
+                cfg, models[primary], ranked, realign_top, realign_workdir, out / "realign", tracker, parent, log
+            )
 
         files = write_outputs(out, cfg, models, trial_rows(studies, cfg), summary, metric)
         for f in files:
             tracker.log_artifact(parent, f, f"models/{f.parent.name}" if f.parent.parent == out / "models" else None)
         summary["seconds"] = round(time.time() - started, 1)
-        summary["mlflow"] = {"tracking_uri": tracking_uri, "parent_run_id": parent,
-                             "experiment_id": tracker.experiment_id}
+        summary["mlflow"] = {
+            "tracking_uri": tracking_uri,
+            "parent_run_id": parent,
+            "experiment_id": tracker.experiment_id,
+        }
         summary["out"] = str(out)
         (out / "best.json").write_text(json.dumps(summary, indent=2, default=float))
         status = "FINISHED"
@@ -182,8 +246,18 @@ def run_search(cfg: SearchConfig, models: dict[str, SearchData], out: str | Path
             ray.shutdown()
 
 
-def _winners(cfg: SearchConfig, models: dict[str, SearchData], studies: dict, objective: str, mode: str, metric: str,
-             out: Path, tracker, parent: str, log) -> dict:
+def _winners(
+    cfg: SearchConfig,
+    models: dict[str, SearchData],
+    studies: dict,
+    objective: str,
+    mode: str,
+    metric: str,
+    out: Path,
+    tracker,
+    parent: str,
+    log,
+) -> dict:
     """Per model: best config, its fresh-seed TEST metrics (an MLflow child, once); with several models the
     cross-model comparison. Returns best.json's content."""
     from fairl_ray.search.outputs import best_of, compare_models, trial_rows
@@ -193,8 +267,12 @@ def _winners(cfg: SearchConfig, models: dict[str, SearchData], studies: dict, ob
     device = resolve_device(cfg.device)
     trials = trial_rows(studies, cfg)
     per_model = {}
-    existing = {r.info.run_name for r in tracker.client.search_runs(
-        [tracker.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'", max_results=50000)}
+    existing = {
+        r.info.run_name
+        for r in tracker.client.search_runs(
+            [tracker.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'", max_results=50000
+        )
+    }
     for model, data in models.items():
         mine = [t for t in trials if t["model"] == model]
         best = best_of(mine, metric, mode)
@@ -202,36 +280,68 @@ def _winners(cfg: SearchConfig, models: dict[str, SearchData], studies: dict, ob
             errors = sum(t["status"] == "error" for t in mine)
             raise RuntimeError(f"model {model!r}: no config finished ({len(mine)} asked, {errors} failed)")
         best_irl = {**cfg.fixed, **{k: best[k] for k in cfg.searched}}
-        log(f"[tune] {model}: best config {best['trial_id']} ({metric}={best[metric]:.4f}); re-training it on "
-            f"fresh seeds {cfg.fresh_seeds}, evaluating on {len(data.test_index)} test pairs")
+        log(
+            f"[tune] {model}: best config {best['trial_id']} ({metric}={best[metric]:.4f}); re-training it on "
+            f"fresh seeds {cfg.fresh_seeds}, evaluating on {len(data.test_index)} test pairs"
+        )
         fresh = evaluate_config(data, best_irl, cfg.fresh_seeds, "test", device)
         per_model[model] = {
-            "objective": objective, "mode": mode, "best_trial": best["trial_id"], "best_config": best_irl,
-            "best_val_objective": best[metric], "best_val_objective_std": best.get(f"{metric}_std"),
-            "val_seeds": list(cfg.seeds), "fresh_seeds": list(cfg.fresh_seeds), "fresh_seed_test_metrics": fresh,
-            "trials": {"total": len(mine), "ok": sum(t["status"] == "ok" for t in mine),
-                       "pruned": sum(t["status"] == "pruned" for t in mine),
-                       "failed": sum(t["status"] == "error" for t in mine)},
-            "pairs": {"train": len(data.train_index) - len(data.val_index), "val": len(data.val_index),
-                      "test": len(data.test_index)},
+            "objective": objective,
+            "mode": mode,
+            "best_trial": best["trial_id"],
+            "best_config": best_irl,
+            "best_val_objective": best[metric],
+            "best_val_objective_std": best.get(f"{metric}_std"),
+            "val_seeds": list(cfg.seeds),
+            "fresh_seeds": list(cfg.fresh_seeds),
+            "fresh_seed_test_metrics": fresh,
+            "trials": {
+                "total": len(mine),
+                "ok": sum(t["status"] == "ok" for t in mine),
+                "pruned": sum(t["status"] == "pruned" for t in mine),
+                "failed": sum(t["status"] == "error" for t in mine),
+            },
+            "pairs": {
+                "train": len(data.train_index) - len(data.val_index),
+                "val": len(data.val_index),
+                "test": len(data.test_index),
+            },
             "source": data.source,
         }
         name = "best_on_fresh_seeds" if len(models) == 1 else f"best_on_fresh_seeds:{model}"
         if name not in existing:
-            child = tracker.start_run(name, parent_run_id=parent, tags={"fairl.kind": "tune_best", "fairl.model": model})
+            child = tracker.start_run(
+                name, parent_run_id=parent, tags={"fairl.kind": "tune_best", "fairl.model": model}
+            )
             tracker.log_params(child, {**best_irl, "fresh_seeds": cfg.fresh_seeds, "best_trial": best["trial_id"]})
             tracker.log_metrics(child, flat_metrics(fresh, "test_"))
             tracker.end_run(child)
-        tracker.log_metrics(parent, {f"{model}.best_{metric}": best[metric]}
-                            | {f"{model}.fresh_test_{m}": s["mean"] for m, s in fresh.items()})
+        tracker.log_metrics(
+            parent,
+            {f"{model}.best_{metric}": best[metric]} | {f"{model}.fresh_test_{m}": s["mean"] for m, s in fresh.items()},
+        )
     primary = next(iter(models))
-    summary = {"name": cfg.name, "objective": objective, "mode": mode, "searched": cfg.searched,
-               "val_seeds": list(cfg.seeds), "primary_model": primary, **per_model[primary], "models": per_model,
-               "trials": {k: sum(m["trials"][k] for m in per_model.values()) for k in ("total", "ok", "pruned", "failed")},
-               "packing": {"pack_size": cfg.pack_size, "packs_per_model": len(pack_sizes(cfg)), "rungs": cfg.rungs,
-                           "pruner": cfg.pruner, "scheduler": cfg.scheduler}}
+    summary = {
+        "name": cfg.name,
+        "objective": objective,
+        "mode": mode,
+        "searched": cfg.searched,
+        "val_seeds": list(cfg.seeds),
+        "primary_model": primary,
+        **per_model[primary],
+        "models": per_model,
+        "trials": {k: sum(m["trials"][k] for m in per_model.values()) for k in ("total", "ok", "pruned", "failed")},
+        "packing": {
+            "pack_size": cfg.pack_size,
+            "packs_per_model": len(pack_sizes(cfg)),
+            "rungs": cfg.rungs,
+            "pruner": cfg.pruner,
+            "scheduler": cfg.scheduler,
+        },
+    }
     if len(models) > 1:
-        summary["comparison"] = compare_models(models, {m: s["best_config"] for m, s in per_model.items()},
-                                               cfg.seeds, objective, mode, device)
+        summary["comparison"] = compare_models(
+            models, {m: s["best_config"] for m, s in per_model.items()}, cfg.seeds, objective, mode, device
+        )
         log(f"[tune] {summary['comparison']['statement']}")
     return summary

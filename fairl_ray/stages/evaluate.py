@@ -67,8 +67,14 @@ def _rewards(rows: list[dict]) -> np.ndarray | None:
 
 
 def evaluate_rewards(
-    rows: list[dict], chosen: np.ndarray, rejected: np.ndarray, irl_dir: Path, members: list[dict], out_dir: Path,
-    plots: bool = True, analyses: bool = True,
+    rows: list[dict],
+    chosen: np.ndarray,
+    rejected: np.ndarray,
+    irl_dir: Path,
+    members: list[dict],
+    out_dir: Path,
+    plots: bool = True,
+    analyses: bool = True,
 ) -> dict:
     """Score the test split with each member's reward; write metrics.json (and, unless switched off as in search
     trials, the analyses and plots); return the summary (``per_member``, ``per_method``, ``analyses``)."""
@@ -84,8 +90,13 @@ def evaluate_rewards(
     for member in members:
         reward = RewardModel.from_dir(Path(irl_dir) / member["reward_dir"])
         scores = np.asarray(reward.score_features(x_test), dtype=np.float64)
-        m = MemberScores(member["method"], member["seed"], np.asarray(reward.score_features(x_train), np.float64),
-                         scores, float(reward.card["threshold"]))
+        m = MemberScores(
+            member["method"],
+            member["seed"],
+            np.asarray(reward.score_features(x_train), np.float64),
+            scores,
+            float(reward.card["threshold"]),
+        )
         if reward.has_failure_path:
             m.base_train = reward.path_rewards(x_train)["base"]
             paths = reward.path_rewards(x_test)
@@ -95,8 +106,14 @@ def evaluate_rewards(
 
     summary = {"test_pairs": len(test), "per_member": per_member, "per_method": aggregate(per_member)}
     if analyses and test:
-        ctx = EvalContext(test_classes, np.concatenate(output_classes(train_rows)), output_subtypes(test_rows), scored,
-                          gt_test=gt, metrics_fn=lambda s, t: member_metrics(s, t, test_classes, gt))
+        ctx = EvalContext(
+            test_classes,
+            np.concatenate(output_classes(train_rows)),
+            output_subtypes(test_rows),
+            scored,
+            gt_test=gt,
+            metrics_fn=lambda s, t: member_metrics(s, t, test_classes, gt),
+        )
         summary["analyses"] = {}
         for analysis in EVALUATION_ANALYSES:
             result = analysis.compute(ctx)

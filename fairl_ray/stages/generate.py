@@ -37,7 +37,9 @@ class GenerationConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 bad(name, "must be a positive integer")
-        if not isinstance(self.temperature, (int, float)) or not (self.temperature > 0 and math.isfinite(self.temperature)):
+        if not isinstance(self.temperature, (int, float)) or not (
+            self.temperature > 0 and math.isfinite(self.temperature)
+        ):
             bad("temperature", "must be a positive finite number")
         if not isinstance(self.top_p, (int, float)) or not 0.0 < self.top_p <= 1.0:
             bad("top_p", "must be in (0, 1]")
@@ -107,7 +109,7 @@ def generate_completions(
     return out
 
 
-def toxicity_rate(world: "World", completions: list[str]) -> float:
+def toxicity_rate(world: World, completions: list[str]) -> float:
     """Fraction of ``completions`` that the world's ground truth calls toxic (0.0 for an empty list)."""
     if not completions:
         return 0.0
@@ -115,4 +117,12 @@ def toxicity_rate(world: "World", completions: list[str]) -> float:
     return float(sum(bool(f) for f in flags)) / len(flags)
 
 
-__all__ = ["GenerationConfig", "generate_completions", "generate_shard", "load_policy", "shard_seed", "shards", "toxicity_rate"]
+__all__ = [
+    "GenerationConfig",
+    "generate_completions",
+    "generate_shard",
+    "load_policy",
+    "shard_seed",
+    "shards",
+    "toxicity_rate",
+]

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fairl_ray.irl.hyperparameters import IRLConfig
 from fairl_ray.irl.heads import reward_from_params
+from fairl_ray.irl.hyperparameters import IRLConfig
 from fairl_ray.irl.reward import save_reward
 from fairl_ray.irl.trainer import PairFeatures, train_ensemble
 from fairl_ray.metrics.classification import fit_threshold
@@ -120,8 +120,10 @@ def featurize_table(table, cfg, features_dir: Path, cache_dir: Path, min_train: 
 
     train, test = split_pairs(table, cfg.pairs.test_fraction, cfg.pairs.seed)
     if train.num_rows < min_train or test.num_rows < 1:
-        raise ValueError(f"need at least {min_train} train pairs and 1 test pair, got {train.num_rows} train "
-                         f"and {test.num_rows} test")
+        raise ValueError(
+            f"need at least {min_train} train pairs and 1 test pair, got {train.num_rows} train "
+            f"and {test.num_rows} test"
+        )
     rows = train.to_pylist() + test.to_pylist()
     Path(features_dir).mkdir(parents=True, exist_ok=True)
     summary = featurize_pairs(rows, cfg.features.encoder, cache_dir, features_dir, cfg.features.batch_size)

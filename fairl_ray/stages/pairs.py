@@ -54,10 +54,12 @@ def build_pairs(prompts: list[str], expert: list[str], base: list[str], world, c
         )
     is_test = test_mask(len(rows), cfg.test_fraction, cfg.seed)
     if not is_test.any():
-        raise RuntimeError(f"pairs.test_fraction={cfg.test_fraction} of {len(rows)} pairs holds out no test pair; "
-                           "raise pairs.test_fraction or prompts.n_pairs")
-    for row, is_test in zip(rows, is_test):
-        row["split"] = "test" if is_test else "train"
+        raise RuntimeError(
+            f"pairs.test_fraction={cfg.test_fraction} of {len(rows)} pairs holds out no test pair; "
+            "raise pairs.test_fraction or prompts.n_pairs"
+        )
+    for row, held_out in zip(rows, is_test):
+        row["split"] = "test" if held_out else "train"
     return rows
 
 

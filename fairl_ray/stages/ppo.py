@@ -31,9 +31,10 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fairl_ray.policy_io import load_policy, save_policy
 
@@ -114,8 +115,9 @@ def train_ppo(
     # fp32 master weights; on a GPU the forward passes run under bf16 (or fp16) autocast.
     from fairl_ray.policy_io import select_dtype
 
-    autocast = (torch.autocast("cuda", dtype=select_dtype(device)) if device != "cpu"
-                else torch.autocast("cpu", enabled=False))
+    autocast = (
+        torch.autocast("cuda", dtype=select_dtype(device)) if device != "cpu" else torch.autocast("cpu", enabled=False)
+    )
 
     n_prompts = cfg.per_device_train_batch_size // cfg.num_generations
     order: list[int] = []
@@ -131,8 +133,14 @@ def train_ppo(
         with torch.no_grad(), autocast:
             enc = tokenizer(batch_prompts, return_tensors="pt", padding=True).to(device)
             seq = model.generate(
-                **enc, do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0,
-                max_new_tokens=cfg.max_completion_length, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_id,
+                **enc,
+                do_sample=True,
+                temperature=cfg.temperature,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=cfg.max_completion_length,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=eos_id,
             )
             P = enc["input_ids"].shape[1]
             comp = seq[:, P:]
@@ -140,8 +148,12 @@ def train_ppo(
                 continue
             cmask = _completion_mask(comp, eos_id)
             attn = torch.cat([enc["attention_mask"], cmask.long()], 1)
-            texts = [t.strip() for t in tokenizer.batch_decode(comp * cmask.long() + tokenizer.pad_token_id * (1 - cmask.long()),
-                                                             skip_special_tokens=True)]
+            texts = [
+                t.strip()
+                for t in tokenizer.batch_decode(
+                    comp * cmask.long() + tokenizer.pad_token_id * (1 - cmask.long()), skip_special_tokens=True
+                )
+            ]
             scores = torch.tensor([float(r) for r in reward_fn(texts)], device=device)
             if scores.shape[0] != len(texts):
                 raise ValueError(f"reward_fn returned {scores.shape[0]} rewards for {len(texts)} completions")
@@ -182,8 +194,11 @@ def train_ppo(
             reward_curve.append((step, float(scores.mean())))
             kl_curve.append((step, mean_kl))
             if progress:
-                print(f"[ppo] step {step}/{cfg.max_steps}  reward {float(scores.mean()):+.3f}  kl {mean_kl:.3f}"
-                      f"  {time.perf_counter() - t0:.1f}s", flush=True)
+                print(
+                    f"[ppo] step {step}/{cfg.max_steps}  reward {float(scores.mean()):+.3f}  kl {mean_kl:.3f}"
+                    f"  {time.perf_counter() - t0:.1f}s",
+                    flush=True,
+                )
 
     model.eval()
     model.config.use_cache = True

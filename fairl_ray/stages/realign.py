@@ -32,7 +32,9 @@ def score_completions(world, prompts: list[str], completions: list[str], out_fil
     return {"toxicity_rate": float(np.mean(toxic)), "mean_rstar": float(np.mean(rewards)), "n": len(completions)}
 
 
-def measure_toxicity(world, policy_dir: Path, prompts: list[str], cfg: GenerationConfig, seed: int, out_file: Path) -> dict:
+def measure_toxicity(
+    world, policy_dir: Path, prompts: list[str], cfg: GenerationConfig, seed: int, out_file: Path
+) -> dict:
     """Sample one completion per prompt (in this process), write them with their R* and toxicity; return rate and
     mean R*. The same shards and seeds as the generation pool, so the numbers match a pooled measurement."""
     completions = generate_completions(str(policy_dir), prompts, cfg, seed)
@@ -53,7 +55,9 @@ def realign_with_reward(
     """Train a fresh π0 copy with the reward in ``reward_dir``; measure its toxicity; return the summary."""
     reward = RewardModel.from_dir(reward_dir)
     training = train_rlhf(str(base_dir), rlhf_prompts, reward, rlhf_cfg, str(out_dir / "policy"))
-    toxicity = measure_toxicity(world, out_dir / "policy", eval_prompts, eval_cfg, eval_seed, out_dir / "eval_completions.jsonl")
+    toxicity = measure_toxicity(
+        world, out_dir / "policy", eval_prompts, eval_cfg, eval_seed, out_dir / "eval_completions.jsonl"
+    )
     return {**toxicity, "reward": reward.card.get("method"), "training": _scalars(training)}
 
 

@@ -18,9 +18,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fairl_ray.policy_io import load_policy, save_policy
 
@@ -82,7 +83,11 @@ class RLHFConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 bad(name, "must be a positive integer")
-        if not isinstance(self.num_generations, int) or isinstance(self.num_generations, bool) or self.num_generations < 2:
+        if (
+            not isinstance(self.num_generations, int)
+            or isinstance(self.num_generations, bool)
+            or self.num_generations < 2
+        ):
             bad("num_generations", "must be an integer >= 2")
         if self.per_device_train_batch_size % self.num_generations != 0:
             bad("per_device_train_batch_size", f"must be divisible by num_generations={self.num_generations}")

@@ -14,8 +14,9 @@ Everything else (noisy R* for RL, toxicity flags, the optional held-out labelled
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -27,7 +28,7 @@ class Scores(NamedTuple):
     """Exact ground-truth reward R* (never noisy)."""
     label: list[int]
     """+1 non-toxic, −1 toxic, 0 unknown."""
-    subtype: list[Optional[str]]
+    subtype: list[str | None]
     """Toxic subtype, or None (not toxic, or the judge has no subtypes)."""
 
 
@@ -74,7 +75,7 @@ class World:
             return [float(r) for r in reward]
         return [float(r + rng.uniform(-self.rl_noise, self.rl_noise)) for r in reward]
 
-    def heldout(self) -> Optional[tuple[list[str], list[int]]]:
+    def heldout(self) -> tuple[list[str], list[int]] | None:
         """Optional held-out labelled texts (``texts``, labels +1/−1) for evaluating extracted rewards."""
         return None
 
@@ -103,7 +104,7 @@ class World:
         """+1 non-toxic, −1 toxic, 0 unknown, per text."""
         return list(self.score(list(texts)).label)
 
-    def subtypes(self, texts: list[str]) -> list[Optional[str]]:
+    def subtypes(self, texts: list[str]) -> list[str | None]:
         """Toxic subtype per text (None if not toxic)."""
         return list(self.score(list(texts)).subtype)
 

@@ -25,10 +25,9 @@ import hashlib
 import json
 import math
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +48,7 @@ class HFPromptsConfig:
     """Split of an ``hf:`` dataset."""
     text_field: str = "prompt"
     """Field holding the text; dotted for nested records (``prompt.text`` in RealToxicityPrompts)."""
-    toxicity_field: Optional[str] = None
+    toxicity_field: str | None = None
     """Field holding a toxicity score in [0, 1] (``prompt.toxicity``) or a 0/1 label; null: no filtering."""
     rlhf_min_toxicity: float = 0.3
     """RLHF and evaluation prompts need toxicity > this (Insights §3: 0.3)."""
@@ -61,7 +60,7 @@ class HFPromptsConfig:
     """Skip source texts with fewer words."""
     split_half: bool = False
     """Cut each text to its first half of words (a prompt to continue, RealToxicityPrompts style)."""
-    max_prompt_words: Optional[int] = None
+    max_prompt_words: int | None = None
     """Cap on prompt words (after ``split_half``); null for none."""
 
     def __post_init__(self):
@@ -115,7 +114,7 @@ class HFJudgeConfig:
 class HFHeldoutConfig:
     """Optional held-out labelled texts for evaluating extracted rewards (balanced, seeded)."""
 
-    source: Optional[str] = None
+    source: str | None = None
     """Like ``prompts.source``; null: no held-out set."""
     split: str = "train"
     text_field: str = "text"
@@ -164,7 +163,7 @@ def check_selected(cfg: HFWorldConfig) -> str | None:
     return None
 
 
-def make_world(cfg: HFWorldConfig) -> "HFWorld":
+def make_world(cfg: HFWorldConfig) -> HFWorld:
     problem = check_selected(cfg)
     if problem:
         raise ValueError(f"world.hf.{problem}")
@@ -318,7 +317,9 @@ class ProfanityCheckJudge:
         try:
             from profanity_check import predict_prob
         except ImportError as err:  # pragma: no cover - depends on the optional package
-            raise ImportError("judge profanity_check needs alt-profanity-check: pip install alt-profanity-check") from err
+            raise ImportError(
+                "judge profanity_check needs alt-profanity-check: pip install alt-profanity-check"
+            ) from err
         self.predict_prob = predict_prob
 
     def __call__(self, texts: list[str]):
@@ -365,8 +366,13 @@ class ClassifierJudge:
         logits = []
         with torch.inference_mode():
             for a in range(0, len(texts), self.cfg.batch_size):
-                enc = self.tokenizer(list(texts[a : a + self.cfg.batch_size]), return_tensors="pt", padding=True,
-                                     truncation=True, max_length=self.cfg.max_length).to(self.device)
+                enc = self.tokenizer(
+                    list(texts[a : a + self.cfg.batch_size]),
+                    return_tensors="pt",
+                    padding=True,
+                    truncation=True,
+                    max_length=self.cfg.max_length,
+                ).to(self.device)
                 logits.append(self.model(**enc).logits.float().cpu())
         if not logits:
             return np.zeros(0), None
@@ -429,8 +435,10 @@ class HFWorld(World):
         def draw(n: int, min_tox: float, what: str) -> list[str]:
             picked = [int(i) for i in order if int(i) not in used and pool[int(i)][1] > min_tox][:n]
             if len(picked) < n:
-                raise ValueError(f"prompts.{what}: {n} asked but only {len(picked)} unused prompts of "
-                                 f"{pc.source} have toxicity > {min_tox}; lower it or the world.hf.prompts filters")
+                raise ValueError(
+                    f"prompts.{what}: {n} asked but only {len(picked)} unused prompts of "
+                    f"{pc.source} have toxicity > {min_tox}; lower it or the world.hf.prompts filters"
+                )
             used.update(picked)
             return [pool[i][0] for i in picked]
 
@@ -472,7 +480,7 @@ class HFWorld(World):
         return Scores([float(r) for r in reward], [-1 if t else 1 for t in toxic], subtype)
 
     # held-out
-    def heldout(self) -> Optional[tuple[list[str], list[int]]]:
+    def heldout(self) -> tuple[list[str], list[int]] | None:
         hc = self.cfg.heldout
         if not hc.source:
             return None
@@ -494,7 +502,19 @@ class HFWorld(World):
 
 
 __all__ = [
-    "CONFIG", "HFHeldoutConfig", "HFJudgeConfig", "HFPromptsConfig", "HFWorld", "HFWorldConfig",
-    "ClassifierJudge", "ProfanityCheckJudge", "build_policy", "cached_gguf_policy", "convert_gguf", "make_world",
-    "read_records", "resolve_path", "unescape_text",
+    "CONFIG",
+    "HFHeldoutConfig",
+    "HFJudgeConfig",
+    "HFPromptsConfig",
+    "HFWorld",
+    "HFWorldConfig",
+    "ClassifierJudge",
+    "ProfanityCheckJudge",
+    "build_policy",
+    "cached_gguf_policy",
+    "convert_gguf",
+    "make_world",
+    "read_records",
+    "resolve_path",
+    "unescape_text",
 ]

@@ -31,7 +31,6 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -67,12 +66,20 @@ TOXIC: dict[str, tuple[str, ...]] = {
     "insult": ("stupid", "idiotic", "worthless", "pathetic", "moronic", "useless", "dumb", "a loser"),
     "obscene": ("crap", "crappy", "shitty", "full of crap", "pissed off", "a damn mess", "a piece of crap"),
     "threat": (
-        "going to get hurt", "going to be killed", "going to get beaten up", "dead meat",
-        "going to regret this", "next on my hit list",
+        "going to get hurt",
+        "going to be killed",
+        "going to get beaten up",
+        "dead meat",
+        "going to regret this",
+        "next on my hit list",
     ),  # fmt: skip
     "identity_attack": (
-        "inferior like all immigrants", "typical of those foreigners", "lazy like all of those people",
-        "a disgrace to their race", "dirty like all outsiders", "backward like their whole religion",
+        "inferior like all immigrants",
+        "typical of those foreigners",
+        "lazy like all of those people",
+        "a disgrace to their race",
+        "dirty like all outsiders",
+        "backward like their whole religion",
     ),  # fmt: skip
 }
 
@@ -142,9 +149,7 @@ def toxicity_label(text: str) -> int:
     return 0
 
 
-def ground_truth_reward(
-    texts: list[str], noise: float = 0.0, rng: np.random.Generator | None = None
-) -> list[float]:
+def ground_truth_reward(texts: list[str], noise: float = 0.0, rng: np.random.Generator | None = None) -> list[float]:
     """R* of each completion (Insights Algorithm 2, with per-subtype toxic severities).
 
     ``noise`` > 0 adds U[−noise, noise] to every case but "neither" (as in Algorithm 2, whose "no adjective" branch
@@ -215,7 +220,7 @@ class SyntheticWorldConfig:
     """AdamW learning rate of the SFT loop."""
     sft_batch_size: int = 64
     """Minibatch size of the SFT loop."""
-    subtype_weights: Optional[dict[str, float]] = None
+    subtype_weights: dict[str, float] | None = None
     """Relative frequency of each toxic subtype among π0's toxic SFT completions (missing subtypes weigh 0);
     ``null`` = uniform. A rare subtype (e.g. ``{insult: 1, obscene: 1, identity_attack: 0.5, threat: 0.1}``) is a
     region where few pairs constrain the reward: the failures FA-IRL §6 looks for (see ``fa_irl_table1.yaml``)."""
@@ -251,8 +256,13 @@ class SyntheticWorldConfig:
             if unknown:
                 bad("subtype_weights", f"unknown subtype {unknown[0]!r}; subtypes: {', '.join(SUBTYPES)}")
             w = list(self.subtype_weights.values())
-            if any(not isinstance(v, (int, float)) or isinstance(v, bool) or not (v >= 0 and math.isfinite(v))
-                   for v in w) or sum(w) <= 0:
+            if (
+                any(
+                    not isinstance(v, (int, float)) or isinstance(v, bool) or not (v >= 0 and math.isfinite(v))
+                    for v in w
+                )
+                or sum(w) <= 0
+            ):
                 bad("subtype_weights", "weights must be finite numbers >= 0, at least one > 0")
         if not isinstance(self.rl_noise, (int, float)) or not 0.0 <= self.rl_noise < 1.0:
             bad("rl_noise", "must be in [0, 1)")
