@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _quiet_environment()
-    from fairl_ray.orchestration.ray_runtime import ClusterError
+    from fairl_ray.orchestration.ray_runtime import ClusterError, configure_log_environment
+
+    configure_log_environment()  # before anything imports ray: it reads RAY_DEDUP_LOGS at import time
 
     previous = _terminate_as_interrupt()
     try:

@@ -61,11 +61,14 @@ def plain_logs() -> bool:
 def configure_log_environment() -> None:
     """Make every process of the run (this one, Ray's, its workers) write plain lines when not on a terminal.
 
-    Ray prefixes forwarded worker lines with ANSI colours unless ``RAY_COLOR_PREFIX=0``; tqdm redraws its bars
-    with ``\\r`` several times a second unless disabled (``TQDM_DISABLE``, read by tqdm >= 4.66).
+    Ray prefixes forwarded worker lines with ANSI colours unless ``RAY_COLOR_PREFIX=0``, and colours its
+    "[repeated Nx across cluster]" notes whatever that says, so its log de-duplication is off too (our workers
+    print a few progress lines each, not floods); tqdm redraws its bars with ``\\r`` several times a second unless
+    disabled (``TQDM_DISABLE``, read by tqdm >= 4.66).
     """
     if plain_logs():
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         os.environ.setdefault("NO_COLOR", "1")
         os.environ.setdefault("TQDM_DISABLE", "1")
     else:
