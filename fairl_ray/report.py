@@ -11,6 +11,12 @@ COLUMNS = (
     ("starc", "STARC l1/l1 ↓"),
     ("pair_accuracy", "pair acc."),
 )
+#: shown when the world has held-out labelled texts (FA-IRL Table 1's Jigsaw columns)
+HELDOUT_COLUMNS = (
+    ("heldout_accuracy", "held-out acc."),
+    ("heldout_f1", "held-out F1"),
+    ("heldout_roc_auc", "held-out ROC-AUC"),
+)
 
 
 def mean_std(stats: dict | None) -> str:
@@ -26,8 +32,11 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def metrics_table(per_method: dict, n_seeds: int) -> str:
-    header = ["method"] + [title for _, title in COLUMNS]
-    rows = [[method] + [mean_std(metrics.get(key)) for key, _ in COLUMNS] for method, metrics in per_method.items()]
+    columns = COLUMNS
+    if any("heldout_accuracy" in metrics for metrics in per_method.values()):
+        columns += HELDOUT_COLUMNS
+    header = ["method"] + [title for _, title in columns]
+    rows = [[method] + [mean_std(metrics.get(key)) for key, _ in columns] for method, metrics in per_method.items()]
     return f"Reward recovery on held-out test pairs (mean ± std over {n_seeds} seeds)\n\n" + markdown_table(
         header, rows
     )

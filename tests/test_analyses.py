@@ -236,3 +236,47 @@ def test_fairl_irl_on_labelled_pairs_prints_failure_path_and_writes_analyses(tmp
         "subtype_transfer.png",
     ):
         assert (tmp_path / "out" / name).is_file(), name
+
+
+def test_evaluation_scores_held_out_labelled_texts(tmp_path):
+    """A world's held-out labelled set (Jigsaw / insults): each reward classifies it with its train threshold."""
+    from fairl_ray.report import metrics_table
+    from fairl_ray.stages.evaluate import evaluate_rewards
+    from fairl_ray.stages.irl_fit import fit_rewards
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=6)
+    a, b = rng.normal(size=(200, 6)).astype(np.float32), rng.normal(size=(200, 6)).astype(np.float32)
+    first = (a @ w > b @ w)[:, None]
+    chosen, rejected = np.where(first, a, b), np.where(first, b, a)
+    rows = [
+        {
+            "chosen_label": int(np.sign(c @ w)),
+            "rejected_label": int(np.sign(r @ w)),
+            "split": "test" if i % 4 == 0 else "train",
+        }
+        for i, (c, r) in enumerate(zip(chosen, rejected))
+    ]
+    members = [IRLConfig(method="max_margin", head="linear", epochs=40, lr=0.02, seed=0)]
+    fitted = fit_rewards(rows, chosen, rejected, members, "none", tmp_path, "cpu")
+    held = rng.normal(size=(300, 6)).astype(np.float32)
+    labels = [1 if v > 0 else -1 for v in held @ w]
+    summary = evaluate_rewards(
+        rows,
+        chosen,
+        rejected,
+        tmp_path,
+        fitted["members"],
+        tmp_path,
+        plots=False,
+        analyses=False,
+        heldout=(held, labels),
+    )
+    row = summary["per_member"][0]
+    assert row["heldout_accuracy"] > 0.85 and row["heldout_roc_auc"] > 0.95
+    assert "held-out ROC-AUC" in metrics_table(summary["per_method"], 1)
+    without = evaluate_rewards(
+        rows, chosen, rejected, tmp_path, fitted["members"], tmp_path, plots=False, analyses=False
+    )
+    assert "heldout_accuracy" not in without["per_member"][0]
+    assert "held-out acc." not in metrics_table(without["per_method"], 1)

@@ -174,13 +174,25 @@ def stage_subtype_transfer(out: Path, pairs_dir: Path, features_dir: Path, irl_c
     return result
 
 
-def stage_evaluate(out: Path, pairs_dir: Path, features_dir: Path, irl_dir: Path) -> dict:
+def stage_evaluate(
+    out: Path, pairs_dir: Path, features_dir: Path, irl_dir: Path, prompts_dir: Path, encoder: str, cache_dir: Path
+) -> dict:
+    """Test-split metrics and failure analyses; plus, when the world has held-out labelled texts (the prompts
+    stage's ``heldout.json``: Jigsaw in the papers, the insults comments offline), each reward as a classifier of
+    them (FA-IRL Table 1's held-out columns)."""
     from fairl_ray.stages.evaluate import evaluate_rewards
     from fairl_ray.stages.featurize import load_pair_features
 
     chosen, rejected = load_pair_features(features_dir)
     members = read_summary(irl_dir)["members"]
-    return evaluate_rewards(_read_rows(pairs_dir), chosen, rejected, Path(irl_dir), members, out)
+    heldout = None
+    heldout_file = Path(prompts_dir) / "heldout.json"
+    if heldout_file.is_file():
+        from fairl_ray.features import encode_cached, load_encoder
+
+        held = json.loads(heldout_file.read_text())
+        heldout = (encode_cached(load_encoder(encoder), held["text"], cache_dir), held["label"])
+    return evaluate_rewards(_read_rows(pairs_dir), chosen, rejected, Path(irl_dir), members, out, heldout=heldout)
 
 
 def stage_reference_toxicity(
@@ -480,8 +492,15 @@ class Pipeline:
                 "evaluate",
                 stage_evaluate,
                 {},
-                ["pairs", "features", "irl"],
-                {"pairs_dir": d("pairs"), "features_dir": d("features"), "irl_dir": d("irl")},
+                ["pairs", "features", "irl", "prompts"],
+                {
+                    "pairs_dir": d("pairs"),
+                    "features_dir": d("features"),
+                    "irl_dir": d("irl"),
+                    "prompts_dir": d("prompts"),
+                    "encoder": encoder,
+                    "cache_dir": self.workdir / "cache" / "features",
+                },
                 uses_model=False,
                 artifacts=_analysis_artifacts(
                     "metrics.json", "analyses.json", "reward_distributions.png", "irl_training_curves.png"

@@ -75,6 +75,7 @@ def evaluate_rewards(
     out_dir: Path,
     plots: bool = True,
     analyses: bool = True,
+    heldout: tuple[np.ndarray, list[int]] | None = None,
 ) -> dict:
     """Score the test split with each member's reward; write metrics.json (and, unless switched off as in search
     trials, the analyses and plots); return the summary (``per_member``, ``per_method``, ``analyses``)."""
@@ -102,7 +103,11 @@ def evaluate_rewards(
             paths = reward.path_rewards(x_test)
             m.base_test, m.fail_test = paths["base"], paths["fail"]
         scored.append(m)
-        per_member.append({"method": m.method, "seed": m.seed, **member_metrics(scores, m.threshold, test_classes, gt)})
+        row = {"method": m.method, "seed": m.seed, **member_metrics(scores, m.threshold, test_classes, gt)}
+        if heldout is not None:  # labels +1 good / −1 bad → classes 1 / 0; same train-fitted threshold
+            held = classification_metrics(reward.score_features(heldout[0]), np.asarray(heldout[1]) > 0, m.threshold)
+            row.update({f"heldout_{k}": held[k] for k in ("accuracy", "f1", "roc_auc")})
+        per_member.append(row)
 
     summary = {"test_pairs": len(test), "per_member": per_member, "per_method": aggregate(per_member)}
     if analyses and test:
