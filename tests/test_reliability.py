@@ -22,6 +22,14 @@ from fairl_ray.orchestration.ray_runtime import SESSION_FILE, reap_killed_sessio
 from fairl_ray.orchestration.stage_store import workdir_lock
 from fairl_ray.orchestration.tracking import EXPERIMENT, Tracker, default_tracking_uri
 
+
+def _default_sigint() -> None:
+    """Children that must react to Ctrl-C get SIGINT's default back: a process inherits an *ignored* SIGINT (by
+    POSIX rule, and some earlier test in the session leaves pytest's ignored), and Python then never raises
+    KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 HERE = Path(__file__).resolve().parent.parent
 
 
@@ -172,6 +180,7 @@ def test_fairl_ui_stops_its_server_with_itself(tmp_path, sig):
     ui = subprocess.Popen(
         [sys.executable, "-m", "fairl_ray.cli", "ui", "--workdir", str(tmp_path), "--port", str(port)],
         cwd=HERE,
+        preexec_fn=_default_sigint,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -227,6 +236,7 @@ def test_interrupted_tune_exits_non_zero_and_is_marked_killed(ray_session, tmp_p
             "seeds=[0]",
         ],
         cwd=HERE,
+        preexec_fn=_default_sigint,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
