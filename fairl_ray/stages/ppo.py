@@ -32,7 +32,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -203,17 +202,10 @@ def train_ppo(
     model.eval()
     model.config.use_cache = True
     save_policy(model, tokenizer, Path(out_dir))
-    return {
-        "algorithm": "ppo",
-        "steps": cfg.max_steps,
-        "reward_curve": reward_curve,
-        "kl_curve": kl_curve,
-        "initial_reward": reward_curve[0][1] if reward_curve else None,
-        "final_reward": reward_curve[-1][1] if reward_curve else None,
-        "final_kl": kl_curve[-1][1] if kl_curve else None,
-        "config": asdict(cfg),
-        "wall_s": round(time.perf_counter() - t0, 3),
-    }
+    from fairl_ray.stages.rlhf import training_summary
+
+    summary = training_summary("ppo", cfg.max_steps, reward_curve, kl_curve, cfg)
+    return {**summary, "wall_s": round(time.perf_counter() - t0, 3)}
 
 
 __all__ = ["gae", "masked_whiten", "train_ppo"]

@@ -129,6 +129,20 @@ def precision_flags(device: str, bf16_supported: bool) -> dict[str, bool]:
     return {"use_cpu": False, "bf16": bool(bf16_supported), "fp16": not bf16_supported}
 
 
+def training_summary(algorithm: str, steps: int, reward_curve: list, kl_curve: list, cfg) -> dict[str, Any]:
+    """What an RLHF run reports, whatever its algorithm: ``(step, value)`` curves, their ends, the config."""
+    return {
+        "algorithm": algorithm,
+        "steps": steps,
+        "reward_curve": reward_curve,
+        "kl_curve": kl_curve,
+        "initial_reward": reward_curve[0][1] if reward_curve else None,
+        "final_reward": reward_curve[-1][1] if reward_curve else None,
+        "final_kl": kl_curve[-1][1] if kl_curve else None,
+        "config": asdict(cfg),
+    }
+
+
 def _trl_args(cfg: RLHFConfig, output_dir: Path, device: str = "cpu"):
     """The TRL config object for ``cfg`` (on ``device``, no checkpoints, no reporting)."""
     import torch
@@ -274,16 +288,7 @@ def train_rlhf(
 
     reward_curve = [(int(h["step"]), float(h["reward"])) for h in history if h.get("reward") is not None]
     kl_curve = [(int(h["step"]), float(h["kl"])) for h in history if h.get("kl") is not None]
-    metrics: dict[str, Any] = {
-        "algorithm": cfg.algorithm,
-        "steps": steps,
-        "reward_curve": reward_curve,
-        "kl_curve": kl_curve,
-        "initial_reward": reward_curve[0][1] if reward_curve else None,
-        "final_reward": reward_curve[-1][1] if reward_curve else None,
-        "final_kl": kl_curve[-1][1] if kl_curve else None,
-        "config": asdict(cfg),
-    }
+    metrics = training_summary(cfg.algorithm, steps, reward_curve, kl_curve, cfg)
     trained.eval()
     trained.config.use_cache = True  # TRL switches the KV cache off for training; generation needs it back
     save_policy(trained, tokenizer, out_dir)
