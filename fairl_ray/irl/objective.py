@@ -66,14 +66,13 @@ class MemberHyperparameters:
             )
         self.any_sampling = any(c.sample_rate < 1.0 for c in cfgs)
         self.losses = self._selectors([c.base_loss for c in cfgs], device)
-        self.sources = self._selectors(
-            [c.failure_source for c in cfgs if c.failure_source], device, [c.failure_source for c in cfgs]
-        )
+        self.sources = self._selectors([c.failure_source for c in cfgs], device)
 
     @staticmethod
-    def _selectors(keys: list, device, per_member: list | None = None) -> dict[str, Tensor]:
-        per_member = keys if per_member is None else per_member
-        return {k: torch.tensor([m == k for m in per_member], device=device) for k in dict.fromkeys(keys)}
+    def _selectors(per_member: list, device) -> dict[str, Tensor]:
+        """``{key: [K] bool}`` for every key some member has (None: the member has none)."""
+        keys = [k for k in dict.fromkeys(per_member) if k is not None]
+        return {k: torch.tensor([m == k for m in per_member], device=device) for k in keys}
 
     def _per_member(self, table: dict, selectors: dict[str, Tensor], *args, **kwargs) -> Tensor:
         out = None
@@ -91,12 +90,8 @@ class MemberHyperparameters:
         return self._per_member(FAILURE_LOSSES, self.losses, delta, self, mask)
 
     def failures(self, r_chosen: Tensor, r_rejected: Tensor, **state) -> Tensor:
-        """Each member's failure set F_t ``[K, n]`` from its own failure source."""
-        return (
-            self._per_member(FAILURE_SOURCES, self.sources, r_chosen, r_rejected, **state)
-            if self.sources
-            else torch.zeros(r_chosen.shape, dtype=torch.bool, device=r_chosen.device)
-        )
+        """Each member's failure set F_t ``[K, n]`` from its own failure source (FA-IRL members only)."""
+        return self._per_member(FAILURE_SOURCES, self.sources, r_chosen, r_rejected, **state)
 
 
 @dataclass
@@ -192,7 +187,9 @@ def apply_failure_penalty_(weights: list[Tensor], lr: Tensor, lam: Tensor) -> No
         w.mul_(factor.view(-1, *([1] * (w.ndim - 1))))
 
 
+@torch.no_grad()
 def failure_path_sq_norm(params: dict[str, Tensor], k: int) -> Tensor:
-    """‖w_F‖² per member ``[K]`` over :func:`penalised_names`."""
+    """‖w_F‖² per member ``[K]`` over :func:`penalised_names`: the penalty's VALUE in eq. 3 (its gradient is applied
+    by :func:`apply_failure_penalty_`, so no graph is kept)."""
     names = penalised_names(list(params))
     return sum(params[n].pow(2).reshape(k, -1).sum(-1) for n in names)

@@ -14,18 +14,16 @@ Semantics (FA-IRL §4, Algorithm 1; choices the paper leaves open are marked CHO
   the good and the bad outputs seen in minibatches (``failures.label_midpoint``), kept per member.
 * CHOICE: a round is an epoch; λ_t = λ_0·e^(−decay·t), γ_t and f_t linear over ``curriculum_rounds``, all
   evaluated at t = 0-based epoch index and constant within the epoch.
-* Early stopping (CHOICE): after each epoch the validation loss is the member's BASE loss (M / τ, no failure
-  terms, whose λ_t-weighting would make it non-stationary) of the full reward on all validation pairs. The member
-  stops after ``patience`` epochs without a value ``min_delta`` below the best and its best-epoch parameters are
-  returned; but
-  an FA-IRL member is neither stopped nor checkpointed before its curriculum ends (``IRLConfig.checkpoint_from``
+* Early stopping (CHOICE): after each epoch the validation loss is the member's BASE loss (M / τ, no failure terms,
+  whose λ_t-weighting would make it non-stationary) of the full reward on all validation pairs. The member stops
+  after ``patience`` epochs without a value ``min_delta`` below the best and its best-epoch parameters are returned;
+  but an FA-IRL member is neither stopped nor checkpointed before its curriculum ends (``IRLConfig.checkpoint_from``
   = ``curriculum_rounds``): otherwise members stop near epoch 35 on real comments, a third of the way through the
   100-round curriculum, with λ_t still at 1.7. A stopped member is frozen: it is dropped from the group's stacked
   tensors (compaction), so it neither changes nor costs compute while the rest of its group trains on.
 * Curves per member and epoch: train_loss (eq. 3 value) and val_loss; for FA-IRL also failure_fraction (|S_t|
   summed over the epoch ÷ N), the schedules lambda, gamma and bottom_k_fraction as used, and fail_share = std(R_F) /
-  std(R) over the validation outputs (the failure path's
-  share of the reward; 0 means the path is dead).
+  std(R) over the validation outputs (the failure path's share of the reward; 0 means the path is dead).
 * Validation split (when ``val`` is None): ``val_fraction`` of the training pairs chosen by a permutation with
   the fixed seed ``VAL_SPLIT_SEED``, the same split for every member (so members are comparable).
 * Optimiser: Adam (β = 0.9, 0.999, ε = 1e-8) with each member's own lr; the batched update reproduces
@@ -499,7 +497,7 @@ def train_single(
                     rD[:, b:],
                     rF[:, :b],
                     rF[:, b:],
-                    fail_sq_norm=sum(params[n].pow(2).sum() for n in penalised)[None],
+                    fail_sq_norm=failure_path_sq_norm(params, 1),
                     lam=lam_t,
                     gamma=gam_t,
                     fraction=frac_t,
