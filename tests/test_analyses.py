@@ -14,12 +14,10 @@ CLASSES = np.array([1, 1, 1, 1, 0, 0, 0, 0])
 SUBTYPES = ["non-toxic"] * 4 + ["insult", "insult", "threat", "obscene"]
 
 
-def member(method, seed, test, threshold=0.0, base=None, fail=None, train=None):
-    train = np.array([1.0, -1.0]) if train is None else train
+def member(method, seed, test, threshold=0.0, base=None, fail=None):
     return MemberScores(
         method,
         seed,
-        train,
         np.asarray(test, float),
         threshold,
         base_train=None if base is None else np.array([2.0, -2.0, 1.0, -1.0]),

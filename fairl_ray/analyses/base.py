@@ -21,8 +21,6 @@ class MemberScores:
 
     method: str
     seed: int
-    train: np.ndarray
-    """normalised full reward of the train outputs ``[2·n_train]``"""
     test: np.ndarray
     """normalised full reward of the test outputs ``[2·n_test]``"""
     threshold: float
@@ -54,9 +52,6 @@ class EvalContext:
     test_subtypes: list[str]
     """per test output: its toxic subtype, ``non-toxic``, ``toxic (subtype unknown)`` or ``unlabelled``"""
     members: list[MemberScores]
-    gt_test: np.ndarray | None = None
-    """R* of the test outputs, when known"""
-    gt_train: np.ndarray | None = None
     metrics_fn: object = None
     """``fn(member_like) -> dict`` computing the evaluation metrics of a score vector (the same code as the main
     table; used by the ablation)."""

@@ -91,14 +91,8 @@ def evaluate_rewards(
     for member in members:
         reward = RewardModel.from_dir(Path(irl_dir) / member["reward_dir"])
         scores = np.asarray(reward.score_features(x_test), dtype=np.float64)
-        m = MemberScores(
-            member["method"],
-            member["seed"],
-            np.asarray(reward.score_features(x_train), np.float64),
-            scores,
-            float(reward.card["threshold"]),
-        )
-        if reward.has_failure_path:
+        m = MemberScores(member["method"], member["seed"], scores, float(reward.card["threshold"]))
+        if analyses and reward.has_failure_path:  # the failure-path share and ablation (search trials skip them)
             m.base_train = reward.path_rewards(x_train)["base"]
             paths = reward.path_rewards(x_test)
             m.base_test, m.fail_test = paths["base"], paths["fail"]
@@ -116,7 +110,6 @@ def evaluate_rewards(
             np.concatenate(output_classes(train_rows)),
             output_subtypes(test_rows),
             scored,
-            gt_test=gt,
             metrics_fn=lambda s, t: member_metrics(s, t, test_classes, gt),
         )
         summary["analyses"] = {}
