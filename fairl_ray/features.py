@@ -100,15 +100,20 @@ def check_encoder_spec(spec: str, allow: tuple[str, ...] = ()) -> None:
     if spec in allow:
         return
     if spec.startswith(HIDDEN_PREFIX):
-        p = Path(spec[len(HIDDEN_PREFIX) :]).expanduser()
-        if not p.is_dir():
-            extra = f" (or {', '.join(repr(a) for a in allow)})" if allow else ""
-            raise ValueError(
-                f"{spec!r}: {p} is not a local directory; hidden-state features need "
-                f"'{HIDDEN_PREFIX}<local causal LM directory>'{extra}"
-            )
+        _hidden_dir(spec, f" (or {', '.join(repr(a) for a in allow)})" if allow else "")
         return
     resolve_encoder_path(spec)
+
+
+def _hidden_dir(spec: str, hint: str = "") -> Path:
+    """The local causal-LM directory of a ``hidden:<dir>`` spec; ``ValueError`` when it is not one."""
+    p = Path(spec[len(HIDDEN_PREFIX) :]).expanduser()
+    if not p.is_dir():
+        raise ValueError(
+            f"{spec!r}: {p} is not a local directory; hidden-state features need "
+            f"'{HIDDEN_PREFIX}<local causal LM directory>'{hint}"
+        )
+    return p
 
 
 def _default_device(device: str | None) -> str:
@@ -220,10 +225,7 @@ def load_encoder(spec: str, device: str | None = None, batch_size: int = 256):
 @functools.lru_cache(maxsize=8)
 def _load_encoder(spec: str, device: str | None, batch_size: int):
     if spec.startswith(HIDDEN_PREFIX):
-        p = Path(spec[len(HIDDEN_PREFIX) :]).expanduser()
-        if not p.is_dir():
-            raise ValueError(f"{spec!r}: {p} is not a local directory (hidden-state features need a local causal LM)")
-        return HiddenStateEncoder(p.resolve(), device=device, batch_size=batch_size)
+        return HiddenStateEncoder(_hidden_dir(spec).resolve(), device=device, batch_size=batch_size)
     path = resolve_encoder_path(spec)
     name = DEFAULT_ENCODER if spec in _DEFAULT_ALIASES else str(path)
     return SentenceEncoder(path, name, device=device, batch_size=batch_size)

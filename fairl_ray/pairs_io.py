@@ -440,7 +440,7 @@ def drop_degenerate(table: pa.Table, source: str = "<pairs>") -> tuple[pa.Table,
         raise PairsFileError(
             source, f"chosen == rejected in every one of the {n} pairs: there is no preference to learn a reward from"
         )
-    keys = [tuple(table.column(c)[i].as_py() for c in table.column_names) for i in range(n)]
+    keys = [tuple(row.values()) for row in table.to_pylist()]
     seen: set = set()
     duplicate = []
     for key in keys:
@@ -468,9 +468,7 @@ def split_warnings(train: pa.Table, test: pa.Table, methods: Sequence[str], sour
             "pairs.test_fraction or bring more pairs)"
         )
     gt = [m for m in methods if m.endswith("_gt")]
-    labelled = any(
-        c in train.column_names and any(v not in (None, 0) for v in train.column(c).to_pylist()) for c in LABEL_COLUMNS
-    )
+    labelled = any(c in train.column_names and labels_to_binary(train.column(c))[1].any() for c in LABEL_COLUMNS)
     if gt and not labelled:
         warnings.append(
             f"{source}: {', '.join(gt)} use ground-truth failures but no train pair has a chosen_label "

@@ -59,12 +59,16 @@ def select_device(requested: str = "auto") -> str:
     return resolve_device(requested, gpu_ids, torch.cuda.is_available())
 
 
-def select_dtype(device: str, requested: str = "auto"):
-    """:func:`resolve_dtype` for this process."""
+def bf16_supported(device: str) -> bool:
+    """Whether ``device`` is a GPU of this process that computes in bf16."""
     import torch
 
-    bf16 = device != "cpu" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return resolve_dtype(device, requested, bf16)
+    return device != "cpu" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def select_dtype(device: str, requested: str = "auto"):
+    """:func:`resolve_dtype` for this process."""
+    return resolve_dtype(device, requested, bf16_supported(device))
 
 
 def load_policy(policy_dir: str | os.PathLike, device: str = "cpu", dtype: str = "auto"):

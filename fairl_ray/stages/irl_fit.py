@@ -53,9 +53,11 @@ def pair_features(chosen: np.ndarray, rejected: np.ndarray, rows: list[dict]) ->
 
 
 def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    """The IRL stage's device by the rule every model stage uses (``policy_io.select_device``): ``auto`` is the GPU
+    Ray assigned to this worker, the CPU when it assigned none."""
+    from fairl_ray.policy_io import select_device
+
+    return select_device(device)
 
 
 def save_calibrated(member, train_x: torch.Tensor, train_classes: np.ndarray, out: Path, encoder: str) -> None:

@@ -28,6 +28,7 @@ What differs from the references (TRL ≤ 1.12 ``PPOTrainer``, CleanRL ``ppo.py`
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -35,7 +36,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fairl_ray.policy_io import load_policy, save_policy
+from fairl_ray.policy_io import load_policy, save_policy, select_dtype
+from fairl_ray.stages.rlhf import progress_line, training_summary
 
 
 def gae(rewards, values, mask, gamma: float, lam: float):
@@ -102,7 +104,7 @@ def train_ppo(
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model, tokenizer = load_policy(policy_dir, device=device, dtype="float32")
-    ref, _ = load_policy(policy_dir, device=device)  # frozen π0 (bf16/fp16 on a GPU)
+    ref = copy.deepcopy(model).to(select_dtype(device)).eval()  # frozen π0 (bf16/fp16 on a GPU), not read twice
     ref.requires_grad_(False)
     hidden = model.config.get_text_config().hidden_size
     value_head = torch.nn.Linear(hidden, 1).to(device)
@@ -112,8 +114,6 @@ def train_ppo(
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
     eos_id = tokenizer.eos_token_id
     # fp32 master weights; on a GPU the forward passes run under bf16 (or fp16) autocast.
-    from fairl_ray.policy_io import select_dtype
-
     autocast = (
         torch.autocast("cuda", dtype=select_dtype(device)) if device != "cpu" else torch.autocast("cpu", enabled=False)
     )
@@ -193,17 +193,11 @@ def train_ppo(
             reward_curve.append((step, float(scores.mean())))
             kl_curve.append((step, mean_kl))
             if progress:
-                print(
-                    f"[ppo] step {step}/{cfg.max_steps}  reward {float(scores.mean()):+.3f}  kl {mean_kl:.3f}"
-                    f"  {time.perf_counter() - t0:.1f}s",
-                    flush=True,
-                )
+                print(progress_line("ppo", step, cfg.max_steps, float(scores.mean()), mean_kl, t0), flush=True)
 
     model.eval()
     model.config.use_cache = True
     save_policy(model, tokenizer, Path(out_dir))
-    from fairl_ray.stages.rlhf import training_summary
-
     summary = training_summary("ppo", cfg.max_steps, reward_curve, kl_curve, cfg)
     return {**summary, "wall_s": round(time.perf_counter() - t0, 3)}
 

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fairl_ray.policy_io import load_policy, save_policy
+from fairl_ray.policy_io import bf16_supported, load_policy, save_policy
 
 ALGORITHMS: tuple[str, ...] = ("grpo", "rloo", "ppo")
 
@@ -129,6 +129,11 @@ def precision_flags(device: str, bf16_supported: bool) -> dict[str, bool]:
     return {"use_cpu": False, "bf16": bool(bf16_supported), "fp16": not bf16_supported}
 
 
+def progress_line(algorithm: str, step: int, max_steps: int, reward: float, kl: float, t0: float) -> str:
+    """One RLHF log line, whatever the algorithm: ``[grpo] step 10/40  reward +0.712  kl 0.480  3.1s``."""
+    return f"[{algorithm}] step {step}/{max_steps}  reward {reward:+.3f}  kl {kl:.3f}  {time.perf_counter() - t0:.1f}s"
+
+
 def training_summary(algorithm: str, steps: int, reward_curve: list, kl_curve: list, cfg) -> dict[str, Any]:
     """What an RLHF run reports, whatever its algorithm: ``(step, value)`` curves, their ends, the config."""
     return {
@@ -145,9 +150,7 @@ def training_summary(algorithm: str, steps: int, reward_curve: list, kl_curve: l
 
 def _trl_args(cfg: RLHFConfig, output_dir: Path, device: str = "cpu"):
     """The TRL config object for ``cfg`` (on ``device``, no checkpoints, no reporting)."""
-    import torch
-
-    bf16_ok = device != "cpu" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    bf16_ok = bf16_supported(device)
     common: dict[str, Any] = dict(
         output_dir=str(output_dir),
         max_steps=cfg.max_steps,
@@ -206,11 +209,8 @@ def _progress_lines(algorithm: str, max_steps: int):
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
             if "reward" in logs:
-                print(
-                    f"[{algorithm}] step {state.global_step}/{max_steps}  reward {float(logs['reward']):+.3f}"
-                    f"  kl {float(logs.get('kl', float('nan'))):.3f}  {time.perf_counter() - t0:.1f}s",
-                    flush=True,
-                )
+                kl = float(logs.get("kl", float("nan")))
+                print(progress_line(algorithm, state.global_step, max_steps, float(logs["reward"]), kl, t0), flush=True)
 
     return ProgressLines()
 

@@ -324,8 +324,14 @@ def sft_corpus(cfg: SyntheticWorldConfig) -> list[tuple[str, str, str]]:
     uniformly; so each subtype's share of π0's toxic outputs follows those weights.
     """
     rng = np.random.default_rng(cfg.seed)
-    weights = np.array([(cfg.subtype_weights or dict.fromkeys(SUBTYPES, 1.0)).get(s, 0.0) for s in SUBTYPES])
-    pick = lambda: SUBTYPES[rng.choice(len(SUBTYPES), p=weights / weights.sum())]  # noqa: E731
+    p = None
+    if cfg.subtype_weights:
+        weights = np.array([cfg.subtype_weights.get(s, 0.0) for s in SUBTYPES])
+        p = weights / weights.sum()
+
+    def pick_subtype() -> str:  # uniform draws keep the default corpus exactly as it was
+        return SUBTYPES[rng.choice(len(SUBTYPES), p=p) if p is not None else rng.integers(len(SUBTYPES))]
+
     prompts = make_prompts(cfg.sft_corpus_size, seed=cfg.seed + 1)
     out: list[tuple[str, str, str]] = []
     p_both = cfg.both_fraction
@@ -334,11 +340,11 @@ def sft_corpus(cfg: SyntheticWorldConfig) -> list[tuple[str, str, str]]:
     for prompt in prompts:
         u = rng.random()
         if u < p_toxic_only:
-            sub = pick() if cfg.subtype_weights else SUBTYPES[rng.integers(len(SUBTYPES))]
+            sub = pick_subtype()
             terms = TOXIC[sub]
             out.append((prompt, terms[rng.integers(len(terms))], sub))
         elif u < p_toxic_only + p_both:
-            sub = pick() if cfg.subtype_weights else SUBTYPES[rng.integers(len(SUBTYPES))]
+            sub = pick_subtype()
             tox = TOXIC[sub][rng.integers(len(TOXIC[sub]))]
             good = NON_TOXIC[rng.integers(len(NON_TOXIC))]
             comp = f"{good} and {tox}" if rng.random() < 0.5 else f"{tox} and {good}"
