@@ -427,25 +427,26 @@ def cmd_tune(args) -> int:
         if not args.restart:
             check_resumable(cfg, out)
         models = load_models(cfg, args.workdir, args.pairs, out)
-        if not args.restart:
-            check_resumable(cfg, out, models)
     except SearchStateError as err:
         return _fail(str(err))
     except ConfigError as err:
         return _fail(f"invalid search config: {err}")
     except (PairsFileError, ValueError, OSError) as err:
         return _fail(str(err))
-    summary = run_search(
-        cfg,
-        models,
-        out,
-        args.tracking_uri or default_tracking_uri(store),
-        artifact_root=store / "mlartifacts",
-        address=args.address,
-        restart=args.restart,
-        realign_top=args.realign_top,
-        realign_workdir=realign_workdir,
-    )
+    try:  # a resume over changed data is refused by run_search before Ray or MLflow start
+        summary = run_search(
+            cfg,
+            models,
+            out,
+            args.tracking_uri or default_tracking_uri(store),
+            artifact_root=store / "mlartifacts",
+            address=args.address,
+            restart=args.restart,
+            realign_top=args.realign_top,
+            realign_workdir=realign_workdir,
+        )
+    except SearchStateError as err:
+        return _fail(str(err))
     print()
     print(summary_table(summary))
     print(

@@ -38,6 +38,7 @@ def realign_top_rewards(
     from fairl_ray.orchestration.pipeline import _execute, stage_realign
     from fairl_ray.orchestration.stage_store import stage_key, stage_output
     from fairl_ray.report import markdown_table
+    from fairl_ray.search.trial import _split_rows
     from fairl_ray.stages.irl_fit import fit_rewards
 
     if workdir is None:
@@ -56,14 +57,13 @@ def realign_top_rewards(
     for name in ("base", "expert"):
         row = results.get("toxicity", {}).get(name)
         if row:
-            table[name] = {**{k: row[k] for k in ("toxicity_rate", "mean_rstar", "n")}, "trial": "(reference)"}
+            table[name] = {**_tox(row), "trial": "(reference)"}
     for rank, (trial_id, irl) in enumerate(ranked, 1):
         member = IRLConfig(**{**irl, "seed": seed})
         reward_root = out / "rewards" / f"top{rank}-{trial_id.replace('/', '-')}"
         reward_dir = reward_root / "rewards" / member.method / f"seed{seed}"
         if not (reward_dir / "reward_card.json").is_file():
-            rows = [data.rows[i] for i in data.train_index + data.test_index]
-            index = data.train_index + data.test_index
+            rows, index = _split_rows(data, "test")
             reward_root.mkdir(parents=True, exist_ok=True)
             fit_rewards(rows, data.chosen[index], data.rejected[index], [member], data.encoder, reward_root, cfg.device)
         key = stage_key(
@@ -104,8 +104,14 @@ def realign_top_rewards(
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         label, trial_id, irl, output, t0 = pending.pop(done[0])
+        try:
+            summary = ray.get(done[0])
+        except Exception:  # as Pipeline._run_wave: a failed re-RLHF cancels the others (finished ones are kept)
+            for ref in pending:
+                ray.cancel(ref)
+            raise
         table[label] = {
-            **_tox(ray.get(done[0])),
+            **_tox(summary),
             "trial": trial_id,
             "config": irl,
             "dir": str(output.path),
@@ -129,7 +135,7 @@ def realign_top_rewards(
             name, parent_run_id=parent, tags={"fairl.kind": "tune_realign", "fairl.trial": row["trial"]}
         )
         tracker.log_params(child, {**row["config"], "seed": seed, "source_trial": row["trial"]})
-        tracker.log_metrics(child, {k: row[k] for k in ("toxicity_rate", "mean_rstar", "n")})
+        tracker.log_metrics(child, _tox(row))
         tracker.log_artifact(child, Path(row["dir"]) / "eval_completions.jsonl")
         tracker.end_run(child)
     tracker.log_metrics(parent, {f"toxicity.{k.replace(':', '.')}": v["toxicity_rate"] for k, v in table.items()})

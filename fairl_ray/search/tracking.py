@@ -115,7 +115,10 @@ class LiveSearchLog(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         # A pack stopped by the scheduler (ASHA) leaves configs asked but never told: prune them in Optuna and
-        # log them now, with the last metrics they reported.
+        # log them now, with the last metrics they reported. A pack that ran to its last rung has none left
+        # (configs_alive 0): no need to replay the journal for it.
+        if not (trial.last_result or {}).get("configs_alive"):
+            return
         from fairl_ray.config import from_dict
         from fairl_ray.search.space import SearchConfig
         from fairl_ray.search.study import open_study, stop_unfinished

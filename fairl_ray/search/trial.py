@@ -25,8 +25,6 @@ import warnings
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
 from fairl_ray.irl.hyperparameters import IRLConfig
 from fairl_ray.search.data import SearchData
 
@@ -78,39 +76,24 @@ def evaluate_pack(
     """Train every config × seed as ONE ``train_ensemble`` call and score each; per config ``{metric: {mean, std,
     n}}`` over its seeds. ``budget`` < 1 trains every config at that fraction of its epochs (:func:`at_budget`).
 
-    Each member is calibrated and saved by ``stages.irl_fit.save_calibrated`` as in ``fit_rewards`` (which names
-    artifacts by method/seed, so it cannot hold two configs of one method); the metrics are
-    ``stages.evaluate.evaluate_rewards``'s, with each config as one "method".
+    Members are trained and calibrated by ``stages.irl_fit.fit_rewards`` (each config labelled ``cfg<i>``, since a
+    pack may hold several configs of one method); the metrics are ``stages.evaluate.evaluate_rewards``'s, with each
+    config as one "method".
     """
-    import torch
-
-    from fairl_ray.irl.trainer import train_ensemble
     from fairl_ray.stages.evaluate import evaluate_rewards
-    from fairl_ray.stages.irl_fit import output_classes, pair_features, save_calibrated
+    from fairl_ray.stages.irl_fit import fit_rewards
 
     rows, index = _split_rows(data, on)
     chosen, rejected = data.chosen[index], data.rejected[index]
-    train_idx = [i for i, r in enumerate(rows) if r["split"] == "train"]
-    train_rows = [rows[i] for i in train_idx]
-    train = pair_features(chosen[train_idx], rejected[train_idx], train_rows)
     members, labels = [], []
     for i, c in enumerate(configs):
         c = at_budget(c, budget)
         for s in seeds:
             members.append(IRLConfig(**{**c, "seed": int(s)}))
-            labels.append((f"cfg{i}", int(s)))
-    trained = train_ensemble(train, members, device=device)
-
-    class_chosen, class_rejected = output_classes(train_rows)
-    train_classes = np.concatenate([class_chosen, class_rejected])
-    train_x = torch.cat([train.chosen, train.rejected])
+            labels.append(f"cfg{i}")
     with tempfile.TemporaryDirectory(prefix="fairl-pack-") as tmp:
-        described = []
-        for member, (label, seed) in zip(trained, labels):
-            rel = f"rewards/{label}/seed{seed}"
-            save_calibrated(member, train_x, train_classes, Path(tmp) / rel, data.encoder)
-            described.append({"method": label, "seed": seed, "reward_dir": rel})
-        summary = evaluate_rewards(rows, chosen, rejected, Path(tmp), described, Path(tmp), **_METRICS_ONLY)
+        fitted = fit_rewards(rows, chosen, rejected, members, data.encoder, Path(tmp), device, labels, progress=False)
+        summary = evaluate_rewards(rows, chosen, rejected, Path(tmp), fitted["members"], Path(tmp), **_METRICS_ONLY)
     return [summary["per_method"][f"cfg{i}"] for i in range(len(configs))]
 
 

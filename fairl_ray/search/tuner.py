@@ -208,14 +208,16 @@ def run_search(
         added = reconcile(tracker, parent, studies, dict(cfg.fixed))
         if added:
             log(f"[tune] logged {added} finished config(s) an interruption kept out of MLflow")
-        summary = _winners(cfg, models, studies, objective, mode, metric, out, tracker, parent, log)
         from fairl_ray.search.outputs import trial_rows, write_outputs
+
+        trials = trial_rows(studies, cfg)
+        summary = _winners(cfg, models, trials, objective, mode, metric, tracker, parent, log)
 
         if realign_top:
             from fairl_ray.search.realign import realign_top_rewards
 
             ok = sorted(
-                (t for t in trial_rows(studies, cfg) if t["model"] == primary and t["status"] == "ok"),
+                (t for t in trials if t["model"] == primary and t["status"] == "ok"),
                 key=lambda t: t[metric],
                 reverse=mode == "max",
             )
@@ -224,9 +226,6 @@ def run_search(
                 cfg, models[primary], ranked, realign_top, realign_workdir, out / "realign", tracker, parent, log
             )
 
-        files = write_outputs(out, cfg, models, trial_rows(studies, cfg), summary, metric)
-        for f in files:
-            tracker.log_artifact(parent, f, f"models/{f.parent.name}" if f.parent.parent == out / "models" else None)
         summary["seconds"] = round(time.time() - started, 1)
         summary["mlflow"] = {
             "tracking_uri": tracking_uri,
@@ -234,7 +233,10 @@ def run_search(
             "experiment_id": tracker.experiment_id,
         }
         summary["out"] = str(out)
-        (out / "best.json").write_text(json.dumps(summary, indent=2, default=float))
+        # best.json complete before it is written and logged (it was rewritten after MLflow got a partial copy)
+        files = write_outputs(out, cfg, models, trials, summary, metric)
+        for f in files:
+            tracker.log_artifact(parent, f, f"models/{f.parent.name}" if f.parent.parent == out / "models" else None)
         status = "FINISHED"
         return summary
     except KeyboardInterrupt:
@@ -249,23 +251,21 @@ def run_search(
 def _winners(
     cfg: SearchConfig,
     models: dict[str, SearchData],
-    studies: dict,
+    trials: list[dict],
     objective: str,
     mode: str,
     metric: str,
-    out: Path,
     tracker,
     parent: str,
     log,
 ) -> dict:
     """Per model: best config, its fresh-seed TEST metrics (an MLflow child, once); with several models the
     cross-model comparison. Returns best.json's content."""
-    from fairl_ray.search.outputs import best_of, compare_models, trial_rows
+    from fairl_ray.search.outputs import best_of, compare_models
     from fairl_ray.search.trial import evaluate_config, flat_metrics
     from fairl_ray.stages.irl_fit import resolve_device
 
     device = resolve_device(cfg.device)
-    trials = trial_rows(studies, cfg)
     per_model = {}
     existing = {
         r.info.run_name

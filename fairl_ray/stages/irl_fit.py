@@ -78,35 +78,36 @@ def fit_rewards(
     encoder: str,
     out_dir: Path,
     device: str = "auto",
+    labels: list[str] | None = None,
+    progress: bool = True,
 ) -> dict:
-    """Train ``members`` on the train split; write one reward artifact per member; return a summary."""
+    """Train ``members`` on the train split; write one reward artifact per member; return a summary.
+
+    Artifacts are named ``rewards/<label>/seed<k>`` with ``label`` the member's method, or ``labels[i]`` when given
+    (a search pack holds several configs of one method: ``cfg0``, ``cfg1``, ...)."""
     train_index = [i for i, r in enumerate(rows) if r.get("split", "train") == "train"]
     train_rows = [rows[i] for i in train_index]
     train = pair_features(chosen[train_index], rejected[train_index], train_rows)
-    trained = train_ensemble(train, members, device=resolve_device(device), progress=True)
+    trained = train_ensemble(train, members, device=resolve_device(device), progress=progress)
 
     class_chosen, class_rejected = output_classes(train_rows)
     train_classes = np.concatenate([class_chosen, class_rejected])
     train_x = torch.cat([train.chosen, train.rejected])
-    summary = {"members": []}
-    for member in trained:
-        name = f"{member.config.method}/seed{member.config.seed}"
+    summary, curves = {"members": []}, {}
+    for member, label in zip(trained, labels or [m.method for m in members]):
+        name = f"{label}/seed{member.config.seed}"
+        curves[name] = member.curve
         save_calibrated(member, train_x, train_classes, out_dir / "rewards" / name, encoder)
         summary["members"].append(
             {
-                "method": member.config.method,
+                "method": label,
                 "seed": member.config.seed,
                 "reward_dir": f"rewards/{name}",
                 "best_epoch": member.best_epoch,
                 "epochs_run": member.epochs_run,
             }
         )
-    (out_dir / "curves.json").write_text(
-        json.dumps(
-            {f"{m.config.method}/seed{m.config.seed}": m.curve for m in trained},
-            default=float,
-        )
-    )
+    (out_dir / "curves.json").write_text(json.dumps(curves, default=float))
     summary["train_pairs"] = len(train_index)
     return summary
 
