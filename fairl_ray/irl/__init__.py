@@ -25,7 +25,18 @@ from .losses import (
     max_entropy_loss,
     max_margin_loss,
 )
-from .methods import METHOD_TABLE, METHODS, TABLE1_METHODS, Method, baseline_of, get_method
+from .methods import (
+    METHOD_TABLE,
+    METHODS,
+    ROUTINGS,
+    TABLE1_METHODS,
+    Method,
+    baseline_of,
+    comparisons,
+    get_method,
+    other_routing_of,
+    placebo_of,
+)
 from .schedules import failure_fraction_schedule, gamma_schedule, lambda_schedule
 
 __all__ = [
@@ -37,6 +48,10 @@ __all__ = [
     "TABLE1_METHODS",
     "Method",
     "baseline_of",
+    "comparisons",
+    "other_routing_of",
+    "placebo_of",
+    "ROUTINGS",
     "get_method",
     "label_midpoint",
     "failure_max_entropy_loss",

@@ -1,14 +1,27 @@
 """The IRL methods: the ONE place that says what each method is.
 
 A method is a base loss (a key of :data:`fairl_ray.irl.losses.BASE_LOSSES`), optionally a failure source (a key of
-:data:`fairl_ray.irl.failures.FAILURE_SOURCES`: FA-IRL's dual-path head and eq. 3 are then used), and the
-:class:`~fairl_ray.irl.hyperparameters.IRLConfig` hyperparameters it reads. The trainer, the config validation, the
-search
-space checks and the docs all read this table; adding a method is adding one entry here (and, for a new loss or
-failure source, one function in ``losses.py`` / ``failures.py``).
+:data:`fairl_ray.irl.failures.FAILURE_SOURCES`: FA-IRL's dual-path head and eq. 3 are then used) with a gradient
+ROUTING, and the :class:`~fairl_ray.irl.hyperparameters.IRLConfig` hyperparameters it reads. The trainer, the config
+validation, the search space checks, the analyses and the report all read this table; adding a method is adding one
+entry here (and, for a new loss or failure source, one function in ``losses.py`` / ``failures.py``).
 
 FA-IRL Table 1 has six rows: ``max_margin``, ``max_entropy`` and the four FA-IRL variants {MM, ME} × {ground-truth
-failures, IRL-margin failures}. The two Insights losses are extra rows.
+failures, IRL-margin failures}. Each FA-IRL variant exists in two routings (``objective.py`` has the arithmetic):
+
+* ``joint`` — eq. 3 as printed: ONE objective L_base + λ_t·L_fail(S_t) + (λ_t/2)·‖w_F‖² minimised over all
+  parameters (Algorithm 1 line 12). Names without a suffix: ``fa_irl_mm_gt`` …
+* ``split`` — §4.1's other reading ("a base path, trained on all pairs, and a failure path, trained only on the
+  identified failure set"): L_base trains R_D only, L_fail trains R_F only. Names ending in ``_split``.
+
+Controls (so every FA-IRL result has one that differs only in the thing tested):
+
+* the PLACEBO ``fa_irl_{mm,me}_placebo[_split]``: the FA-IRL method's dual-path head, routing, schedules and gate
+  with λ_t ≡ 0 — no failures, no penalty. Without failures the curriculum (γ_t or k_t) selects nothing, so one
+  placebo per (base loss, routing) serves both failure sources. The split placebo is the base method itself,
+  exactly: its failure path starts at zero output and nothing trains it (``tests/test_fair_comparison.py`` pins
+  equal parameters); the joint placebo is the dual-path head trained on L_base alone, an architecture control.
+* the base method, under the SAME budget and stopping rule (``IRLConfig.min_epochs``, one gate for every method).
 """
 
 from __future__ import annotations
@@ -16,6 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 _FA_HP = ("lambda_0", "lambda_decay", "curriculum_rounds", "sample_rate", "weight_fail")
+
+ROUTINGS = ("joint", "split")
 
 
 @dataclass(frozen=True)
@@ -30,23 +45,61 @@ class Method:
     """``None`` for a plain IRL method; else how failures are found (``failures.FAILURE_SOURCES`` key): ``gt``
     (margin failures {Δ ≤ γ_t} ∪ supervised failures from labels) or ``margin`` (bottom-k_t, self-supervised)."""
     hyperparameters: tuple[str, ...]
-    """The ``IRLConfig`` fields this method reads (besides the shared head / optimiser / schedule fields)."""
+    """The ``IRLConfig`` fields this method reads besides the shared head / optimiser / budget fields (the search
+    space checks that a searched field is read by some searched method)."""
     paper: str
-    """Where it comes from."""
+    """Where it comes from (the report's method legend)."""
+    routing: str | None = None
+    """FA-IRL gradient routing, ``joint`` (eq. 3 as printed) or ``split`` (§4.1); None for a single-path method."""
+    placebo: bool = False
+    """A control: the dual-path head, routing, schedules and gate of FA-IRL with λ_t ≡ 0 (no failures, no penalty)."""
+
+    @property
+    def dual_path(self) -> bool:
+        """R = R_D + R_F (FA-IRL §4.1): the FA-IRL methods and their placebos."""
+        return self.routing is not None
 
     @property
     def is_failure_aware(self) -> bool:
-        return self.failure_source is not None
-
-
-def _fa(
-    name: str, base: str, source: str, base_hp: tuple[str, ...], fail_hp: str, source_hp: tuple[str, ...], row: str
-) -> Method:
-    return Method(name, base, source, base_hp + (fail_hp,) + _FA_HP + source_hp, f"FA-IRL Table 1, {row}")
+        """Learns from failures (eq. 3 with λ_t > 0): the FA-IRL methods, not their placebos."""
+        return self.failure_source is not None and not self.placebo
 
 
 _GT = ("gamma_start", "gamma_end")
-_BOTTOM_K = ("failure_fraction_start", "failure_fraction_end")
+_BOTTOM_K = ("failure_fraction_start", "failure_fraction_end", "failure_ranking")
+_LOSS = {"mm": (("margin",), "margin_fail", "MM"), "me": (("temperature",), "temperature_fail", "ME")}
+_SOURCE = {"gt": (_GT, "ground-truth failures"), "margin": (_BOTTOM_K, "IRL margin failures")}
+_ROUTING = {"joint": ("", "eq. 3 as printed, one objective"), "split": ("_split", "§4.1 split routing")}
+
+
+def _fa_variants() -> list[Method]:
+    out = []
+    for routing, (suffix, how) in _ROUTING.items():
+        for loss, (base_hp, fail_hp, short) in _LOSS.items():
+            for source, (source_hp, what) in _SOURCE.items():
+                out.append(
+                    Method(
+                        f"fa_irl_{loss}_{source}{suffix}",
+                        loss,
+                        source,
+                        base_hp + (fail_hp,) + _FA_HP + source_hp,
+                        f"FA-IRL Table 1 ({short}, {what}); {how}",
+                        routing=routing,
+                    )
+                )
+            out.append(
+                Method(
+                    f"fa_irl_{loss}_placebo{suffix}",
+                    loss,
+                    None,
+                    base_hp,
+                    f"placebo of FA-IRL ({short}, {how}): λ_t ≡ 0, no failures",
+                    routing=routing,
+                    placebo=True,
+                )
+            )
+    return out
+
 
 #: Every method, in table order (FA-IRL Table 1 first).
 METHOD_TABLE: dict[str, Method] = {
@@ -54,28 +107,7 @@ METHOD_TABLE: dict[str, Method] = {
     for m in (
         Method("max_margin", "mm", None, ("margin",), "FA-IRL eq. 1 (Max-Margin IRL)"),
         Method("max_entropy", "me", None, ("temperature",), "FA-IRL eq. 2 (Max-Entropy IRL)"),
-        _fa("fa_irl_mm_gt", "mm", "gt", ("margin",), "margin_fail", _GT, "FA-IRL (MM, ground-truth failures)"),
-        _fa(
-            "fa_irl_mm_margin",
-            "mm",
-            "margin",
-            ("margin",),
-            "margin_fail",
-            _BOTTOM_K,
-            "FA-IRL (MM, IRL margin failures)",
-        ),
-        _fa(
-            "fa_irl_me_gt", "me", "gt", ("temperature",), "temperature_fail", _GT, "FA-IRL (ME, ground-truth failures)"
-        ),
-        _fa(
-            "fa_irl_me_margin",
-            "me",
-            "margin",
-            ("temperature",),
-            "temperature_fail",
-            _BOTTOM_K,
-            "FA-IRL (ME, IRL margin failures)",
-        ),
+        *_fa_variants(),
         Method("asymmetric_released", "asym_released", None, (), "Insights eq. 1 as released (−Δ / −2Δ)"),
         Method(
             "asymmetric_margin",
@@ -90,7 +122,7 @@ METHOD_TABLE: dict[str, Method] = {
 #: Method names, in table order.
 METHODS: tuple[str, ...] = tuple(METHOD_TABLE)
 
-#: FA-IRL Table 1, in the paper's order.
+#: FA-IRL Table 1, in the paper's order (eq. 3 as printed).
 TABLE1_METHODS: tuple[str, ...] = (
     "max_margin", "max_entropy", "fa_irl_mm_gt", "fa_irl_mm_margin", "fa_irl_me_gt", "fa_irl_me_margin",
 )  # fmt: skip
@@ -104,9 +136,58 @@ def get_method(name: str) -> Method:
 
 
 def baseline_of(name: str) -> str | None:
-    """The plain IRL method an FA-IRL variant is compared with (same base loss): ``fa_irl_me_margin`` →
-    ``max_entropy``. None for a method without failures, or without a plain twin."""
+    """The plain IRL method an FA-IRL variant (or placebo) is compared with (same base loss): ``fa_irl_me_margin`` →
+    ``max_entropy``. None for a single-path method."""
+    m = get_method(name)
+    if not m.dual_path:
+        return None
+    return next((o.name for o in METHOD_TABLE.values() if o.base_loss == m.base_loss and not o.dual_path), None)
+
+
+def placebo_of(name: str) -> str | None:
+    """The placebo of an FA-IRL variant: same base loss and routing, λ_t ≡ 0. None for anything else."""
     m = get_method(name)
     if not m.is_failure_aware:
         return None
-    return next((o.name for o in METHOD_TABLE.values() if o.base_loss == m.base_loss and not o.is_failure_aware), None)
+    return next(
+        (o.name for o in METHOD_TABLE.values() if o.placebo and o.base_loss == m.base_loss and o.routing == m.routing),
+        None,
+    )
+
+
+def other_routing_of(name: str) -> str | None:
+    """The same FA-IRL variant in the other routing (``fa_irl_mm_gt`` ↔ ``fa_irl_mm_gt_split``)."""
+    m = get_method(name)
+    if not m.is_failure_aware:
+        return None
+    return next(
+        (
+            o.name
+            for o in METHOD_TABLE.values()
+            if o.is_failure_aware
+            and o.base_loss == m.base_loss
+            and o.failure_source == m.failure_source
+            and o.routing != m.routing
+        ),
+        None,
+    )
+
+
+def comparisons(methods) -> list[tuple[str, str, str]]:
+    """Every fair comparison among ``methods`` (names that ran): ``(treatment, control, kind)`` with kind
+    ``baseline`` (FA-IRL vs its plain method), ``placebo`` (FA-IRL vs its λ ≡ 0 twin: only the failures differ) or
+    ``routing`` (joint vs split of one variant; listed once, joint first). In the order of ``methods``."""
+    present = list(dict.fromkeys(methods))
+    out = []
+    for name in present:
+        m = get_method(name)
+        if not m.is_failure_aware:
+            continue
+        for kind, control in (
+            ("baseline", baseline_of(name)),
+            ("placebo", placebo_of(name)),
+            ("routing", other_routing_of(name) if m.routing == "joint" else None),
+        ):
+            if control is not None and control in present:
+                out.append((name, control, kind))
+    return out
