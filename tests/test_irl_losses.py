@@ -213,11 +213,22 @@ def test_config_defaults_and_validation():
     assert (c.lr, c.batch_size, c.epochs, c.margin, c.temperature, c.lambda_0) == (1e-3, 32, 800, 0.8, 1.0, 10.0)
     assert (c.penalty_factor, c.min_margin) == (5.0, 5.0)
     assert c.margin_fail > c.margin and c.temperature_fail < c.temperature
-    assert len(METHODS) == 8 and all(IRLConfig(method=m).method == m for m in METHODS)
+    # 2 plain + 4 FA variants x 2 routings + 2 placebos x 2 routings + 2 Insights losses
+    assert len(METHODS) == 16 and all(IRLConfig(method=m).method == m for m in METHODS)
     with pytest.raises(ValueError, match=r"irl\.curriculum_rounds: must be <= epochs \(50\)"):
         IRLConfig(method="fa_irl_me_margin", epochs=50)
-    assert IRLConfig(method="max_margin", epochs=50).checkpoint_from == 1
+    # one budget for every method: the gate is min_epochs, by default the curriculum's length, plain methods included
+    assert IRLConfig(method="max_margin", epochs=150).checkpoint_from == 100
     assert IRLConfig(method="fa_irl_mm_gt", epochs=150).checkpoint_from == 100
+    assert IRLConfig(method="max_margin", epochs=50, curriculum_rounds=10).checkpoint_from == 10
+    assert IRLConfig(method="max_margin", epochs=50, min_epochs=5, curriculum_rounds=80).checkpoint_from == 5
+    with pytest.raises(ValueError, match=r"irl\.curriculum_rounds: must be <= min_epochs \(5\)"):
+        IRLConfig(method="fa_irl_mm_gt", epochs=50, min_epochs=5, curriculum_rounds=10)
+    assert IRLConfig(method="max_margin", epochs=6).checkpoint_from == 6  # capped at epochs
+    with pytest.raises(ValueError, match=r"irl\.min_epochs: must be <= epochs"):
+        IRLConfig(method="max_margin", epochs=50, min_epochs=60)
+    with pytest.raises(ValueError, match=r"irl\.failure_ranking"):
+        IRLConfig(failure_ranking="global")
     with pytest.raises(ValueError, match=r"irl\.method: unknown method 'foo'"):
         IRLConfig(method="foo")
     with pytest.raises(ValueError, match=r"irl\.head"):
@@ -236,7 +247,9 @@ def test_config_defaults_and_validation():
 
 
 # ----------------------------------------------------------------------------- Theorem 1: L_FA ≥ L_base
-@pytest.mark.parametrize("method", ["fa_irl_mm_gt", "fa_irl_mm_margin", "fa_irl_me_gt", "fa_irl_me_margin"])
+@pytest.mark.parametrize(
+    "method", ["fa_irl_mm_gt", "fa_irl_mm_margin", "fa_irl_me_gt", "fa_irl_me_margin", "fa_irl_me_gt_split"]
+)
 def test_fa_objective_dominates_base(method):
     """With λ_t > 0 the failure term and the penalty are ≥ 0, so L_FA(θ) ≥ L_base(θ) pointwise (random θ, data)."""
     from fairl_ray.irl.heads import init_member_params, path_forward
@@ -246,13 +259,17 @@ def test_fa_objective_dominates_base(method):
     for trial in range(20):
         cfg = IRLConfig(method=method, head="mlp" if trial % 2 else "linear", hidden_dim=8, seed=trial)
         p = init_member_params(cfg.head, 6, 8, True, g)
-        p = {n: t * (1 + 3 * torch.rand((), generator=g)) for n, t in p.items()}
+        # trained-looking parameters: the failure readout starts at zero, so move every weight off its init
+        p = {
+            n: t * (1 + 3 * torch.rand((), generator=g)) + 0.1 * torch.randn(t.shape, generator=g) for n, t in p.items()
+        }
         xc, xr = torch.randn(32, 6, generator=g), torch.randn(32, 6, generator=g)
         y_c = torch.randint(-1, 2, (32,), generator=g).float()[None]
         y_r = torch.randint(-1, 2, (32,), generator=g).float()[None]
         rD_c, rD_r = path_forward(p, "base", xc)[None], path_forward(p, "base", xr)[None]
         rF_c, rF_r = path_forward(p, "fail", xc)[None], path_forward(p, "fail", xr)[None]
-        sq = sum(t.pow(2).sum() for n, t in p.items() if n in ("fail.w", "fail.w2"))[None]
+        readout = [t[None] for n, t in p.items() if n in ("fail.w", "fail.w2")]
+        sq = sum(t.pow(2).sum() for t in readout)[None]
         lam = torch.rand(1, generator=g) * 10 + 1e-3
         terms = pair_objective(
             MemberHyperparameters([cfg], "cpu"),
@@ -260,7 +277,7 @@ def test_fa_objective_dominates_base(method):
             rD_r,
             rF_c,
             rF_r,
-            fail_sq_norm=sq,
+            fail_weights=readout,
             lam=lam,
             gamma=torch.tensor([0.3]),
             fraction=torch.tensor([0.2]),

@@ -14,7 +14,9 @@ from fairl_ray.irl.trainer import TrainedMember
 
 def _member(method="fa_irl_me_margin", head="mlp", d=6):
     cfg = IRLConfig(method=method, head=head, hidden_dim=4, seed=2)
-    params = init_member_params(head, d, 4, cfg.is_failure_aware, torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    params = init_member_params(head, d, 4, cfg.dual_path, g)
+    params = {n: t + 0.1 * torch.randn(t.shape, generator=g) for n, t in params.items()}  # a trained, live R_F
     return TrainedMember(cfg, params, {"val_loss": [0.5]}, best_epoch=1, epochs_run=1)
 
 

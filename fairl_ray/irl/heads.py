@@ -9,7 +9,11 @@ Parameter layout of ONE member (the serialisation format of ``reward.safetensors
 
 An ensemble stores every name stacked on a leading K dim. Initialisation is Kaiming-uniform with a = √5, i.e.
 PyTorch's ``nn.Linear`` default: weights and biases ~ U(−1/√fan_in, 1/√fan_in) (FA-IRL §4.1), drawn per member
-from that member's own CPU generator in the order w1, b1, w2, b2 (base path, then failure path).
+from that member's own CPU generator in the order w1, b1, w2, b2. The failure path (FA-IRL and placebos) draws its
+hidden layer from a generator of its own and starts with a ZERO readout (``fail.w``/``fail.b``, ``fail.w2``/
+``fail.b2``): R_F ≡ 0 until a failure trains it (§4.1: "keep early estimates near zero, preventing spurious margins
+before failures have been identified"), and the base path's initialisation and the minibatch order of a member are
+those of its base method with the same seed — so a placebo differs from its base method only in what trains R_F.
 """
 
 from __future__ import annotations
@@ -33,25 +37,50 @@ def _uniform(shape, bound: float, generator: torch.Generator) -> Tensor:
     return (torch.rand(shape, generator=generator, dtype=torch.float32) * 2.0 - 1.0) * bound
 
 
+#: The failure path's generator is seeded with the member's seed plus this (its own stream; see the module doc).
+FAIL_PATH_SEED_OFFSET = 1_000_003
+
+
+def failure_path_generator(seed: int) -> torch.Generator:
+    """The CPU generator a member's failure path is initialised from."""
+    return torch.Generator().manual_seed(int(seed) + FAIL_PATH_SEED_OFFSET)
+
+
 def init_member_params(
-    head: str, input_dim: int, hidden_dim: int, dual: bool, generator: torch.Generator
+    head: str,
+    input_dim: int,
+    hidden_dim: int,
+    dual: bool,
+    generator: torch.Generator,
+    fail_generator: torch.Generator | None = None,
 ) -> dict[str, Tensor]:
-    """Kaiming-uniform (nn.Linear default) initial parameters of one member, on CPU, in draw order."""
+    """Initial parameters of one member, on CPU: the base path Kaiming-uniform (nn.Linear default) from
+    ``generator``; with ``dual``, the failure path's hidden layer from ``fail_generator`` (default: a fresh one
+    seeded from ``generator``'s next draw) and its readout at zero."""
+    if head not in ("linear", "mlp"):
+        raise ValueError(f"unknown head {head!r}")
     out: dict[str, Tensor] = {}
-    for path in PATHS if dual else PATHS[:1]:
+    bound_in = 1.0 / math.sqrt(input_dim)
+    if head == "linear":
+        out["base.w"] = _uniform((input_dim,), bound_in, generator)
+        out["base.b"] = _uniform((), bound_in, generator)
+    else:
+        b2 = 1.0 / math.sqrt(hidden_dim)
+        out["base.w1"] = _uniform((input_dim, hidden_dim), bound_in, generator)
+        out["base.b1"] = _uniform((hidden_dim,), bound_in, generator)
+        out["base.w2"] = _uniform((hidden_dim,), b2, generator)
+        out["base.b2"] = _uniform((), b2, generator)
+    if dual:
+        if fail_generator is None:
+            fail_generator = torch.Generator().manual_seed(int(torch.randint(2**62, (), generator=generator)))
         if head == "linear":
-            bound = 1.0 / math.sqrt(input_dim)
-            out[f"{path}.w"] = _uniform((input_dim,), bound, generator)
-            out[f"{path}.b"] = _uniform((), bound, generator)
-        elif head == "mlp":
-            b1 = 1.0 / math.sqrt(input_dim)
-            b2 = 1.0 / math.sqrt(hidden_dim)
-            out[f"{path}.w1"] = _uniform((input_dim, hidden_dim), b1, generator)
-            out[f"{path}.b1"] = _uniform((hidden_dim,), b1, generator)
-            out[f"{path}.w2"] = _uniform((hidden_dim,), b2, generator)
-            out[f"{path}.b2"] = _uniform((), b2, generator)
+            out["fail.w"] = torch.zeros(input_dim)
+            out["fail.b"] = torch.zeros(())
         else:
-            raise ValueError(f"unknown head {head!r}")
+            out["fail.w1"] = _uniform((input_dim, hidden_dim), bound_in, fail_generator)
+            out["fail.b1"] = _uniform((hidden_dim,), bound_in, fail_generator)
+            out["fail.w2"] = torch.zeros(hidden_dim)
+            out["fail.b2"] = torch.zeros(())
     return out
 
 

@@ -10,6 +10,15 @@ Methods (their base loss, failure source and the fields below that each reads) a
 
 A *round* of the curriculum is one epoch (one pass over the training pairs); every schedule (λ_t, γ_t, k_t,
 p_t) is evaluated once per epoch with t = the 0-based epoch index and held fixed within the epoch.
+
+Equal budgets (CHOICE, measured): every method — plain, FA-IRL and placebo — runs under ONE stopping rule: no
+member stops early or returns a checkpoint before epoch ``min_epochs`` (by default ``curriculum_rounds``), and each
+then stops after ``patience`` epochs without improvement. The first landing held only FA-IRL members to the end of
+their curriculum while their baselines could stop at epoch ≈ 11; a placebo with no failures under that gate matched
+every FA variant (MM family STARC .590 placebo vs .594–.603 FA vs .515 max_margin at its own best epoch on the
+Table-1 world), i.e. the gap was the gate, not the failures. With one gate for all the comparison differs only in
+what it is meant to test; ``tests/test_fair_comparison.py`` pins that a split placebo trains to its base method's
+parameters exactly.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from dataclasses import asdict, dataclass
 from .methods import METHODS, get_method
 
 HEADS = ("linear", "mlp")
+FAILURE_RANKINGS = ("minibatch", "dataset")
 
 
 @dataclass
@@ -39,6 +49,11 @@ class IRLConfig:
     """pairs per minibatch (FA-IRL: 32); the last minibatch of an epoch may be smaller."""
     epochs: int = 800
     """maximum number of epochs (FA-IRL: up to 800)."""
+    min_epochs: int | None = None
+    """the budget every method shares: no member (plain, FA-IRL or placebo) stops early or returns a checkpoint
+    before this epoch; ``None`` = ``curriculum_rounds`` (so FA-IRL's curriculum runs to its end and the methods it is
+    compared with get the same budget), capped at ``epochs``. Must be <= ``epochs``, and >= ``curriculum_rounds`` for
+    FA-IRL methods."""
     patience: int = 20
     """early stopping: stop after this many epochs without a strictly lower validation loss; 0 disables it."""
     min_delta: float = 1e-4
@@ -69,8 +84,13 @@ class IRLConfig:
     failure_fraction_end: float = 0.0
     """``fa_irl_*_margin``: fraction at and after round ``curriculum_rounds`` (FA-IRL: 0%)."""
     curriculum_rounds: int = 100
-    """length in epochs of the linear curricula (bottom-k_t fraction and γ_t) (FA-IRL: 100 rounds). FA-IRL
-    members never stop early, nor return a checkpoint, before the curriculum ends; must be <= ``epochs``."""
+    """length in epochs of the linear curricula (bottom-k_t fraction and γ_t) (FA-IRL: 100 rounds). It is also the
+    default ``min_epochs``: no member of any method stops or returns a checkpoint before it."""
+    failure_ranking: str = "minibatch"
+    """``fa_irl_*_margin``: where the bottom-k_t pairs are ranked. ``minibatch``: the k = ⌊f_t·B⌋ lowest-Δ pairs of
+    each minibatch (Algorithm 1 identifies failures on the minibatch, lines 2–4). ``dataset``: once per round, the
+    ⌊f_t·N⌋ lowest-Δ pairs over ALL training pairs (§5's "the fraction of pairs considered failures", counted per
+    round, reads as a dataset-level fraction); they are then failures in whatever minibatch they fall."""
     gamma_start: float = 0.0
     """``fa_irl_*_gt``: margin-failure threshold γ_0 (flag Δ ≤ γ_t): start with mis-ordered pairs only ..."""
     gamma_end: float = 0.4
@@ -86,12 +106,21 @@ class IRLConfig:
 
         if self.method not in METHODS:
             raise bad("method", f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.failure_ranking not in FAILURE_RANKINGS:
+            raise bad(
+                "failure_ranking",
+                f"unknown ranking {self.failure_ranking!r}; choose one of {', '.join(FAILURE_RANKINGS)}",
+            )
         if self.head not in HEADS:
             raise bad("head", f"unknown head {self.head!r}; choose one of {', '.join(HEADS)}")
         for name in ("hidden_dim", "batch_size", "epochs", "curriculum_rounds"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise bad(name, f"must be an integer >= 1, got {v!r}")
+        if self.min_epochs is not None and (
+            isinstance(self.min_epochs, bool) or not isinstance(self.min_epochs, int) or self.min_epochs < 1
+        ):
+            raise bad("min_epochs", f"must be an integer >= 1 or null (= curriculum_rounds), got {self.min_epochs!r}")
         if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 0:
             raise bad("patience", f"must be an integer >= 0 (0 disables early stopping), got {self.patience!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -121,10 +150,18 @@ class IRLConfig:
             raise bad(
                 "margin_fail", f"must be >= margin ({self.margin}) (stricter failure loss), got {self.margin_fail!r}"
             )
+        if self.min_epochs is not None and self.min_epochs > self.epochs:
+            raise bad("min_epochs", f"must be <= epochs ({self.epochs}), got {self.min_epochs!r}")
         if self.is_failure_aware and self.curriculum_rounds > self.epochs:
             raise bad(
                 "curriculum_rounds",
                 f"must be <= epochs ({self.epochs}) so the curriculum runs to its end, got {self.curriculum_rounds!r}",
+            )
+        if self.is_failure_aware and self.curriculum_rounds > self.checkpoint_from:
+            raise bad(
+                "curriculum_rounds",
+                f"must be <= min_epochs ({self.min_epochs}) so the curriculum runs to its end inside the budget every "
+                f"method shares, got {self.curriculum_rounds!r}",
             )
         if self.temperature_fail > self.temperature:
             raise bad(
@@ -140,8 +177,18 @@ class IRLConfig:
 
     @property
     def is_failure_aware(self) -> bool:
-        """True for the FA-IRL methods (dual-path head, eq. 3)."""
+        """True for the FA-IRL methods (they learn from failures; their placebos do not)."""
         return get_method(self.method).is_failure_aware
+
+    @property
+    def dual_path(self) -> bool:
+        """R = R_D + R_F: the FA-IRL methods and their placebos."""
+        return get_method(self.method).dual_path
+
+    @property
+    def routing(self) -> str | None:
+        """``joint`` (eq. 3 as printed), ``split`` (§4.1), None for a single-path method."""
+        return get_method(self.method).routing
 
     @property
     def failure_source(self) -> str | None:
@@ -150,9 +197,10 @@ class IRLConfig:
 
     @property
     def checkpoint_from(self) -> int:
-        """First epoch (1-based) that early stopping may stop at or return: the end of the curriculum for FA-IRL
-        (so λ_t, γ_t and k_t all run their course), epoch 1 otherwise."""
-        return self.curriculum_rounds if self.is_failure_aware else 1
+        """First epoch (1-based) that early stopping may stop at or return, the same for every method:
+        ``min_epochs``, by default the end of the curriculum (so λ_t, γ_t and k_t all run their course)."""
+        gate = self.curriculum_rounds if self.min_epochs is None else self.min_epochs
+        return min(gate, self.epochs)  # a plain method asked for fewer epochs than the curriculum trains them all
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -4,35 +4,43 @@ This is the code the trainer runs (batched and single-model alike) and the tests
 functions of ``losses.py`` (losses), ``failures.py`` (failure sets, S_t sampling) and ``methods.py`` (which method
 uses which), per member.
 
-FA-IRL choices (the paper leaves them open; measured on the default world's pairs, natural mix, 3 seeds):
+FA-IRL choices (the paper leaves them open):
 
-* Gradient routing (§4.1: "a base path, trained on all pairs, and a failure path, trained only on the identified
-  failure set"): both losses are evaluated on Δ of the full reward R = R_D + R_F, but ``L_base`` is differentiated
-  w.r.t. the base path only (R_F detached) and ``L_fail(S_t)`` w.r.t. the failure path only (R_D detached). R_F
-  is then the dedicated correction head of §4.1. (Letting L_fail reach R_D too made the unregularised base path
-  absorb every correction: failure-path share 0.02–0.03.)
-* The penalty (λ_t/2)·‖w_F‖² covers the failure path's READOUT weights (``fail.w`` of the linear head = θ_F of
-  §4.1, ``fail.w2`` of the MLP), not its hidden layer nor its biases, and is applied DECOUPLED from Adam, as AdamW
-  applies weight decay: ``w_F ← w_F·(1 − lr·λ_t)`` right before the Adam step (Loshchilov & Hutter 2019). Why:
-  with the penalty inside Adam over every failure-path parameter (the first landing), ‖θ_F‖² ≈ 43 at init times
-  λ_0/2 = 5 against a base loss below 1 drove R_F to zero within ~10 epochs, and a two-layer path at zero gets
-  no gradient back (``fail.w1`` norm 1e-8 against ``base.w1`` 22). Inside Adam even a small penalty moves each
-  weight by about lr per step once failures run out (the bottom-k curriculum ends at 0%), so it erases the path
-  after the curriculum; decoupled, it shrinks w_F by (1 − lr·λ_t) per step — strongly while λ_t is large, not at
-  all once λ_t has decayed — and what R_F learned survives to the returned epoch.
-* λ_t in eq. 3 weighs L_fail and the penalty. Under the routing above L_fail is the only loss reaching θ_F, and
-  Adam divides a parameter's gradient by its running RMS, so a factor λ_t on it cancels — except through the lag
-  of Adam's second moment (β₂ = 0.999, ~30 epochs here), which turned λ_t's decay into a hidden learning-rate
-  decay of the failure path and left the max-entropy failure paths at 1–5% of the reward (0.5% and less with the
-  penalty inside Adam). So L_fail(S_t) is differentiated without its λ_t factor, λ_t acts through the decoupled
-  penalty (the failure path is held near zero while λ_t is large and relaxed as it decays), and the VALUE of
-  eq. 3 that is logged keeps every term as printed (``Terms.total``). Measured with this design: share
-  0.27–0.67 (MM) and 0.09–0.30 (ME) at the returned epoch.
+* ROUTING, per method (``methods.Method.routing``), both in the method table and both tested against
+  hand-computed gradients (``tests/test_fair_comparison.py``):
+
+  - ``joint`` — eq. 3 as printed, Algorithm 1 line 12: ONE objective L_base(Δ) + λ_t·L_fail(S_t; Δ) +
+    (λ_t/2)·‖w_F‖², Δ from the full reward R = R_D + R_F, differentiated once over ALL parameters (so L_base and
+    L_fail reach both paths) and the penalty inside the optimiser (its gradient λ_t·w_F goes through Adam like every
+    other term).
+  - ``split`` — §4.1's "a base path, trained on all pairs, and a failure path, trained only on the identified
+    failure set": both losses see Δ of the full R, but L_base is differentiated w.r.t. R_D only (R_F detached) and
+    L_fail w.r.t. R_F only (R_D detached). Under this routing L_fail is the only loss reaching θ_F, and Adam divides
+    a parameter's gradient by its running RMS, so a λ_t factor on it would cancel but for the lag of Adam's second
+    moment (a hidden learning-rate decay that left max-entropy failure paths at 1–5% of the reward); so L_fail is
+    differentiated without λ_t, and the penalty is applied DECOUPLED from Adam, AdamW-style:
+    ``w_F ← w_F·(1 − lr·λ_t)`` before each step (inside Adam, even a small penalty moved each weight by ≈ lr per
+    step once failures ran out and erased the path after the curriculum).
+
+  Measured on real comments (the insults train.csv, R* = 1 − 2·P(offensive), Bradley–Terry preferences β = 0.1,
+  MiniLM features, curriculum 10 epochs): joint AUC .856 / STARC .727, split .787 / .773 with a failure-path share
+  of 2.05 (the two paths cancel each other). The default config lists the joint methods; the Table-1 run reports
+  both (numbers in ``tune_configs/fa_irl_table1.yaml``).
+* The PLACEBO (``Method.placebo``) is its FA-IRL method with λ_t ≡ 0: no L_fail in either routing, no penalty. The
+  same holds for any FA-IRL method run with ``lambda_0: 0`` (split's L_fail is on while λ_t > 0, which an
+  exponential decay never ends).
+* The failure path's readout starts at ZERO (``heads.init_member_params``), so R_F contributes nothing until a
+  failure trains it (§4.1: initialisation "keep[s] early estimates near zero, preventing spurious margins before
+  failures have been identified"); its other parameters are drawn from their own RNG stream, so an FA-IRL member
+  sees the same base-path initialisation and minibatch order as its base method with the same seed.
+* The penalty covers the failure path's READOUT weights (``fail.w`` of the linear head = θ_F of §4.1, ``fail.w2`` of
+  the MLP), not its hidden layer nor its biases: eq. 3's ‖w_F‖².
 * L_fail is a MEAN over S_t (0 when S_t is empty), not a sum over the minibatch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -42,17 +50,9 @@ from .failures import FAILURE_SOURCES, label_midpoint, sample_failures
 from .hyperparameters import IRLConfig
 from .losses import BASE_LOSSES, FAILURE_LOSSES, fa_irl_loss
 
-_FLOAT_FIELDS = (
-    "margin",
-    "temperature",
-    "min_margin",
-    "penalty_factor",
-    "margin_fail",
-    "temperature_fail",
-    "weight_fail",
-    "sample_rate",
-    "lr",
-)
+#: The ``IRLConfig`` fields that become ``[K]`` tensors: every float field (read off the dataclass, so a new
+#: hyperparameter of a new loss needs no second list here).
+_FLOAT_FIELDS = tuple(f.name for f in dataclasses.fields(IRLConfig) if f.type in ("float", float))
 
 
 class MemberHyperparameters:
@@ -66,7 +66,15 @@ class MemberHyperparameters:
             )
         self.any_sampling = any(c.sample_rate < 1.0 for c in cfgs)
         self.losses = self._selectors([c.base_loss for c in cfgs], device)
-        self.sources = self._selectors([c.failure_source for c in cfgs], device)
+        self.sources = self._selectors([c.failure_source if c.is_failure_aware else None for c in cfgs], device)
+        flag = lambda fn: torch.tensor([bool(fn(c)) for c in cfgs], device=device)  # noqa: E731
+        self.joint = flag(lambda c: c.routing == "joint")
+        """[K] members whose routing is ``joint`` (the rest of a dual-path group is ``split``)."""
+        self.learns_failures = flag(lambda c: c.is_failure_aware)
+        """[K] FA-IRL members (False for placebos: no failure term at all)."""
+        self.dataset_ranked = flag(lambda c: c.failure_source == "margin" and c.failure_ranking == "dataset")
+        """[K] members whose bottom-k failures are ranked over the whole training set once per round."""
+        self.any_dataset_ranked = bool(self.dataset_ranked.any())
 
     @staticmethod
     def _selectors(per_member: list, device) -> dict[str, Tensor]:
@@ -89,9 +97,16 @@ class MemberHyperparameters:
         """Each member's L_fail(S_t) (``mask`` = S_t) → ``[K]``."""
         return self._per_member(FAILURE_LOSSES, self.losses, delta, self, mask)
 
-    def failures(self, r_chosen: Tensor, r_rejected: Tensor, **state) -> Tensor:
-        """Each member's failure set F_t ``[K, n]`` from its own failure source (FA-IRL members only)."""
-        return self._per_member(FAILURE_SOURCES, self.sources, r_chosen, r_rejected, **state)
+    def failures(self, r_chosen: Tensor, r_rejected: Tensor, dataset_failures: Tensor | None = None, **state) -> Tensor:
+        """Each member's failure set F_t ``[K, n]`` from its own failure source; empty for members that learn no
+        failures (placebos). ``dataset_failures`` ``[K, n]``: the round's dataset-level bottom-k flags of these pairs,
+        used for the members ranked over the dataset (``IRLConfig.failure_ranking``)."""
+        if not self.sources:
+            return torch.zeros(r_chosen.shape, dtype=torch.bool, device=r_chosen.device)
+        failed = self._per_member(FAILURE_SOURCES, self.sources, r_chosen, r_rejected, **state)
+        if dataset_failures is not None:
+            failed = torch.where(self.dataset_ranked[:, None], dataset_failures, failed)
+        return failed & self.learns_failures[:, None]
 
 
 @dataclass
@@ -116,9 +131,9 @@ class SupervisedZero:
 
 @dataclass
 class Terms:
-    """One minibatch's objective per member (all ``[K]``): ``grad_loss`` is what is differentiated (L_base for the
-    base path, L_fail for the failure path; the penalty's gradient is applied decoupled, see the module
-    docstring); ``total`` is the value of eq. 3."""
+    """One minibatch's objective per member (all ``[K]``): ``grad_loss`` is what is differentiated (eq. 3 for joint
+    members; L_base + L_fail, each reaching one path, for split members, whose penalty is applied decoupled; see the
+    module docstring); ``total`` is the value of eq. 3 as printed."""
 
     grad_loss: Tensor
     total: Tensor
@@ -135,7 +150,7 @@ def pair_objective(
     rF_c: Tensor | None = None,
     rF_r: Tensor | None = None,
     *,
-    fail_sq_norm: Tensor | None = None,
+    fail_weights: list[Tensor] | None = None,
     lam: Tensor | None = None,
     gamma: Tensor | None = None,
     fraction: Tensor | None = None,
@@ -144,32 +159,51 @@ def pair_objective(
     zero: SupervisedZero | None = None,
     offset: Tensor | None = None,
     uniform: Tensor | None = None,
+    dataset_failures: Tensor | None = None,
 ) -> Terms:
     """Objective of K members on a minibatch; rewards ``[K, b]`` (o⁺ and o⁻ of each pair).
 
-    Without a failure path (``rF_c is None``) it is the base loss. With one, eq. 3 with the routing of the module
-    docstring. Rewards may leave out the output offsets (they cancel in Δ); ``offset`` ``[K]`` (b_D + b_F) is added
-    back where absolute rewards matter (the supervised criterion). ``uniform`` ``[K, b]``: pre-drawn uniforms for
-    sampling S_t ⊆ F_t at rate p_t (None: S_t = F_t)."""
+    Without a failure path (``rF_c is None``) it is the base loss. With one, eq. 3 in each member's routing (module
+    docstring): ``fail_weights`` are the penalised readout weights ``[K, ...]`` (:func:`penalised_names`), with their
+    graph, so the joint members' penalty is differentiated; the split members' is applied by
+    :func:`apply_failure_penalty_`. Rewards may leave out the output offsets (they cancel in Δ); ``offset`` ``[K]``
+    (b_D + b_F) is added back where absolute rewards matter (the supervised criterion). ``uniform`` ``[K, b]``:
+    pre-drawn uniforms for sampling S_t ⊆ F_t at rate p_t (None: S_t = F_t). ``dataset_failures`` ``[K, b]``: the
+    round's dataset-level bottom-k flags of these pairs (``IRLConfig.failure_ranking = "dataset"``)."""
     if rF_c is None:
         base = hp.base(rD_c - rD_r)
         zeros = torch.zeros_like(base)
         return Terms(base, base, base, zeros, zeros, zeros)
+    joint = hp.joint[:, None]
     delta_D, delta_F = rD_c - rD_r, rF_c - rF_r
-    base = hp.base(delta_D + delta_F.detach())
+    # joint: Δ carries the gradient to both paths; split: L_base reaches R_D only, L_fail reaches R_F only
+    base = hp.base(delta_D + torch.where(joint, delta_F, delta_F.detach()))
     with torch.no_grad():
         off = 0.0 if offset is None else offset.detach()[:, None]
         r_c, r_r = rD_c + rF_c + off, rD_r + rF_r + off
         zero_t = 0.0
         if zero is not None and (y_c is not None or y_r is not None):
             zero_t = zero.update(torch.cat([r_c, r_r], 1), torch.cat([y_c, y_r], 1))
-        failed = hp.failures(r_c, r_r, gamma=gamma, fraction=fraction, y_chosen=y_c, y_rejected=y_r, zero=zero_t)
+        failed = hp.failures(
+            r_c,
+            r_r,
+            dataset_failures,
+            gamma=gamma,
+            fraction=fraction,
+            y_chosen=y_c,
+            y_rejected=y_r,
+            zero=zero_t,
+        )
         if uniform is not None:
             failed = sample_failures(failed, hp.sample_rate, uniform=uniform)
-    fail = hp.fail(delta_D.detach() + delta_F, failed)  # failure path only
-    penalty = 0.5 * lam * fail_sq_norm
-    # Each path is driven by one term: θ_D by L_base, θ_F by L_fail (its λ_t factor: see the module docstring).
-    return Terms(base + fail, fa_irl_loss(base, fail, lam, fail_sq_norm), base, fail, penalty, failed.sum(-1))
+    fail = hp.fail(torch.where(joint, delta_D, delta_D.detach()) + delta_F, failed)
+    sq_norm = sum(w.pow(2).reshape(w.shape[0], -1).sum(-1) for w in fail_weights)
+    # What is differentiated: joint = eq. 3 itself; split = L_base + L_fail (λ_t acts through the decoupled
+    # penalty), and L_fail only while λ_t > 0, so that λ_t ≡ 0 (a placebo, or λ_0 = 0) is L_base alone in both routings.
+    fail_weight = torch.where(hp.joint, lam, (lam > 0).to(lam.dtype))
+    grad_loss = base + fail_weight * fail + torch.where(hp.joint, 0.5 * lam * sq_norm, torch.zeros_like(sq_norm))
+    total = fa_irl_loss(base, fail, lam, sq_norm.detach())
+    return Terms(grad_loss, total, base, fail, 0.5 * lam * sq_norm.detach(), failed.sum(-1))
 
 
 def penalised_names(names: list[str]) -> list[str]:
@@ -178,18 +212,11 @@ def penalised_names(names: list[str]) -> list[str]:
 
 
 @torch.no_grad()
-def apply_failure_penalty_(weights: list[Tensor], lr: Tensor, lam: Tensor) -> None:
-    """The decoupled gradient step of (λ_t/2)·‖w_F‖²: ``w_F ← w_F·(1 − lr·λ_t)`` per member (leading dim K).
+def apply_failure_penalty_(weights: list[Tensor], hp: MemberHyperparameters, lam: Tensor) -> None:
+    """The decoupled gradient step of (λ_t/2)·‖w_F‖² for the SPLIT members: ``w_F ← w_F·(1 − lr·λ_t)`` per member
+    (leading dim K); joint members are left alone (their penalty is in the differentiated objective).
 
-    ``lr`` and ``lam`` are ``[K]``. Run it right before the Adam step on the same parameters (AdamW order)."""
-    factor = 1.0 - lr * lam
+    ``lam`` is ``[K]``. Run it right before the Adam step on the same parameters (AdamW order)."""
+    factor = torch.where(hp.joint, torch.ones_like(lam), 1.0 - hp.lr * lam)
     for w in weights:
         w.mul_(factor.view(-1, *([1] * (w.ndim - 1))))
-
-
-@torch.no_grad()
-def failure_path_sq_norm(params: dict[str, Tensor], k: int) -> Tensor:
-    """‖w_F‖² per member ``[K]`` over :func:`penalised_names`: the penalty's VALUE in eq. 3 (its gradient is applied
-    by :func:`apply_failure_penalty_`, so no graph is kept)."""
-    names = penalised_names(list(params))
-    return sum(params[n].pow(2).reshape(k, -1).sum(-1) for n in names)

@@ -5,7 +5,8 @@ Semantics (FA-IRL §4, Algorithm 1; choices the paper leaves open are marked CHO
 * Each step draws a minibatch of ``batch_size`` pairs (each member from its own seeded permutation of the
   training pairs, re-drawn every epoch), computes R for both outputs and Δ = R(o⁺) − R(o⁻).
 * Non-FA methods minimise their base loss (``losses.py``) on Δ of the single-path head.
-* FA-IRL methods have a dual-path head R = R_D + R_F and minimise eq. 3, computed by ``objective.pair_objective``
+* FA-IRL methods (and their placebos) have a dual-path head R = R_D + R_F and minimise eq. 3 in their routing,
+  computed by ``objective.pair_objective``
   (gradient routing and the decoupled (λ_t/2)·‖w_F‖² penalty are documented there, with the measurement that
   motivated them). Failures are found on each minibatch from the current R without gradient
   (``failures.FAILURE_SOURCES``); S_t keeps each with probability p_t = ``sample_rate`` (uniforms drawn once per
@@ -17,10 +18,12 @@ Semantics (FA-IRL §4, Algorithm 1; choices the paper leaves open are marked CHO
 * Early stopping (CHOICE): after each epoch the validation loss is the member's BASE loss (M / τ, no failure terms,
   whose λ_t-weighting would make it non-stationary) of the full reward on all validation pairs. The member stops
   after ``patience`` epochs without a value ``min_delta`` below the best and its best-epoch parameters are returned;
-  but an FA-IRL member is neither stopped nor checkpointed before its curriculum ends (``IRLConfig.checkpoint_from``
-  = ``curriculum_rounds``): otherwise members stop near epoch 35 on real comments, a third of the way through the
-  100-round curriculum, with λ_t still at 1.7. A stopped member is frozen: it is dropped from the group's stacked
+  but NO member — plain, FA-IRL or placebo — stops or checkpoints before ``IRLConfig.min_epochs`` (by default the
+  end of the curriculum): one budget and one stopping rule for every method compared (see ``hyperparameters.py``
+  for the measurement that made this the rule). A stopped member is frozen: it is dropped from the group's stacked
   tensors (compaction), so it neither changes nor costs compute while the rest of its group trains on.
+* Failure ranking (``IRLConfig.failure_ranking``): bottom-k_t per minibatch (Algorithm 1), or over all training
+  pairs once per round, from the reward at the start of the round (``_dataset_bottom_k``).
 * Curves per member and epoch: train_loss (eq. 3 value) and val_loss; for FA-IRL also failure_fraction (|S_t|
   summed over the epoch ÷ N), the schedules lambda, gamma and bottom_k_fraction as used, and fail_share = std(R_F) /
   std(R) over the validation outputs (the failure path's share of the reward; 0 means the path is dead).
@@ -29,8 +32,8 @@ Semantics (FA-IRL §4, Algorithm 1; choices the paper leaves open are marked CHO
 * Optimiser: Adam (β = 0.9, 0.999, ε = 1e-8) with each member's own lr; the batched update reproduces
   ``torch.optim.Adam``'s arithmetic on the stacked [K, ...] parameters.
 * RNG (reproducible across devices): member k owns ``torch.Generator().manual_seed(seed)`` on CPU, consumed in
-  this order: initial parameters (base path, then failure path; see ``heads.py``), then per epoch one
-  ``randperm(N)`` and, if ``sample_rate < 1``, one ``rand(N)``.
+  this order: initial parameters of the base path (the failure path has its own stream; see ``heads.py``), then
+  per epoch one ``randperm(N)`` and, if ``sample_rate < 1``, one ``rand(N)``.
 
 Members are grouped into batched computations by (head, hidden_dim, batch_size, dual-path); within a group
 methods, losses, hyperparameters, schedules, seeds and epoch limits may all differ.
@@ -45,13 +48,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .heads import batched_path_forward, final_bias, init_member_params, param_names, path_forward
+from .failures import bottom_k_failure_mask
+from .heads import (
+    batched_path_forward,
+    failure_path_generator,
+    final_bias,
+    init_member_params,
+    param_names,
+    path_forward,
+)
 from .hyperparameters import IRLConfig
 from .objective import (
     MemberHyperparameters,
     SupervisedZero,
     apply_failure_penalty_,
-    failure_path_sq_norm,
     pair_objective,
     penalised_names,
 )
@@ -157,7 +167,7 @@ def _labels(p: PairFeatures, device):
 # batched trainer
 # ------------------------------------------------------------------------------------------------------------
 def _group_key(c: IRLConfig):
-    return (c.head, c.hidden_dim if c.head == "mlp" else 0, c.batch_size, c.is_failure_aware)
+    return (c.head, c.hidden_dim if c.head == "mlp" else 0, c.batch_size, c.dual_path)
 
 
 def train_ensemble(
@@ -211,9 +221,11 @@ def _train_group(
 ) -> list[TrainedMember]:
     K, N, d = len(cfgs), len(train), train.dim
     c0 = cfgs[0]
-    dual, B = c0.is_failure_aware, c0.batch_size
+    dual, B = c0.dual_path, c0.batch_size
     gens = [torch.Generator().manual_seed(c.seed) for c in cfgs]
-    inits = [init_member_params(c.head, d, c.hidden_dim, dual, g) for c, g in zip(cfgs, gens)]
+    inits = [
+        init_member_params(c.head, d, c.hidden_dim, dual, g, failure_path_generator(c.seed)) for c, g in zip(cfgs, gens)
+    ]
     names = list(inits[0])
     penalised = penalised_names(names)
     best = {n: torch.stack([p[n] for p in inits]).to(device) for n in names}  # all K members, best-val params
@@ -270,6 +282,7 @@ def _train_group(
                 [torch.rand(N, generator=gens[k]) if cfgs[k].sample_rate < 1.0 else torch.zeros(N) for k in alive]
             ).to(device)
         lam_t, gam_t, frac_t, schedules = _schedule_tensors(acfgs, epoch, device)
+        ranked = _dataset_bottom_k(params, x_all, N, frac_t) if dual and hp.any_dataset_ranked else None
         loss_sum = torch.zeros(Ka, device=device)
         fail_sum = torch.zeros(Ka, device=device)
         for s in range(0, N, B):
@@ -289,7 +302,7 @@ def _train_group(
                     rD[:, b:],
                     rF[:, :b],
                     rF[:, b:],
-                    fail_sq_norm=failure_path_sq_norm(params, Ka),
+                    fail_weights=[params[n] for n in penalised],
                     lam=lam_t,
                     gamma=gam_t,
                     fraction=frac_t,
@@ -298,6 +311,7 @@ def _train_group(
                     zero=zero,
                     offset=final_bias(params, "base") + final_bias(params, "fail"),
                     uniform=None if uni is None else uni[:, s : s + b],
+                    dataset_failures=None if ranked is None else torch.gather(ranked, 1, idx),
                 )
                 fail_sum += terms.n_failures
             else:
@@ -306,7 +320,7 @@ def _train_group(
             step += 1
             with torch.no_grad():
                 if dual:
-                    apply_failure_penalty_([params[n] for n in penalised], hp.lr, lam_t)
+                    apply_failure_penalty_([params[n] for n in penalised], hp, lam_t)
                 _adam_step(leaves, grads, [exp_avg[n] for n in names], [exp_avg_sq[n] for n in names], lrs, step)
                 loss_sum += terms.total.detach() * b
         # ---- end of epoch: validation, early stopping, curves -----------------------------------------------
@@ -350,6 +364,15 @@ def _train_group(
     ]
 
 
+@torch.no_grad()
+def _dataset_bottom_k(params: dict[str, Tensor], x_all: Tensor, n: int, fraction: Tensor) -> Tensor:
+    """The round's dataset-level bottom-k_t failures of every member (``IRLConfig.failure_ranking = "dataset"``):
+    the ⌊f_t·N⌋ training pairs of lowest Δ under the current full reward, ``[K, N]`` bool. ``x_all`` ``[2N, d]``
+    holds the chosen rows then the rejected rows."""
+    r = batched_path_forward(params, "base", x_all, bias=False) + batched_path_forward(params, "fail", x_all, False)
+    return bottom_k_failure_mask(r[:, :n] - r[:, n:], fraction)
+
+
 def _fa_curves(dual: bool, failure_fraction: list[float], schedules: dict, share) -> dict:
     """The FA-IRL part of an epoch's curves (schedules as evaluated, |S_t|/N, failure-path share); none otherwise."""
     if not dual:
@@ -369,7 +392,7 @@ def _validation(hp: MemberHyperparameters, r_base: Tensor, r_fail: Tensor | None
 
 
 class _EarlyStopping:
-    """Per-member curves, best epoch and patience; FA-IRL members only from ``checkpoint_from`` (curriculum end)."""
+    """Per-member curves, best epoch and patience, from epoch ``checkpoint_from`` (the budget every method shares)."""
 
     def __init__(self, cfgs: list[IRLConfig]):
         self.cfgs = cfgs
@@ -461,11 +484,10 @@ def train_single(
         train, val = split_validation(train, val_fraction)
     dev = torch.device(device)
     c = config
-    N, d, B, dual = len(train), train.dim, c.batch_size, c.is_failure_aware
+    N, d, B, dual = len(train), train.dim, c.batch_size, c.dual_path
     gen = torch.Generator().manual_seed(c.seed)
-    params = {
-        n: t.to(dev).requires_grad_(True) for n, t in init_member_params(c.head, d, c.hidden_dim, dual, gen).items()
-    }
+    init = init_member_params(c.head, d, c.hidden_dim, dual, gen, failure_path_generator(c.seed))
+    params = {n: t.to(dev).requires_grad_(True) for n, t in init.items()}
     names = param_names(c.head, dual)
     penalised = penalised_names(names)
     opt = torch.optim.Adam([params[n] for n in names], lr=c.lr, betas=BETAS, eps=EPS)
@@ -481,6 +503,9 @@ def train_single(
         perm = torch.randperm(N, generator=gen).to(dev)
         uni = torch.rand(N, generator=gen).to(dev) if c.sample_rate < 1.0 else None
         lam_t, gam_t, frac_t, schedules = _schedule_tensors([c], epoch, dev)
+        ranked = None
+        if dual and hp.any_dataset_ranked:
+            ranked = _dataset_bottom_k({n: p[None] for n, p in params.items()}, x_all, N, frac_t)[0]
         loss_sum = torch.zeros((), device=dev)  # accumulated on the device: no host sync per step
         fail_sum = torch.zeros((), device=dev)
         for s in range(0, N, B):
@@ -497,7 +522,7 @@ def train_single(
                     rD[:, b:],
                     rF[:, :b],
                     rF[:, b:],
-                    fail_sq_norm=failure_path_sq_norm(params, 1),
+                    fail_weights=[params[n][None] for n in penalised],
                     lam=lam_t,
                     gamma=gam_t,
                     fraction=frac_t,
@@ -506,6 +531,7 @@ def train_single(
                     zero=zero,
                     offset=(final_bias(params, "base") + final_bias(params, "fail"))[None],
                     uniform=None if uni is None else uni[None, s : s + b],
+                    dataset_failures=None if ranked is None else ranked[idx][None],
                 )
                 fail_sum += terms.n_failures.sum()
             else:
@@ -513,7 +539,7 @@ def train_single(
             opt.zero_grad(set_to_none=True)
             terms.grad_loss.sum().backward()
             if dual:
-                apply_failure_penalty_([params[n][None] for n in penalised], hp.lr, lam_t)
+                apply_failure_penalty_([params[n][None] for n in penalised], hp, lam_t)
             opt.step()
             loss_sum += terms.total.detach().sum() * b
         with torch.no_grad():
