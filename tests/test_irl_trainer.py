@@ -155,3 +155,30 @@ def test_validation_split_and_inputs(data):
         PairFeatures(torch.zeros(3, 4), torch.zeros(3, 5))
     with pytest.raises(TypeError):
         train_ensemble(train, [{"method": "max_margin"}])
+
+
+def test_insights_protocol_trains_one_minibatch_per_iteration(tmp_path):
+    """Insights' protocol: each epoch is ONE random minibatch of ``batch_size`` pairs (its 50 + 50 examples), at most
+    60 iterations, threshold 0. On 50 training pairs one minibatch is the whole pass, so it matches the FA-IRL
+    protocol exactly; on more pairs it sees fewer per epoch and ends elsewhere."""
+    import numpy as np
+
+    from fairl_ray.irl.reward import RewardModel
+    from fairl_ray.stages.irl_fit import save_calibrated
+
+    common = dict(method="asymmetric_margin", head="linear", batch_size=50, epochs=5, patience=0, seed=3)
+    train, val = make_pairs(50, seed=4)[0], make_pairs(20, seed=5)[0]
+    ins, full = train_ensemble(train, [IRLConfig(protocol="insights", **common), IRLConfig(**common)], val=val)
+    for n, t in full.params.items():
+        torch.testing.assert_close(ins.params[n], t)
+    bigger = make_pairs(400, seed=4)[0]
+    ins, full = train_ensemble(bigger, [IRLConfig(protocol="insights", **common), IRLConfig(**common)], val=val)
+    assert not torch.allclose(ins.params["base.w"], full.params["base.w"])
+    single = train_single(bigger, IRLConfig(protocol="insights", **common), val=val)
+    torch.testing.assert_close(single.params["base.w"], ins.params["base.w"], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"irl\.epochs: the insights protocol runs at most 60"):
+        IRLConfig(protocol="insights", epochs=61)
+    x = torch.cat([bigger.chosen, bigger.rejected])
+    classes = np.r_[np.ones(len(bigger)), np.zeros(len(bigger))].astype(int)
+    save_calibrated(ins, x, classes, tmp_path / "r", encoder="e")
+    assert RewardModel.from_dir(tmp_path / "r").threshold == 0.0

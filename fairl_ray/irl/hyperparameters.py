@@ -30,6 +30,8 @@ from .methods import METHODS, get_method
 
 HEADS = ("linear", "mlp")
 FAILURE_RANKINGS = ("minibatch", "dataset")
+PROTOCOLS = ("fa_irl", "insights")
+INSIGHTS_MAX_EPOCHS = 60
 
 
 @dataclass
@@ -49,6 +51,14 @@ class IRLConfig:
     """pairs per minibatch (FA-IRL: 32); the last minibatch of an epoch may be smaller."""
     epochs: int = 800
     """maximum number of epochs (FA-IRL: up to 800)."""
+    protocol: str = "fa_irl"
+    """the training protocol. ``fa_irl`` (FA-IRL §5): every epoch is a pass over all training pairs in minibatches of
+    ``batch_size``, the classification threshold is fit on the train outputs. ``insights`` (Insights §4 and its
+    review answers: "at most 60 iterations, each iteration processing a batch of just 50 toxic + 50 non-toxic
+    examples"): every epoch is ONE minibatch of ``batch_size`` pairs drawn at random from the training pairs (set
+    ``batch_size: 50`` for the paper's 50 + 50 outputs), ``epochs`` <= 60, and the classification threshold is 0 on
+    the normalised reward (i.e. the train outputs' mean: a pairwise loss never trains the raw reward's offset, so a
+    raw 0 would be arbitrary)."""
     min_epochs: int | None = None
     """the budget every method shares: no member (plain, FA-IRL or placebo) stops early or returns a checkpoint
     before this epoch; ``None`` = ``curriculum_rounds`` (so FA-IRL's curriculum runs to its end and the methods it is
@@ -106,6 +116,12 @@ class IRLConfig:
 
         if self.method not in METHODS:
             raise bad("method", f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.protocol not in PROTOCOLS:
+            raise bad("protocol", f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        if self.protocol == "insights" and isinstance(self.epochs, int) and self.epochs > INSIGHTS_MAX_EPOCHS:
+            raise bad(
+                "epochs", f"the insights protocol runs at most {INSIGHTS_MAX_EPOCHS} iterations, got {self.epochs!r}"
+            )
         if self.failure_ranking not in FAILURE_RANKINGS:
             raise bad(
                 "failure_ranking",
@@ -194,6 +210,11 @@ class IRLConfig:
     def failure_source(self) -> str | None:
         """``"gt"``, ``"margin"`` or ``None`` (not FA-IRL)."""
         return get_method(self.method).failure_source
+
+    @property
+    def pairs_per_epoch(self) -> int | None:
+        """Pairs one epoch trains on: all of them (None) or, under the insights protocol, one minibatch."""
+        return self.batch_size if self.protocol == "insights" else None
 
     @property
     def checkpoint_from(self) -> int:

@@ -22,6 +22,8 @@ Semantics (FA-IRL §4, Algorithm 1; choices the paper leaves open are marked CHO
   end of the curriculum): one budget and one stopping rule for every method compared (see ``hyperparameters.py``
   for the measurement that made this the rule). A stopped member is frozen: it is dropped from the group's stacked
   tensors (compaction), so it neither changes nor costs compute while the rest of its group trains on.
+* Protocol (``IRLConfig.protocol``): an epoch is a pass over all training pairs (FA-IRL), or one random minibatch
+  of them (Insights' iterations of 50 + 50 examples); the rest of these semantics hold for both.
 * Failure ranking (``IRLConfig.failure_ranking``): bottom-k_t per minibatch (Algorithm 1), or over all training
   pairs once per round, from the reward at the start of the round (``_dataset_bottom_k``).
 * Curves per member and epoch: train_loss (eq. 3 value) and val_loss; for FA-IRL also failure_fraction (|S_t|
@@ -167,7 +169,7 @@ def _labels(p: PairFeatures, device):
 # batched trainer
 # ------------------------------------------------------------------------------------------------------------
 def _group_key(c: IRLConfig):
-    return (c.head, c.hidden_dim if c.head == "mlp" else 0, c.batch_size, c.dual_path)
+    return (c.head, c.hidden_dim if c.head == "mlp" else 0, c.batch_size, c.dual_path, c.pairs_per_epoch)
 
 
 def train_ensemble(
@@ -222,6 +224,7 @@ def _train_group(
     K, N, d = len(cfgs), len(train), train.dim
     c0 = cfgs[0]
     dual, B = c0.dual_path, c0.batch_size
+    n_seen = min(N, c0.pairs_per_epoch or N)  # pairs one epoch trains on: all, or one minibatch (insights protocol)
     gens = [torch.Generator().manual_seed(c.seed) for c in cfgs]
     inits = [
         init_member_params(c.head, d, c.hidden_dim, dual, g, failure_path_generator(c.seed)) for c, g in zip(cfgs, gens)
@@ -285,7 +288,7 @@ def _train_group(
         ranked = _dataset_bottom_k(params, x_all, N, frac_t) if dual and hp.any_dataset_ranked else None
         loss_sum = torch.zeros(Ka, device=device)
         fail_sum = torch.zeros(Ka, device=device)
-        for s in range(0, N, B):
+        for s in range(0, n_seen, B):
             idx = perm[:, s : s + B]
             b = idx.shape[1]
             if b not in gather_buf:  # reused output buffer: avoids a fresh multi-MB allocation every step
@@ -332,9 +335,9 @@ def _train_group(
                 alive,
                 epoch,
                 {
-                    "train_loss": (loss_sum / N).cpu().tolist(),
+                    "train_loss": (loss_sum / n_seen).cpu().tolist(),
                     "val_loss": vloss,
-                    **_fa_curves(dual, (fail_sum / N).cpu().tolist(), schedules, share),
+                    **_fa_curves(dual, (fail_sum / n_seen).cpu().tolist(), schedules, share),
                 },
             )
             if improved:
@@ -485,6 +488,7 @@ def train_single(
     dev = torch.device(device)
     c = config
     N, d, B, dual = len(train), train.dim, c.batch_size, c.dual_path
+    n_seen = min(N, c.pairs_per_epoch or N)
     gen = torch.Generator().manual_seed(c.seed)
     init = init_member_params(c.head, d, c.hidden_dim, dual, gen, failure_path_generator(c.seed))
     params = {n: t.to(dev).requires_grad_(True) for n, t in init.items()}
@@ -508,7 +512,7 @@ def train_single(
             ranked = _dataset_bottom_k({n: p[None] for n, p in params.items()}, x_all, N, frac_t)[0]
         loss_sum = torch.zeros((), device=dev)  # accumulated on the device: no host sync per step
         fail_sum = torch.zeros((), device=dev)
-        for s in range(0, N, B):
+        for s in range(0, n_seen, B):
             idx = perm[s : s + B]
             b = idx.shape[0]
             xb = x_all[torch.cat([idx, idx + N])]
@@ -550,9 +554,9 @@ def train_single(
                 [0],
                 epoch,
                 {
-                    "train_loss": [float(loss_sum) / N],
+                    "train_loss": [float(loss_sum) / n_seen],
                     "val_loss": vloss,
-                    **_fa_curves(dual, [float(fail_sum) / N], schedules, share),
+                    **_fa_curves(dual, [float(fail_sum) / n_seen], schedules, share),
                 },
             )
         if improved:

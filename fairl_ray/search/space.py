@@ -133,6 +133,12 @@ class SearchConfig:
         for key, spec in self.space.items():  # other searched fields at their first value / lower bound
             others = {k: _first(v) for k, v in self.space.items() if k != key and _first(v) is not None}
             _check_distribution(f"space.{key}", key, spec, {**self.fixed, **others})
+        unread = _unread_fields(self.space, self.fixed)
+        if unread:
+            raise bad(
+                f"space.{unread[0]}",
+                "no searched method reads it (see each method's hyperparameters in irl/methods.py)",
+            )
 
     @property
     def searched(self) -> list[str]:
@@ -156,6 +162,18 @@ def _first(spec: Any) -> Any:
         return int(args[0]) if kind == "randint" else args[0]
     except (AttributeError, TypeError, ValueError, IndexError, KeyError):
         return None
+
+
+def _unread_fields(space: dict, fixed: dict) -> list[str]:
+    """Searched fields that are some method's own hyperparameter (``Method.hyperparameters``) but not one of the
+    searched methods': searching them only spends trials on configurations that train the same."""
+    from fairl_ray.irl.methods import METHOD_TABLE
+
+    spec = space.get("method")
+    methods = spec["choice"] if isinstance(spec, dict) and "choice" in spec else [fixed.get("method", "max_margin")]
+    method_specific = {f for m in METHOD_TABLE.values() for f in m.hyperparameters}
+    read = {f for m in methods if m in METHOD_TABLE for f in METHOD_TABLE[m].hyperparameters}
+    return [k for k in space if k in method_specific and k not in read]
 
 
 def _irl_field(err: Exception) -> str:

@@ -62,11 +62,13 @@ def resolve_device(device: str) -> str:
 
 def save_calibrated(member, train_x: torch.Tensor, train_classes: np.ndarray, out: Path, encoder: str) -> None:
     """Write ``member`` as a reward artifact with the calibration of the module docstring: normalisation by the
-    mean/std of its raw rewards on the training outputs ``train_x``, threshold fit on them for accuracy."""
+    mean/std of its raw rewards on the training outputs ``train_x``, threshold fit on them for accuracy (0 under the
+    insights protocol)."""
     with torch.no_grad():
         raw = reward_from_params({k: v.cpu() for k, v in member.params.items()}, train_x).numpy()
     mean, std = float(raw.mean()), float(raw.std()) or 1.0
-    threshold = fit_threshold((raw - mean) / std, train_classes)
+    # Insights' protocol classifies at 0 of the normalised reward (the train mean); FA-IRL fits it for accuracy
+    threshold = 0.0 if member.config.protocol == "insights" else fit_threshold((raw - mean) / std, train_classes)
     save_reward(out, member, encoder=encoder, normalisation={"mean": mean, "std": std}, threshold=float(threshold))
 
 
