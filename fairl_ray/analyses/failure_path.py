@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fairl_ray.metrics.classification import fit_threshold
+from fairl_ray.metrics.classification import fit_threshold_labelled
 
 from .base import Analysis, EvalContext, fmt, mean_std, plt
 
@@ -36,7 +36,7 @@ class FailurePath(Analysis):
                 full = m.base_test + m.fail_test
                 mu, sd = float(m.base_train.mean()), float(m.base_train.std()) or 1.0
                 ablated_train, ablated_test = (m.base_train - mu) / sd, (m.base_test - mu) / sd
-                threshold = fit_threshold(ablated_train, ctx.train_classes)
+                threshold = fit_threshold_labelled(ablated_train, ctx.train_classes)
                 rows.append(
                     {
                         "seed": seed,
