@@ -15,7 +15,9 @@ from .base import Analysis, EvalContext, fmt, mean_std, plt
 
 METRICS = (
     ("accuracy", "accuracy"),
-    ("f1", "F1"),
+    ("balanced_accuracy", "balanced acc."),
+    ("f1", "F1 (non-toxic +)"),
+    ("f1_toxic_positive", "F1 (toxic +)"),
     ("roc_auc", "ROC-AUC"),
     ("starc", "STARC ↓"),
     ("pair_accuracy", "pair acc."),
