@@ -378,3 +378,45 @@ def test_evaluation_scores_held_out_labelled_texts(tmp_path):
     )
     assert "heldout_accuracy" not in without["per_member"][0]
     assert "held-out acc." not in metrics_table(without["per_method"], 1)
+
+
+def test_unlabelled_pairs_keep_rank_metrics_and_skip_classification(tmp_path):
+    """Outputs without a label of their own are out of the classification metrics and the threshold fit, in the rank
+    and fidelity ones; a file with no label at all still evaluates (threshold 0, classification nan)."""
+    from fairl_ray.stages.evaluate import evaluate_rewards
+    from fairl_ray.stages.irl_fit import fit_rewards
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=6)
+    a, b = rng.normal(size=(80, 6)).astype(np.float32), rng.normal(size=(80, 6)).astype(np.float32)
+    first = (a @ w > b @ w)[:, None]
+    chosen, rejected = np.where(first, a, b), np.where(first, b, a)
+    rows = [
+        {
+            # every third chosen output unlabelled
+            "chosen_label": 0 if i % 3 == 0 else int(np.sign(c @ w)),
+            "rejected_label": int(np.sign(r @ w)),
+            "chosen_reward": float(c @ w),
+            "rejected_reward": float(r @ w),
+            "split": "test" if i % 4 == 0 else "train",
+        }
+        for i, (c, r) in enumerate(zip(chosen, rejected))
+    ]
+    members = [IRLConfig(method=m, head="linear", epochs=20, lr=0.02, seed=s) for m in ("max_margin",) for s in (0, 1)]
+    fitted = fit_rewards(rows, chosen, rejected, members, "none", tmp_path, "cpu")
+    summary = evaluate_rewards(rows, chosen, rejected, tmp_path, fitted["members"], tmp_path, plots=False)
+    test_rows = [r for r in rows if r["split"] == "test"]
+    labelled = sum((r["chosen_label"] != 0) + (r["rejected_label"] != 0) for r in test_rows)
+    row = summary["per_member"][0]
+    assert row["n"] == labelled < 2 * len(test_rows)  # classification: labelled outputs only
+    assert row["pair_accuracy"] > 0.8 and row["rstar_pair_agreement"] > 0.8  # rank: every pair
+    for r in rows:
+        r["chosen_label"] = r["rejected_label"] = 0
+    members.append(IRLConfig(method="fa_irl_mm_margin", head="linear", epochs=20, lr=0.02, curriculum_rounds=10))
+    fitted = fit_rewards(rows, chosen, rejected, members, "none", tmp_path, "cpu")
+    summary = evaluate_rewards(rows, chosen, rejected, tmp_path, fitted["members"], tmp_path, plots=False)
+    row = summary["per_member"][0]
+    assert row["n"] == 0 and math.isnan(row["accuracy"]) and row["pair_accuracy"] > 0.8
+    disagreement = summary["analyses"]["disagreement"]["fa_irl_mm_margin vs max_margin"]
+    assert disagreement["n_outputs"] == 0 and disagreement["mcnemar_pooled"]["p"] == 1.0  # nothing labelled
+    assert summary["analyses"]["dispersion"]["methods"]["max_margin"]["seed_pairs"] == 1
