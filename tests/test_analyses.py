@@ -1,13 +1,17 @@
 """FA-IRL §6 failure analyses against hand-computed values, and end to end on a user's labelled pairs file."""
 
 import json
+import math
 
 import numpy as np
 import pytest
 
 from fairl_ray.analyses import ANALYSES, SUBTYPE_TRANSFER, EvalContext, MemberScores, render
+from fairl_ray.analyses.dispersion import dispersion
 from fairl_ray.irl.hyperparameters import IRLConfig
+from fairl_ray.metrics.classification import NO_CLASS
 from fairl_ray.stages.evaluate import member_metrics, output_subtypes
+from fairl_ray.stages.irl_fit import output_classes
 
 # 4 test pairs → 8 outputs (o⁺ of pairs 0..3, then o⁻ of pairs 0..3); classes: o⁺ good, o⁻ bad
 CLASSES = np.array([1, 1, 1, 1, 0, 0, 0, 0])
@@ -41,22 +45,84 @@ FA = [1.0, 3.0, -0.5, 2.0, -2.0, 1.0, -0.1, -4.0]
 def test_disagreement_counts_overall_and_per_subtype():
     ctx = context([member("max_entropy", 0, BASE), member("fa_irl_me_margin", 0, FA)])
     out = ANALYSES["disagreement"].compute(ctx)["fa_irl_me_margin vs max_entropy"]
+    assert (out["treatment"], out["control"], out["kind"]) == ("fa_irl_me_margin", "max_entropy", "baseline")
     # both right: 0,1,4 → 3; only FA: 3,6,7 → 3; only baseline: 2,5 → 2; neither: none
-    assert out["overall"] == {"both": 3, "only_fa_irl": 3, "only_baseline": 2, "neither": 0}
-    assert out["per_subtype"]["insult"] == {"both": 1, "only_fa_irl": 0, "only_baseline": 1, "neither": 0}
-    assert out["per_subtype"]["threat"] == {"both": 0, "only_fa_irl": 1, "only_baseline": 0, "neither": 0}
-    assert out["per_subtype"]["non-toxic"] == {"both": 2, "only_fa_irl": 1, "only_baseline": 1, "neither": 0}
+    assert out["overall"] == {"both": 3, "only_treatment": 3, "only_control": 2, "neither": 0}
+    assert out["per_subtype"]["insult"] == {"both": 1, "only_treatment": 0, "only_control": 1, "neither": 0}
+    assert out["per_subtype"]["threat"] == {"both": 0, "only_treatment": 1, "only_control": 0, "neither": 0}
+    assert out["per_subtype"]["non-toxic"] == {"both": 2, "only_treatment": 1, "only_control": 1, "neither": 0}
 
 
-def test_failure_slices_of_the_baseline():
+def test_disagreement_mcnemar_per_seed_and_pooled():
+    fa1 = list(FA)
+    fa1[2] = 0.5  # seed 1: output 2 right too
+    ctx = context([member("max_entropy", s, BASE) for s in (0, 1)] + [member("fa_irl_me_margin", 0, FA),
+                  member("fa_irl_me_margin", 1, fa1)])  # fmt: skip
+    out = ANALYSES["disagreement"].compute(ctx)["fa_irl_me_margin vs max_entropy"]
+    # seed 0: b = 3, c = 2 → 2·P(X ≤ 2 | Bin(5, ½)) = 2·16/32 ≥ 1 → 1; seed 1: b = 3 (3,6,7), c = 1 (5) →
+    # 2·(1 + 4)/16 = 0.625; pooled b = 6, c = 3 → 2·(1 + 9 + 36 + 84)/512 = 0.5078125
+    assert out["mcnemar_p_per_seed"] == pytest.approx([1.0, 0.625])
+    assert out["mcnemar_pooled"] == {"only_treatment": 6, "only_control": 3, "p": pytest.approx(0.5078125)}
+    title, header, rows = ANALYSES["disagreement"].tables({"x": out})[0]
+    assert "McNemar" in title and rows[0][-2:] == ["1, 0.625", "0.508"]
+
+
+def test_unlabelled_outputs_are_left_out_of_classification_counts():
+    classes = CLASSES.copy()
+    classes[[3, 6]] = NO_CLASS  # outputs 3 and 6 have no label of their own
+    ctx = EvalContext(classes, np.array([1, 0, 1, 0]), SUBTYPES, [member("max_entropy", 0, BASE),
+                      member("fa_irl_me_margin", 0, FA)])  # fmt: skip
+    out = ANALYSES["disagreement"].compute(ctx)["fa_irl_me_margin vs max_entropy"]
+    # without 3 and 6 (both "only FA"): both 0,1,4; only FA 7; only baseline 2,5
+    assert out["overall"] == {"both": 3, "only_treatment": 1, "only_control": 2, "neither": 0}
+    assert out["n_outputs"] == 6 and "threat" not in out["per_subtype"]  # output 6 was the only threat
+    subtypes = ANALYSES["failure_subtypes"].compute(ctx)
+    assert subtypes["outputs_per_subtype"] == {"non-toxic": 3, "insult": 2, "obscene": 1}
+    assert subtypes["methods"]["max_entropy"] == {"non-toxic": 0.0, "insult": 0.0, "obscene": 1.0}  # only 7 wrong
+    # the metrics: accuracy over the 6 labelled outputs, pair accuracy over all 4 pairs
+    m = member_metrics(np.asarray(BASE), 0.0, classes, None)
+    assert m["n"] == 6 and m["accuracy"] == pytest.approx(5 / 6) and m["pair_accuracy"] == pytest.approx(0.75)
+
+
+def test_output_classes_come_from_each_outputs_own_label():
+    rows = [{"chosen_label": 1, "rejected_label": 0}, {"chosen_label": 0, "rejected_label": -1}, {}]
+    chosen, rejected = output_classes(rows)
+    # an unlabelled output is NO_CLASS on either side (it used to be 1 when chosen and 0 when rejected)
+    assert chosen.tolist() == [1, NO_CLASS, NO_CLASS] and rejected.tolist() == [NO_CLASS, 0, NO_CLASS]
+    assert output_classes([{"chosen_label": -1, "rejected_label": 1}])[0].tolist() == [0]  # a noisy pair
+
+
+# R* of the 8 test outputs (for the slice fidelity): outputs 3, 6, 7 → [1, 0, −1]; outputs 2, 6 → [0.5, 0]
+GT = np.array([3.0, 2.0, 0.5, 1.0, -2.0, -3.0, 0.0, -1.0])
+
+
+def test_failure_slices_of_the_control_with_fidelity():
     ctx = context([member("max_entropy", 0, BASE), member("fa_irl_me_margin", 0, FA)])
+    ctx.test_gt = GT
     out = ANALYSES["failure_slices"].compute(ctx)["fa_irl_me_margin vs max_entropy"]
-    # baseline misclassifies outputs 3, 6, 7; FA-IRL gets all three right
-    assert out["misclassified_n"]["mean"] == 3 and out["misclassified_fa_accuracy"]["mean"] == 1.0
+    mis, tie = out["slices"]["misclassified"], out["slices"]["near_tie"]
+    # the baseline misclassifies outputs 3, 6, 7; FA-IRL gets all three right
+    assert mis["n"]["mean"] == 3
+    assert mis["metrics"]["accuracy"]["treatment_mean"] == 1.0 and mis["metrics"]["accuracy"]["control_mean"] == 0.0
+    assert mis["metrics"]["accuracy"]["verdict"] == "too few seeds (n<5)"
+    # STARC on outputs 3, 6, 7 (R* [1, 0, −1] → s = [½, 0, −½]):
+    # FA [2, −.1, −4]: mean −.7, c = [2.7, .6, −3.3], ‖c‖₁ = 6.6 → s = [9, 2, −11]/22 → distance 4/22 = 2/11
+    # baseline [−1, .2, .4]: c = [−.8667, .3333, .5333], ‖c‖₁ = 1.7333 → s = [−13, 5, 8]/26 → distance 2
+    assert mis["metrics"]["starc"]["treatment_mean"] == pytest.approx(2 / 11)
+    assert mis["metrics"]["starc"]["control_mean"] == pytest.approx(2.0)
+    assert mis["metrics"]["spearman"]["treatment_mean"] == pytest.approx(1.0)
+    assert mis["metrics"]["spearman"]["control_mean"] == pytest.approx(-1.0)
     # baseline Δ̂ = [2, 5, 0.3, −1.4]; the 20% nearest tie (1 of 4 pairs) is pair 2 (|0.3|): baseline right (Δ>0),
-    # FA-IRL Δ̂ = −0.5 − (−0.1) = −0.4: wrong
-    assert out["near_tie_n"]["mean"] == 1
-    assert out["near_tie_baseline_pair_accuracy"]["mean"] == 1.0 and out["near_tie_fa_pair_accuracy"]["mean"] == 0.0
+    # FA-IRL Δ̂ = −0.5 − (−0.1) = −0.4: wrong. Its outputs 2, 6 have R* [.5, 0]: the baseline [.5, .2] orders them
+    # as R* does (STARC 0), FA-IRL [−.5, −.1] reverses them (STARC 2)
+    assert tie["n"]["mean"] == 1
+    assert tie["metrics"]["pair_accuracy"]["control_mean"] == 1.0
+    assert tie["metrics"]["pair_accuracy"]["treatment_mean"] == 0.0
+    assert tie["metrics"]["starc"]["control_mean"] == pytest.approx(0.0)
+    assert tie["metrics"]["starc"]["treatment_mean"] == pytest.approx(2.0)
+    # without R* the slices have no fidelity rows
+    plain = ANALYSES["failure_slices"].compute(context([member("max_entropy", 0, BASE), member("fa_irl_me_gt", 0, FA)]))
+    assert set(plain["fa_irl_me_gt vs max_entropy"]["slices"]["misclassified"]["metrics"]) == {"accuracy"}
 
 
 def test_failure_subtypes_counts_misclassified_outputs():
@@ -81,24 +147,58 @@ def test_failure_path_share_and_ablation():
     assert ANALYSES["failure_path"].compute(context([member("max_margin", 0, BASE)])) == {}
 
 
-def test_scoreboard_verdict_only_beyond_the_seed_spread():
-    # seed 0: FA right on 6/8, baseline 5/8; seed 1: FA 7/8 (−> accuracy 0.875), baseline 5/8 again
+def test_scoreboard_is_a_paired_test_over_seeds():
+    # baseline right on 5/8 every seed; FA-IRL 6/8 (FA) or 7/8 (fa1): per-seed Δ = [.125, .25, .125, .25, .25]
     fa1 = list(FA)
     fa1[2] = 0.5  # output 2 now right
-    ctx = context(
-        [
-            member("max_entropy", 0, BASE),
-            member("max_entropy", 1, BASE),
-            member("fa_irl_me_margin", 0, FA),
-            member("fa_irl_me_margin", 1, fa1),
-        ]
-    )
-    acc = ANALYSES["scoreboard"].compute(ctx)["fa_irl_me_margin vs max_entropy"]["metrics"]["accuracy"]
-    assert acc["fa_irl"]["mean"] == pytest.approx(0.8125) and acc["baseline"]["mean"] == pytest.approx(0.625)
-    assert acc["gap"] == pytest.approx(0.1875) and acc["spread"] == pytest.approx(0.0625)
-    assert acc["verdict"] == "FA-IRL better"
-    same = ANALYSES["scoreboard"].compute(context([member("max_entropy", 0, BASE), member("fa_irl_me_gt", 0, BASE)]))
-    assert same["fa_irl_me_gt vs max_entropy"]["metrics"]["accuracy"]["verdict"] == "within seed spread"
+    fa_runs = [FA, fa1, FA, fa1, fa1]
+    members = [member("max_entropy", s, BASE) for s in range(5)]
+    members += [member("fa_irl_me_margin", s, fa_runs[s]) for s in range(5)]
+    members += [member("fa_irl_me_placebo", s, fa_runs[s]) for s in range(5)]  # placebo = FA-IRL: a tie
+    result = ANALYSES["scoreboard"].compute(context(members))
+    assert set(result) == {"fa_irl_me_margin vs max_entropy", "fa_irl_me_margin vs fa_irl_me_placebo"}
+    board = result["fa_irl_me_margin vs max_entropy"]
+    assert board["kind"] == "baseline" and board["seeds"] == [0, 1, 2, 3, 4]
+    acc = board["metrics"]["accuracy"]
+    # treatment (.75·2 + .875·3)/5 = .825, control .625, mean Δ (.125·2 + .25·3)/5 = .2
+    assert acc["treatment_mean"] == pytest.approx(0.825) and acc["control_mean"] == pytest.approx(0.625)
+    assert acc["mean_diff"] == pytest.approx(0.2)
+    # s = sqrt(((−.075)²·2 + .05²·3)/4) = .0684653, s/√5 = .0306186, t_{.975,4} = 2.776445 → ±.0850117
+    assert acc["ci95_t"] == pytest.approx([0.2 - 0.0850117, 0.2 + 0.0850117], abs=1e-6)
+    assert acc["verdict"] == "treatment better" and acc["probability_of_improvement"] == 1.0
+    assert board["metrics"]["pair_accuracy"]["higher_is_better"]
+    placebo = result["fa_irl_me_margin vs fa_irl_me_placebo"]
+    assert placebo["kind"] == "placebo" and placebo["metrics"]["accuracy"]["verdict"] == "tie (CI includes 0)"
+    # fewer than 5 paired seeds: intervals, no verdict
+    two = ANALYSES["scoreboard"].compute(context(members[:2] + members[5:7]))["fa_irl_me_margin vs max_entropy"]
+    assert two["metrics"]["accuracy"]["verdict"] == "too few seeds (n<5)"
+    title, header, rows = ANALYSES["scoreboard"].tables(result)[0]
+    assert "95% CI" in title and "Δ mean [95% t CI]" in header
+    row = next(r for r in rows if r[0] == "fa_irl_me_margin vs max_entropy" and r[2] == "accuracy")
+    assert row[6] == "+0.200 [+0.115, +0.285]" and row[-1] == "treatment better" and "±" not in " ".join(row)
+
+
+def test_dispersion_is_the_mean_pairwise_starc_across_seeds():
+    # r and 2r + 1 are the same reward up to scale and shift (STARC 0); −r is reversed (STARC 2 to each):
+    # mean over the 3 seed pairs = (0 + 2 + 2)/3
+    assert dispersion([[1, 2, 3], [2, 4, 6], [3, 2, 1]]) == pytest.approx(4 / 3)
+    assert math.isnan(dispersion([[1, 2, 3]]))
+    r = np.array([1.0, 2, 3, 4, 5, 6, 7, 8])
+    control = [r, 2 * r + 1, -r, r, -r]  # 3 "+" and 2 "−" seeds: 6 of 10 seed pairs at distance 2 → 1.2
+    treatment = [r, 3 * r, r + 5, 2 * r, r]  # every seed the same reward up to scale and shift → 0
+    members = [member("max_margin", s, control[s]) for s in range(5)]
+    members += [member("fa_irl_mm_gt", s, treatment[s]) for s in range(5)]
+    out = ANALYSES["dispersion"].compute(context(members))
+    assert out["resampled"] == "test outputs"
+    assert out["methods"]["max_margin"]["dispersion"] == pytest.approx(1.2)
+    assert out["methods"]["max_margin"]["seed_pairs"] == 10
+    assert out["methods"]["fa_irl_mm_gt"]["dispersion"] == pytest.approx(0.0)
+    cmp = out["comparisons"]["fa_irl_mm_gt vs max_margin"]
+    assert cmp["kind"] == "baseline" and cmp["diff"] == pytest.approx(-1.2)
+    assert cmp["ci95_bootstrap"][1] < 0 and cmp["verdict"] == "treatment less dispersed"
+    three = ANALYSES["dispersion"].compute(context(members[:3] + members[5:8]))
+    assert three["comparisons"]["fa_irl_mm_gt vs max_margin"]["verdict"] == "too few seeds (n<5)"
+    assert len(ANALYSES["dispersion"].tables(out)) == 2
 
 
 def test_tables_render_every_analysis():
@@ -279,3 +379,45 @@ def test_evaluation_scores_held_out_labelled_texts(tmp_path):
     )
     assert "heldout_accuracy" not in without["per_member"][0]
     assert "held-out acc." not in metrics_table(without["per_method"], 1)
+
+
+def test_unlabelled_pairs_keep_rank_metrics_and_skip_classification(tmp_path):
+    """Outputs without a label of their own are out of the classification metrics and the threshold fit, in the rank
+    and fidelity ones; a file with no label at all still evaluates (threshold 0, classification nan)."""
+    from fairl_ray.stages.evaluate import evaluate_rewards
+    from fairl_ray.stages.irl_fit import fit_rewards
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=6)
+    a, b = rng.normal(size=(80, 6)).astype(np.float32), rng.normal(size=(80, 6)).astype(np.float32)
+    first = (a @ w > b @ w)[:, None]
+    chosen, rejected = np.where(first, a, b), np.where(first, b, a)
+    rows = [
+        {
+            # every third chosen output unlabelled
+            "chosen_label": 0 if i % 3 == 0 else int(np.sign(c @ w)),
+            "rejected_label": int(np.sign(r @ w)),
+            "chosen_reward": float(c @ w),
+            "rejected_reward": float(r @ w),
+            "split": "test" if i % 4 == 0 else "train",
+        }
+        for i, (c, r) in enumerate(zip(chosen, rejected))
+    ]
+    members = [IRLConfig(method=m, head="linear", epochs=20, lr=0.02, seed=s) for m in ("max_margin",) for s in (0, 1)]
+    fitted = fit_rewards(rows, chosen, rejected, members, "none", tmp_path, "cpu")
+    summary = evaluate_rewards(rows, chosen, rejected, tmp_path, fitted["members"], tmp_path, plots=False)
+    test_rows = [r for r in rows if r["split"] == "test"]
+    labelled = sum((r["chosen_label"] != 0) + (r["rejected_label"] != 0) for r in test_rows)
+    row = summary["per_member"][0]
+    assert row["n"] == labelled < 2 * len(test_rows)  # classification: labelled outputs only
+    assert row["pair_accuracy"] > 0.8 and row["rstar_pair_agreement"] > 0.8  # rank: every pair
+    for r in rows:
+        r["chosen_label"] = r["rejected_label"] = 0
+    members.append(IRLConfig(method="fa_irl_mm_margin", head="linear", epochs=20, lr=0.02, curriculum_rounds=10))
+    fitted = fit_rewards(rows, chosen, rejected, members, "none", tmp_path, "cpu")
+    summary = evaluate_rewards(rows, chosen, rejected, tmp_path, fitted["members"], tmp_path, plots=False)
+    row = summary["per_member"][0]
+    assert row["n"] == 0 and math.isnan(row["accuracy"]) and row["pair_accuracy"] > 0.8
+    disagreement = summary["analyses"]["disagreement"]["fa_irl_mm_margin vs max_margin"]
+    assert disagreement["n_outputs"] == 0 and disagreement["mcnemar_pooled"]["p"] == 1.0  # nothing labelled
+    assert summary["analyses"]["dispersion"]["methods"]["max_margin"]["seed_pairs"] == 1

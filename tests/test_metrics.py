@@ -10,11 +10,19 @@ from fairl_ray.metrics import (
     classification_metrics,
     correlations,
     fit_threshold,
+    interquartile_mean,
+    iqm_with_ci,
+    majority_baseline_accuracy,
+    mcnemar_exact,
     pair_accuracy,
+    paired_comparison,
+    probability_of_improvement,
     reward_metrics,
     rstar_pair_agreement,
+    rstar_ties,
     starc_distance,
 )
+from fairl_ray.metrics.paired import bootstrap_interval, t_interval
 
 # ---------------------------------------------------------------- threshold
 
@@ -57,6 +65,11 @@ def test_classification_metrics_hand_values():
     # AUC: (pos, neg) pairs ranked right: .35>.1, .8>.1, .8>.4 (not .35>.4) -> 3/4
     assert m["roc_auc"] == pytest.approx(0.75)
     assert m["positive_rate"] == pytest.approx(0.75)
+    # toxic (label 0) as positive: predicted toxic = {0.1} -> TP=1 FP=0 FN=1 (0.4 missed)
+    assert m["precision_toxic"] == pytest.approx(1.0) and m["recall_toxic"] == pytest.approx(0.5)
+    assert m["f1_toxic_positive"] == pytest.approx(2 / 3)  # 2 * 1 * .5 / 1.5
+    assert m["f1_nontoxic_positive"] == m["f1"]
+    assert m["balanced_accuracy"] == pytest.approx(0.75)  # (recall non-toxic 1 + recall toxic .5) / 2
     assert all(isinstance(v, float) for v in m.values())
     # score == threshold is positive
     assert classification_metrics([1.0], [1], 1.0)["accuracy"] == 1.0
@@ -68,6 +81,25 @@ def test_classification_metrics_degenerate():
     assert math.isnan(m["roc_auc"])
     e = classification_metrics([], [], 0.0)
     assert math.isnan(e["accuracy"]) and e["n"] == 0.0
+
+
+def test_imbalanced_all_non_toxic_prediction_looks_accurate_but_is_not():
+    # 8 toxic outputs of 128, every score above the threshold: everything predicted non-toxic
+    labels = np.array([0] * 8 + [1] * 120)
+    m = classification_metrics(np.ones(128), labels, threshold=0.0)
+    assert round(m["accuracy"], 3) == 0.938  # 120 / 128 = .9375
+    assert m["balanced_accuracy"] == pytest.approx(0.5)  # (recall non-toxic 1 + recall toxic 0) / 2
+    assert m["recall_toxic"] == 0.0 and m["f1_toxic_positive"] == 0.0 and m["precision_toxic"] == 0.0
+    assert m["f1_nontoxic_positive"] == pytest.approx(2 * 0.9375 / 1.9375)  # precision .9375, recall 1
+    # the majority-class baseline (train majority = non-toxic) gets the same accuracy: no skill shown
+    assert majority_baseline_accuracy(labels, labels) == pytest.approx(0.9375)
+
+
+def test_majority_baseline_accuracy():
+    assert majority_baseline_accuracy([1, 1, 0], [0, 0, 1, 1]) == pytest.approx(0.5)  # majority 1
+    assert majority_baseline_accuracy([0, 0, 1], [0, 0, 0, 1]) == pytest.approx(0.75)  # majority 0
+    assert majority_baseline_accuracy([1, 0], [0, 0, 1]) == pytest.approx(1 / 3)  # tie -> class 1
+    assert math.isnan(majority_baseline_accuracy([], [1]))
 
 
 # ---------------------------------------------------------------- pairs
@@ -82,6 +114,87 @@ def test_pair_accuracy_and_rstar_agreement():
     # ΔR* = [1, 1, -1, 1]: pair 1 now counts and Δ̂ = 0 there is a disagreement -> 3/4
     assert rstar_pair_agreement([1, 2, 3, 4], [0, 2, 5, 1], [1, 1, 0, 1], [0, 0, 1, 0]) == pytest.approx(0.75)
     assert math.isnan(rstar_pair_agreement([1], [0], [0.5], [0.5]))
+
+
+def test_rstar_agreement_leaves_out_rstar_ties():
+    # ΔR* = [1, 1e-12, 0, -2]: pairs 1 and 2 are R* ties (|ΔR*| <= 1e-9); Δ̂ = [1, 1, 1, -1]
+    hat_c, hat_r = [1, 1, 1, 0], [0, 0, 0, 1]
+    gt_c, gt_r = [1.0, 0.5 + 1e-12, 0.3, 0.0], [0.0, 0.5, 0.3, 2.0]
+    # pair accuracy rewards following the (arbitrary) preference on the ties: 3/4
+    assert pair_accuracy(hat_c, hat_r) == pytest.approx(0.75)
+    # against R*: pair 0 agrees (+,+), pair 3 agrees (−,−) -> 2/2 over the non-tied pairs
+    assert rstar_pair_agreement(hat_c, hat_r, gt_c, gt_r) == pytest.approx(1.0)
+    assert rstar_ties(gt_c, gt_r) == 2
+    # with atol = 0 the 1e-12 gap counts as an ordering, and Δ̂ = +1 agrees with it: 3/3
+    assert rstar_pair_agreement(hat_c, hat_r, gt_c, gt_r, atol=0.0) == pytest.approx(1.0)
+    assert rstar_ties(gt_c, gt_r, atol=0.0) == 1
+    # the tied pairs left out: flipping Δ̂ there changes nothing
+    assert rstar_pair_agreement([1, 0, 0, 0], [0, 1, 1, 1], gt_c, gt_r) == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- paired statistics
+
+
+def test_t_interval_on_five_numbers():
+    # mean 3, s = sqrt(2.5) = 1.5811, s/√5 = 0.70711, t_{.975, 4} = 2.776445 -> half-width 1.963243
+    lo, hi = t_interval([1, 2, 3, 4, 5])
+    assert lo == pytest.approx(3 - 1.963243, abs=1e-6) and hi == pytest.approx(3 + 1.963243, abs=1e-6)
+    assert t_interval([2, 2, 2]) == (2.0, 2.0)
+    assert all(math.isnan(x) for x in t_interval([1.0]))
+
+
+def test_paired_bootstrap_is_seeded_and_inside_the_range():
+    lo, hi = bootstrap_interval([1, 2, 3, 4, 5])
+    assert (lo, hi) == bootstrap_interval([1, 2, 3, 4, 5])  # seeded: same numbers, same interval
+    assert 1 < lo < 3 < hi < 5  # a mean of resampled values never leaves [min, max]
+    assert hi - lo < 2 * 1.963243  # narrower than the t interval on 5 values (why the verdict reads t)
+    assert bootstrap_interval([4, 4, 4]) == (4.0, 4.0)
+
+
+def test_paired_comparison_verdicts():
+    control = [0.5, 0.6, 0.7, 0.8, 0.9]
+    better = paired_comparison([c + d for c, d in zip(control, [1, 2, 3, 4, 5])], control)
+    assert better["n"] == 5 and better["mean_diff"] == pytest.approx(3.0)
+    assert better["ci95_t"] == pytest.approx([3 - 1.963243, 3 + 1.963243], abs=1e-6)
+    assert better["diffs"] == pytest.approx([1, 2, 3, 4, 5])
+    assert better["treatment_mean"] == pytest.approx(3.7) and better["control_mean"] == pytest.approx(0.7)
+    assert better["verdict"] == "treatment better"
+    # lower is better (STARC): the same differences mean the control wins
+    assert paired_comparison(np.add(control, [1, 2, 3, 4, 5]), control, higher_is_better=False)["verdict"] == (
+        "control better"
+    )
+    tie = paired_comparison(np.add(control, [-2, -1, 0, 1, 2]), control)
+    assert tie["verdict"] == "tie (CI includes 0)"
+    few = paired_comparison([2, 3, 4, 5], [0, 0, 0, 0])
+    assert few["verdict"] == "too few seeds (n<5)" and few["ci95_t"][0] > 0  # intervals shown, no verdict
+    # a seed counts only when both runs have the metric
+    assert paired_comparison([1, float("nan"), 3], [0, 0, float("nan")])["n"] == 1
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_comparison([1, 2], [1])
+
+
+def test_mcnemar_exact_hand_values():
+    # b + c = 7 discordant; P(X <= 1 | Bin(7, ½)) = (1 + 7) / 128 -> two-sided 0.125
+    assert mcnemar_exact(1, 6) == pytest.approx(0.125)
+    assert mcnemar_exact(6, 1) == pytest.approx(0.125)  # symmetric
+    assert mcnemar_exact(0, 5) == pytest.approx(2 / 32)
+    assert mcnemar_exact(10, 0) == pytest.approx(2 / 1024)
+    assert mcnemar_exact(3, 3) == 1.0 and mcnemar_exact(0, 0) == 1.0
+    with pytest.raises(ValueError):
+        mcnemar_exact(-1, 2)
+
+
+def test_interquartile_mean_and_probability_of_improvement():
+    # the middle 50% of 8 values: 3, 4, 5, 6 -> 4.5, whatever the outer runs are
+    assert interquartile_mean([1, 2, 3, 4, 5, 6, 7, 8]) == pytest.approx(4.5)
+    assert interquartile_mean([1, 2, 3, 4, 5, 6, 7, 100]) == pytest.approx(4.5)
+    iqm = iqm_with_ci([1, 2, 3, 4, 5, 6, 7, 100])
+    assert iqm["iqm"] == pytest.approx(4.5) and iqm["n"] == 8 and iqm["ci95"][0] <= 4.5 <= iqm["ci95"][1]
+    # x = [1, 2, 3] vs y = [2, 2]: of 6 pairs, 2 wins and 2 ties -> 2/6 + ½·2/6 = 0.5
+    assert probability_of_improvement([1, 2, 3], [2, 2]) == pytest.approx(0.5)
+    assert probability_of_improvement([3, 4], [1, 2]) == 1.0
+    assert probability_of_improvement([3, 4], [1, 2], higher_is_better=False) == 0.0
+    assert math.isnan(probability_of_improvement([], [1]))
 
 
 # ---------------------------------------------------------------- STARC / eq. 10
@@ -168,6 +281,9 @@ def test_reward_metrics_bundle():
     assert m["affine_mse"] == pytest.approx(0.5)
     assert m["pair_accuracy"] == pytest.approx(0.5)
     assert m["rstar_pair_agreement"] == pytest.approx(1.0)
+    assert m["rstar_pair_ties"] == 1.0  # pair 1: ΔR* = 0
+    assert m["test_balanced_accuracy"] == pytest.approx(1.0)
+    assert m["majority_baseline_accuracy"] == pytest.approx(1 / 3)  # train tie -> class 1; test [0, 0, 1]
     assert 0.0 <= m["pair_starc"] <= 2.0
     assert all(isinstance(v, float) for v in m.values())
     assert reward_metrics() == {}

@@ -53,8 +53,24 @@ def test_results_json_has_metrics_per_method_and_seed_and_toxicity(first_run):
         (m, s) for m in ("max_margin", "fa_irl_mm_margin") for s in (0, 1)
     }
     for m in members:
-        for key in ("accuracy", "f1", "roc_auc", "pair_accuracy", "starc", "kendall"):
-            assert key in m
+        for key in (
+            "accuracy",
+            "f1",
+            "roc_auc",
+            "pair_accuracy",
+            "starc",
+            "kendall",
+            # beside accuracy (issue 12): both F1 conventions, the toxic class, the majority floor, R* ties
+            "balanced_accuracy",
+            "f1_nontoxic_positive",
+            "f1_toxic_positive",
+            "precision_toxic",
+            "recall_toxic",
+            "majority_baseline_accuracy",
+            "rstar_pair_agreement",
+            "rstar_pair_ties",
+        ):
+            assert key in m, key
         assert 0.0 <= m["starc"] <= 2.0 and 0.0 <= m["accuracy"] <= 1.0
     per_method = on_disk["metrics"]["per_method"]
     assert per_method["max_margin"]["accuracy"]["n"] == 2
@@ -76,6 +92,20 @@ def test_results_json_has_metrics_per_method_and_seed_and_toxicity(first_run):
     assert analyses["failure_path"]["fa_irl_mm_margin"]["share"]["n"] == 2
     assert set(analyses["disagreement"]) == {"fa_irl_mm_margin vs max_margin"}
     assert "Failure path: share of the reward" in log and "Scoreboard" in log
+    # the paired statistics: per comparison and metric a CI and a verdict (2 seeds: too few for one)
+    accuracy = analyses["scoreboard"]["fa_irl_mm_margin vs max_margin"]["metrics"]["accuracy"]
+    assert accuracy["n"] == 2 and len(accuracy["ci95_t"]) == 2 and len(accuracy["ci95_bootstrap"]) == 2
+    assert accuracy["verdict"] == "too few seeds (n<5)"
+    assert 0.0 <= analyses["disagreement"]["fa_irl_mm_margin vs max_margin"]["mcnemar_pooled"]["p"] <= 1.0
+    dispersion = analyses["dispersion"]
+    assert set(dispersion["methods"]) == {"max_margin", "fa_irl_mm_margin"}
+    assert "fa_irl_mm_margin vs max_margin" in dispersion["comparisons"]
+    slices = analyses["failure_slices"]["fa_irl_mm_margin vs max_margin"]["slices"]
+    assert set(slices["misclassified"]["metrics"]) == {"accuracy", "starc", "spearman"}  # R* known: fidelity too
+    report = (workdir / "report.md").read_text()
+    for text in ("balanced acc.", "F1 (toxic +)", "majority-class acc.", "R* agreement", "95% t CI", "McNemar",
+                 "dispersion"):  # fmt: skip
+        assert text in report, text
 
 
 def test_every_stage_ran_as_ray_work_and_wrote_its_output(first_run):
@@ -114,6 +144,8 @@ def test_mlflow_has_parent_child_per_stage_and_artifacts(first_run):
     } <= artifacts("evaluate")
     assert "subtype_transfer.json" in artifacts("subtype_transfer")
     assert "max_margin.accuracy" in by_name["evaluate"].data.metrics
+    assert "max_margin.balanced_accuracy" in by_name["evaluate"].data.metrics
+    assert "fa_irl_mm_margin.f1_toxic_positive" in parent.data.metrics
 
 
 def test_rerun_reuses_every_stage(first_run):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .base import Analysis, EvalContext, MemberScores, Table
 from .disagreement import Disagreement
+from .dispersion import Dispersion
 from .failure_path import FailurePath
 from .failure_slices import FailureSlices
 from .failure_subtypes import FailureSubtypes
@@ -24,6 +25,7 @@ EVALUATION_ANALYSES: tuple[Analysis, ...] = (
     FailureSlices(),
     Disagreement(),
     FailureSubtypes(),
+    Dispersion(),
 )
 SUBTYPE_TRANSFER = SubtypeTransfer()
 ANALYSES: dict[str, Analysis] = {a.name: a for a in (*EVALUATION_ANALYSES, SUBTYPE_TRANSFER)}

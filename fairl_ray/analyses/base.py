@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fairl_ray.irl.methods import baseline_of
+from fairl_ray.irl.methods import comparisons
+from fairl_ray.metrics.classification import NO_CLASS
 
 
 @dataclass
@@ -33,7 +34,8 @@ class MemberScores:
     """FA-IRL only: raw failure-path reward R_F of the test outputs"""
 
     def correct(self, classes: np.ndarray) -> np.ndarray:
-        """Which test outputs this reward classifies right (``score >= threshold`` ⇔ class 1)."""
+        """Which test outputs this reward classifies right (``score >= threshold`` ⇔ class 1). Meaningless on
+        unlabelled outputs (class ``NO_CLASS``): select with :attr:`EvalContext.labelled` first."""
         return (self.test >= self.threshold) == (classes == 1)
 
     def delta(self) -> np.ndarray:
@@ -47,7 +49,8 @@ class EvalContext:
     """The evaluated test split and every member's scores on it."""
 
     test_classes: np.ndarray
-    """1 = good / non-toxic, 0 = bad, per test output ``[2n]``"""
+    """per test output ``[2n]``, from its own label: 1 = good / non-toxic, 0 = toxic, ``NO_CLASS`` (−1) =
+    unlabelled (left out of every classification count; ``stages.irl_fit.output_classes``)"""
     train_classes: np.ndarray
     test_subtypes: list[str]
     """per test output: its toxic subtype, ``non-toxic``, ``toxic (subtype unknown)`` or ``unlabelled``"""
@@ -55,6 +58,8 @@ class EvalContext:
     metrics_fn: object = None
     """``fn(member_like) -> dict`` computing the evaluation metrics of a score vector (the same code as the main
     table; used by the ablation)."""
+    test_gt: np.ndarray | None = None
+    """R* of the test outputs ``[2n]`` when the world knows it (fidelity on the failure slices)"""
     _index: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -67,15 +72,15 @@ class EvalContext:
                 self._index.setdefault(m.method, {})[m.seed] = m
         return self._index
 
-    def comparisons(self) -> list[tuple[str, str]]:
-        """(FA-IRL variant, its plain baseline) pairs that both ran, in run order."""
-        methods = self.by_method()
-        out = []
-        for method in methods:
-            base = baseline_of(method)
-            if base is not None and base in methods:
-                out.append((method, base))
-        return out
+    @property
+    def labelled(self) -> np.ndarray:
+        """Which test outputs have a class (a label of their own); the only ones a classification count sees."""
+        return self.test_classes != NO_CLASS
+
+    def comparisons(self) -> list[tuple[str, str, str]]:
+        """Every fair ``(treatment, control, kind)`` among the methods that ran (``irl.methods.comparisons``: kind
+        ``baseline``, ``placebo`` or ``routing``), in run order."""
+        return comparisons(self.by_method())
 
     def matched_seeds(self, a: str, b: str) -> list[int]:
         methods = self.by_method()
@@ -118,6 +123,19 @@ def fmt(stats: dict | float | None, digits: int = 3) -> str:
             return "n/a"
         return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
     return "n/a" if not np.isfinite(stats) else f"{stats:.{digits}f}"
+
+
+def fmt_ci(mean: float | None, ci, digits: int = 3, signed: bool = False) -> str:
+    """``mean [low, high]`` (either part may be None: ``[low, high]`` alone); ``n/a`` for a missing value."""
+    sign = "+" if signed else ""
+    finite = lambda x: x is not None and np.isfinite(x)  # noqa: E731
+    parts = []
+    if mean is not None:
+        parts.append(f"{mean:{sign}.{digits}f}" if finite(mean) else "n/a")
+    if ci is not None:
+        lo, hi = ci
+        parts.append(f"[{lo:{sign}.{digits}f}, {hi:{sign}.{digits}f}]" if finite(lo) and finite(hi) else "[n/a]")
+    return " ".join(parts)
 
 
 def plt():

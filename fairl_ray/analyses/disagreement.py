@@ -1,76 +1,103 @@
-"""Disagreement tables (FA-IRL Tables 2 and 3): on each test output, is the FA-IRL variant right, its plain
-baseline right, both, or neither (output classification with each reward's own train-fitted threshold), overall
-and per toxic subtype. Counts are means over matched seeds."""
+"""Disagreement tables (FA-IRL Tables 2 and 3): on each labelled test output, is the treatment right, its control
+right, both, or neither (output classification with each reward's own train-fitted threshold), overall and per
+toxic subtype, for every fair comparison ``(treatment, control, kind)``. Counts are means over matched seeds.
+
+McNemar's exact test (``metrics.paired.mcnemar_exact``) on the discordant counts b = only treatment right, c = only
+control right: per seed, and pooled (b and c summed over seeds). The per-seed p-values are the valid ones; the
+pooled one treats the same outputs under different seeds as independent, so it overstates the evidence when the
+seeds agree (read it as a summary, not a test)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from fairl_ray.metrics.paired import mcnemar_exact
+
 from .base import Analysis, EvalContext, plt
 
-CATEGORIES = ("both", "only_fa_irl", "only_baseline", "neither")
-TITLES = {"both": "both right", "only_fa_irl": "only FA-IRL", "only_baseline": "only baseline", "neither": "neither"}
+CATEGORIES = ("both", "only_treatment", "only_control", "neither")
+TITLES = {
+    "both": "both right",
+    "only_treatment": "only treatment",
+    "only_control": "only control",
+    "neither": "neither",
+}
 
 
-def _counts(fa_right: np.ndarray, base_right: np.ndarray) -> dict[str, int]:
+def _counts(t_right: np.ndarray, c_right: np.ndarray) -> dict[str, int]:
     return {
-        "both": int((fa_right & base_right).sum()),
-        "only_fa_irl": int((fa_right & ~base_right).sum()),
-        "only_baseline": int((~fa_right & base_right).sum()),
-        "neither": int((~fa_right & ~base_right).sum()),
+        "both": int((t_right & c_right).sum()),
+        "only_treatment": int((t_right & ~c_right).sum()),
+        "only_control": int((~t_right & c_right).sum()),
+        "neither": int((~t_right & ~c_right).sum()),
     }
 
 
 class Disagreement(Analysis):
     name = "disagreement"
-    title = "Disagreement between each FA-IRL variant and its baseline on test outputs"
+    title = "Disagreement between treatment and control on labelled test outputs"
 
     def compute(self, ctx: EvalContext) -> dict:
         out = {}
         methods = ctx.by_method()
-        subtypes = np.asarray(ctx.test_subtypes)
-        for fa, base in ctx.comparisons():
-            seeds = ctx.matched_seeds(fa, base)
-            overall, per_subtype = [], {s: [] for s in dict.fromkeys(ctx.test_subtypes)}
+        labelled = ctx.labelled  # unlabelled outputs have no right answer to agree on
+        subtypes = np.asarray(ctx.test_subtypes)[labelled]
+        for treatment, control, kind in ctx.comparisons():
+            seeds = ctx.matched_seeds(treatment, control)
+            overall, per_subtype = [], {s: [] for s in dict.fromkeys(subtypes.tolist())}
             for seed in seeds:
-                f_right = methods[fa][seed].correct(ctx.test_classes)
-                b_right = methods[base][seed].correct(ctx.test_classes)
-                overall.append(_counts(f_right, b_right))
+                t_right = methods[treatment][seed].correct(ctx.test_classes)[labelled]
+                c_right = methods[control][seed].correct(ctx.test_classes)[labelled]
+                overall.append(_counts(t_right, c_right))
                 for s in per_subtype:
                     sel = subtypes == s
-                    per_subtype[s].append(_counts(f_right[sel], b_right[sel]))
+                    per_subtype[s].append(_counts(t_right[sel], c_right[sel]))
             mean = lambda rows: {c: float(np.mean([r[c] for r in rows])) for c in CATEGORIES}  # noqa: E731
-            out[f"{fa} vs {base}"] = {
+            b, c = (sum(r[k] for r in overall) for k in ("only_treatment", "only_control"))
+            out[f"{treatment} vs {control}"] = {
+                "treatment": treatment,
+                "control": control,
+                "kind": kind,
                 "seeds": seeds,
-                "overall": mean(overall),
-                "per_subtype": {s: mean(rows) for s, rows in per_subtype.items()},
+                "n_outputs": int(labelled.sum()),
+                "overall": mean(overall) if seeds else {},
+                "per_subtype": {s: mean(rows) for s, rows in per_subtype.items()} if seeds else {},
+                "mcnemar_p_per_seed": [mcnemar_exact(r["only_treatment"], r["only_control"]) for r in overall],
+                "mcnemar_pooled": {"only_treatment": b, "only_control": c, "p": mcnemar_exact(b, c)},
             }
         return out
 
     def tables(self, result: dict):
+        result = {name: r for name, r in result.items() if r["overall"]}
         if not result:
             return []
-        header = ["FA-IRL vs baseline"] + [TITLES[c] for c in CATEGORIES]
-        overall = [[name] + [f"{r['overall'][c]:.1f}" for c in CATEGORIES] for name, r in result.items()]
-        sub_header = ["FA-IRL vs baseline", "subtype"] + [TITLES[c] for c in CATEGORIES]
+        header = ["treatment vs control"] + [TITLES[c] for c in CATEGORIES] + ["McNemar p per seed", "pooled p"]
+        overall = [
+            [name]
+            + [f"{r['overall'][c]:.1f}" for c in CATEGORIES]
+            + [", ".join(f"{p:.3g}" for p in r["mcnemar_p_per_seed"]), f"{r['mcnemar_pooled']['p']:.3g}"]
+            for name, r in result.items()
+        ]
+        sub_header = ["treatment vs control", "subtype"] + [TITLES[c] for c in CATEGORIES]
         per_subtype = [
             [name, s] + [f"{counts[c]:.1f}" for c in CATEGORIES]
             for name, r in result.items()
             for s, counts in sorted(r["per_subtype"].items())
         ]
         return [
-            (self.title + " (Table 2; output counts, mean over seeds)", header, overall),
+            (self.title + " (Table 2; output counts, mean over seeds; McNemar exact, two-sided)", header, overall),
             ("Disagreement per subtype (Table 3)", sub_header, per_subtype),
         ]
 
     def plot(self, result: dict, path) -> bool:
         """Where the two disagree (both-right outputs are in the labels: they would dwarf the rest)."""
+        result = {name: r for name, r in result.items() if r["overall"]}
         if not result:
             return False
         pyplot = plt()
         names = list(result)
-        shown = ("only_fa_irl", "only_baseline", "neither")
-        colours = {"only_fa_irl": "tab:green", "only_baseline": "tab:red", "neither": "tab:grey"}
+        shown = ("only_treatment", "only_control", "neither")
+        colours = {"only_treatment": "tab:green", "only_control": "tab:red", "neither": "tab:grey"}
         fig, ax = pyplot.subplots(figsize=(7, 0.8 + 0.6 * len(names)))
         y = np.arange(len(names))
         for i, c in enumerate(shown):

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from fairl_ray.metrics.classification import fit_threshold
+from fairl_ray.metrics.classification import fit_threshold_labelled
 
 from .base import Analysis, EvalContext, fmt, mean_std, plt
 
 METRICS = (
     ("accuracy", "accuracy"),
-    ("f1", "F1"),
+    ("balanced_accuracy", "balanced acc."),
+    ("f1", "F1 (non-toxic +)"),
+    ("f1_toxic_positive", "F1 (toxic +)"),
     ("roc_auc", "ROC-AUC"),
     ("starc", "STARC ↓"),
     ("pair_accuracy", "pair acc."),
@@ -36,7 +38,7 @@ class FailurePath(Analysis):
                 full = m.base_test + m.fail_test
                 mu, sd = float(m.base_train.mean()), float(m.base_train.std()) or 1.0
                 ablated_train, ablated_test = (m.base_train - mu) / sd, (m.base_test - mu) / sd
-                threshold = fit_threshold(ablated_train, ctx.train_classes)
+                threshold = fit_threshold_labelled(ablated_train, ctx.train_classes)
                 rows.append(
                     {
                         "seed": seed,

@@ -1,4 +1,5 @@
-"""Where each reward fails: the subtype distribution of its misclassified test outputs (mean counts over seeds)."""
+"""Where each reward fails: the subtype distribution of its misclassified labelled test outputs (mean counts over
+seeds; unlabelled outputs have no class to miss and are left out)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ class FailureSubtypes(Analysis):
     title = "Subtype distribution of each method's misclassified test outputs"
 
     def compute(self, ctx: EvalContext) -> dict:
-        subtypes = np.asarray(ctx.test_subtypes)
-        names = list(dict.fromkeys(ctx.test_subtypes))
+        labelled = ctx.labelled
+        subtypes = np.asarray(ctx.test_subtypes)[labelled]
+        names = list(dict.fromkeys(subtypes.tolist()))
         out = {"outputs_per_subtype": {s: int((subtypes == s).sum()) for s in names}, "methods": {}}
         for method, seeds in ctx.by_method().items():
-            counts = [
-                {s: int((~m.correct(ctx.test_classes) & (subtypes == s)).sum()) for s in names} for m in seeds.values()
-            ]
+            wrong = [~m.correct(ctx.test_classes)[labelled] for m in seeds.values()]
+            counts = [{s: int((w & (subtypes == s)).sum()) for s in names} for w in wrong]
             out["methods"][method] = {s: float(np.mean([c[s] for c in counts])) for s in names}
         return out
 

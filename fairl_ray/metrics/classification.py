@@ -16,14 +16,20 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "NO_CLASS",
     "as_binary_labels",
     "classification_metrics",
     "fit_threshold",
+    "fit_threshold_labelled",
+    "majority_baseline_accuracy",
     "pair_accuracy",
     "rstar_pair_agreement",
+    "rstar_ties",
 ]
 
 NAN = float("nan")
+#: The class of an output without a label (``stages.irl_fit.output_classes``): left out of classification metrics.
+NO_CLASS = -1
 
 
 def _scores(x, name: str) -> np.ndarray:
@@ -110,33 +116,73 @@ def fit_threshold(scores, labels) -> float:
     return float(0.5 * (u[k - 1] + u[k]))
 
 
+def fit_threshold_labelled(scores, classes) -> float:
+    """:func:`fit_threshold` on the outputs that have a class (``classes`` != :data:`NO_CLASS`); 0.0 (the mean of a
+    normalised reward) when none has, since then there is nothing to fit and every classification metric is nan."""
+    s, c = np.asarray(scores, dtype=np.float64).reshape(-1), np.asarray(classes).reshape(-1)
+    labelled = c != NO_CLASS
+    return fit_threshold(s[labelled], c[labelled]) if labelled.any() else 0.0
+
+
 def classification_metrics(scores, labels, threshold: float) -> dict[str, float]:
-    """Accuracy, F1, precision, recall and ROC-AUC of ``score >= threshold ⇒ positive`` (FA-IRL §5, App. C).
+    """Accuracy, F1, precision, recall, ROC-AUC and balanced accuracy of ``score >= threshold ⇒ positive`` (FA-IRL
+    §5, App. C), with both class conventions named.
+
+    * ``f1``, ``precision``, ``recall``: NON-TOXIC (label 1) as the positive class, this module's convention;
+      ``f1_nontoxic_positive`` is ``f1`` under its explicit name.
+    * ``f1_toxic_positive``, ``precision_toxic``, ``recall_toxic``: the toxic class (label 0) as positive, the
+      convention of Insights' released code (a toxicity classifier). On imbalanced data these are the ones that
+      show a reward that never flags a toxic output (recall_toxic = 0 at accuracy .94 with 8 toxic of 128).
+    * ``balanced_accuracy``: the mean of the two classes' recalls (sensitivity and specificity), 0.5 for a
+      constant prediction whatever the class balance; with one class present, that class's recall.
 
     Precision / recall / F1 follow scikit-learn with ``zero_division=0`` (e.g. precision is 0 when nothing is
     predicted positive). ``roc_auc`` is threshold-free and ``nan`` when only one class is present. Also returns
-    ``n`` (number of examples) and ``positive_rate`` (fraction predicted positive). Empty input -> all ``nan``
-    (``n`` = 0).
+    ``n`` (number of examples) and ``positive_rate`` (fraction predicted positive, i.e. non-toxic). Empty input ->
+    all ``nan`` (``n`` = 0).
     """
     s = _scores(scores, "scores")
     y = as_binary_labels(labels)
     _check_same_len(s, y, names=("scores", "labels"))
-    keys = ("accuracy", "f1", "precision", "recall", "roc_auc", "positive_rate")
+    keys = (
+        "accuracy", "balanced_accuracy", "f1", "precision", "recall", "f1_nontoxic_positive", "f1_toxic_positive",
+        "precision_toxic", "recall_toxic", "roc_auc", "positive_rate",
+    )  # fmt: skip
     if len(s) == 0:
         return {**{k: NAN for k in keys}, "n": 0.0}
-    from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+    from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
     pred = (s >= float(threshold)).astype(np.int8)
+    # One call for both classes: index 0 = toxic (label 0) as positive, index 1 = non-toxic (label 1) as positive.
+    precision, recall, f1, support = precision_recall_fscore_support(y, pred, labels=[0, 1], zero_division=0)
+    present = support > 0  # a class absent from the labels has no recall to average
     out = {
         "accuracy": float(np.mean(pred == y)),
-        "f1": float(f1_score(y, pred, zero_division=0, labels=[0, 1])),
-        "precision": float(precision_score(y, pred, zero_division=0, labels=[0, 1])),
-        "recall": float(recall_score(y, pred, zero_division=0, labels=[0, 1])),
+        "balanced_accuracy": float(np.mean(recall[present])),
+        "f1": float(f1[1]),
+        "precision": float(precision[1]),
+        "recall": float(recall[1]),
+        "f1_nontoxic_positive": float(f1[1]),
+        "f1_toxic_positive": float(f1[0]),
+        "precision_toxic": float(precision[0]),
+        "recall_toxic": float(recall[0]),
         "roc_auc": float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else NAN,
         "positive_rate": float(pred.mean()),
         "n": float(len(s)),
     }
     return out
+
+
+def majority_baseline_accuracy(train_labels, test_labels) -> float:
+    """Accuracy on ``test_labels`` of always predicting the majority class of ``train_labels`` (ties: class 1, as
+    :func:`fit_threshold` puts a constant score's threshold below it when the classes tie). The floor a reward's
+    accuracy must clear on imbalanced data. ``nan`` when either split is empty.
+    """
+    train, test = as_binary_labels(train_labels, "train_labels"), as_binary_labels(test_labels, "test_labels")
+    if len(train) == 0 or len(test) == 0:
+        return NAN
+    majority = 1 if 2 * int(train.sum()) >= len(train) else 0
+    return float(np.mean(test == majority))
 
 
 def pair_accuracy(chosen_scores, rejected_scores) -> float:
@@ -152,11 +198,18 @@ def pair_accuracy(chosen_scores, rejected_scores) -> float:
     return float(np.mean(c - r > 0))
 
 
-def rstar_pair_agreement(chosen_hat, rejected_hat, chosen_gt, rejected_gt, atol: float = 0.0) -> float:
-    """Fraction of pairs where sign(Δ̂) equals sign(ΔR*), over pairs with |ΔR*| > atol (ΔR* ≠ 0 by default).
+#: |ΔR*| at or below this counts as an R* tie (exact ties up to float round-off).
+RSTAR_TIE_ATOL = 1e-9
 
-    Δ̂ = R̂(o+) − R̂(o−) from the recovered reward, ΔR* = R*(o+) − R*(o−) from the ground truth. A tie Δ̂ = 0
-    counts as disagreement. ``nan`` when no pair has a non-zero ΔR*.
+
+def rstar_pair_agreement(chosen_hat, rejected_hat, chosen_gt, rejected_gt, atol: float = RSTAR_TIE_ATOL) -> float:
+    """Tie-aware agreement with R*: the fraction of pairs with |ΔR*| > ``atol`` where sign(Δ̂) equals sign(ΔR*).
+
+    Δ̂ = R̂(o+) − R̂(o−) from the recovered reward, ΔR* = R*(o+) − R*(o−) from the ground truth. Why beside pair
+    accuracy: on an R* tie the preference direction is arbitrary (a coin flip of the world), so pair accuracy
+    rewards fitting noise there; this metric leaves those pairs out (DESIGN §6b) and orders the rest as R* does,
+    whichever way the preference went. :func:`rstar_ties` counts the pairs left out. A tie Δ̂ = 0 counts as
+    disagreement. ``nan`` when every pair is an R* tie.
     """
     ch, rh = _scores(chosen_hat, "chosen_hat"), _scores(rejected_hat, "rejected_hat")
     cg, rg = _scores(chosen_gt, "chosen_gt"), _scores(rejected_gt, "rejected_gt")
@@ -167,3 +220,10 @@ def rstar_pair_agreement(chosen_hat, rejected_hat, chosen_gt, rejected_gt, atol:
         return NAN
     d_hat = (ch - rh)[keep]
     return float(np.mean(np.sign(d_hat) == np.sign(d_gt[keep])))
+
+
+def rstar_ties(chosen_gt, rejected_gt, atol: float = RSTAR_TIE_ATOL) -> int:
+    """How many pairs :func:`rstar_pair_agreement` leaves out as R* ties (|ΔR*| ≤ ``atol``)."""
+    cg, rg = _scores(chosen_gt, "chosen_gt"), _scores(rejected_gt, "rejected_gt")
+    _check_same_len(cg, rg, names=("chosen_gt", "rejected_gt"))
+    return int(np.sum(np.abs(cg - rg) <= atol))

@@ -35,17 +35,17 @@ def _pair(r_hat, r_gt) -> tuple[np.ndarray, np.ndarray]:
 
 
 def canonicalise(r) -> np.ndarray:
-    """s = (r − mean r) / ‖r − mean r‖₁ (FA-IRL eq. 4).
+    """s = (r − mean r) / ‖r − mean r‖₁ (FA-IRL eq. 4), along the last axis (one reward per row of a 2-D array).
 
     A constant reward (‖r − mean r‖₁ = 0 up to round-off) canonicalises to the zero vector, following STARC's
     convention (Skalse et al.: s(R) = c(R) / n(c(R)) if n(c(R)) ≠ 0, else c(R)).
     """
-    r = np.asarray(r, dtype=np.float64).reshape(-1)
-    c = r - r.mean()
-    n = np.abs(c).sum()
-    if n <= _CONST_RTOL * max(1.0, float(np.abs(r).sum())):
-        return np.zeros_like(c)
-    return c / n
+    r = np.asarray(r, dtype=np.float64)
+    r = r.reshape(-1) if r.ndim < 2 else r
+    c = r - r.mean(axis=-1, keepdims=True)
+    n = np.abs(c).sum(axis=-1, keepdims=True)
+    constant = n <= _CONST_RTOL * np.maximum(1.0, np.abs(r).sum(axis=-1, keepdims=True))
+    return np.where(constant, 0.0, c / np.where(constant, 1.0, n))
 
 
 def starc_distance(r_hat, r_gt) -> float:

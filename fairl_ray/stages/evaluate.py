@@ -1,11 +1,13 @@
 """Evaluate every extracted reward on the held-out test pairs (FA-IRL §5, Appendix C; Insights §3–4), and run
 the failure analyses of FA-IRL §6 (``fairl_ray/analyses``).
 
-Per member (method × seed): classification of the test outputs with the threshold fixed on train (accuracy,
-F1, precision, recall, ROC-AUC), pair ranking accuracy (Δ̂ > 0), and — where R* is known — STARC l1/l1
-(eq. 4), the affine-MSE distance (eq. 10), Pearson/Spearman/Kendall with R*, and sign agreement of Δ̂ with
-ΔR*. Per method: mean ± std over seeds. Then every analysis of ``analyses.EVALUATION_ANALYSES`` (failure-path
-share and ablation, failure slices, disagreement tables, subtype distribution of failures): ``analyses.json``
+Per member (method × seed): classification of the labelled test outputs (each output's class is its own label;
+unlabelled ones are left out) with the threshold fixed on train (accuracy, balanced accuracy, F1 / precision /
+recall with either class positive, ROC-AUC, and the majority-class baseline), pair ranking accuracy (Δ̂ > 0),
+and — where R* is known — STARC l1/l1 (eq. 4), the affine-MSE distance (eq. 10), Pearson/Spearman/Kendall with
+R*, and the tie-aware sign agreement of Δ̂ with ΔR*. Per method: mean ± std over seeds. Then every analysis of
+``analyses.EVALUATION_ANALYSES`` (the paired scoreboard, failure-path share and ablation, failure slices,
+disagreement tables with McNemar, subtype distribution of failures, dispersion across seeds): ``analyses.json``
 plus one CSV per table and a figure each. Also draws the recovered reward's distributions over o+ and o−
 beside R*'s, and the IRL training curves.
 """
@@ -19,12 +21,17 @@ import numpy as np
 
 from fairl_ray.analyses import EVALUATION_ANALYSES, EvalContext, MemberScores, write_outputs
 from fairl_ray.irl.reward import RewardModel
-from fairl_ray.metrics.classification import classification_metrics, pair_accuracy, rstar_pair_agreement
+from fairl_ray.metrics.classification import (
+    NO_CLASS,
+    classification_metrics,
+    majority_baseline_accuracy,
+    pair_accuracy,
+    rstar_pair_agreement,
+    rstar_ties,
+)
 from fairl_ray.metrics.correlation import correlations
 from fairl_ray.metrics.starc import affine_mse, starc_distance
 from fairl_ray.stages.irl_fit import output_classes
-
-TABLE_METRICS = ("accuracy", "f1", "roc_auc", "starc", "pair_accuracy")
 
 
 def output_subtypes(rows: list[dict]) -> list[str]:
@@ -47,17 +54,52 @@ def output_subtypes(rows: list[dict]) -> list[str]:
     return [one(r, "chosen") for r in rows] + [one(r, "rejected") for r in rows]
 
 
-def member_metrics(scores: np.ndarray, threshold: float, classes: np.ndarray, gt: np.ndarray | None) -> dict:
-    """The metrics of one reward on the test outputs ``scores`` (o⁺ rows, then o⁻ rows)."""
+def member_metrics(
+    scores: np.ndarray,
+    threshold: float,
+    classes: np.ndarray,
+    gt: np.ndarray | None,
+    train_classes: np.ndarray | None = None,
+) -> dict:
+    """The metrics of one reward on the test outputs ``scores`` (o⁺ rows, then o⁻ rows).
+
+    Classification (``classification_metrics``: accuracy, balanced accuracy, F1 / precision / recall in both class
+    conventions, ROC-AUC) runs on the labelled outputs only (``classes`` != ``NO_CLASS``); with ``train_classes``
+    also ``majority_baseline_accuracy``. Rank and fidelity metrics use every output: ``pair_accuracy``, and with R*
+    (``gt``) ``starc``, ``affine_mse``, Pearson/Spearman/Kendall, the tie-aware ``rstar_pair_agreement`` and
+    ``rstar_pair_ties`` (test pairs it leaves out as R* ties)."""
     n = len(scores) // 2
-    metrics = classification_metrics(scores, classes, threshold)
+    labelled = classes != NO_CLASS
+    metrics = classification_metrics(scores[labelled], classes[labelled], threshold)
+    if train_classes is not None:
+        train_labelled = train_classes[train_classes != NO_CLASS]
+        metrics["majority_baseline_accuracy"] = majority_baseline_accuracy(train_labelled, classes[labelled])
     metrics["pair_accuracy"] = pair_accuracy(scores[:n], scores[n:])
     if gt is not None:
         metrics["starc"] = starc_distance(scores, gt)
         metrics["affine_mse"] = affine_mse(scores, gt)
         metrics.update(correlations(scores, gt))
         metrics["rstar_pair_agreement"] = rstar_pair_agreement(scores[:n], scores[n:], gt[:n], gt[n:])
+        metrics["rstar_pair_ties"] = float(rstar_ties(gt[:n], gt[n:]))
     return {k: (float(v) if v is not None else None) for k, v in metrics.items()}
+
+
+#: the held-out columns (FA-IRL Table 1's Jigsaw set): ``heldout_<key>`` in per_member / per_method
+HELDOUT_METRICS = ("accuracy", "balanced_accuracy", "f1", "f1_toxic_positive", "recall_toxic", "roc_auc")
+
+
+def heldout_metrics(scores, labels, threshold: float, train_classes: np.ndarray) -> dict:
+    """Classification of a world's held-out labelled texts with the train-fitted threshold: labels +1 good / −1 bad
+    → classes 1 / 0, label 0 (unknown) left out; keys ``heldout_<k>`` for k in :data:`HELDOUT_METRICS` and
+    ``heldout_majority_baseline_accuracy``."""
+    labels = np.asarray(labels).reshape(-1)
+    known = labels != 0
+    classes = (labels[known] > 0).astype(np.int8)
+    held = classification_metrics(np.asarray(scores, dtype=np.float64)[known], classes, threshold)
+    out = {f"heldout_{k}": held[k] for k in HELDOUT_METRICS}
+    train_labelled = train_classes[train_classes != NO_CLASS]
+    out["heldout_majority_baseline_accuracy"] = majority_baseline_accuracy(train_labelled, classes)
+    return out
 
 
 def _rewards(rows: list[dict]) -> np.ndarray | None:
@@ -83,6 +125,7 @@ def evaluate_rewards(
     train = [i for i, r in enumerate(rows) if r.get("split", "train") != "test"]
     test_rows, train_rows = [rows[i] for i in test], [rows[i] for i in train]
     test_classes = np.concatenate(output_classes(test_rows))
+    train_classes = np.concatenate(output_classes(train_rows))
     gt = _rewards(test_rows)
     x_test = np.concatenate([chosen[test], rejected[test]])
     x_train = np.concatenate([chosen[train], rejected[train]])
@@ -97,20 +140,21 @@ def evaluate_rewards(
             paths = reward.path_rewards(x_test)
             m.base_test, m.fail_test = paths["base"], paths["fail"]
         scored.append(m)
-        row = {"method": m.method, "seed": m.seed, **member_metrics(scores, m.threshold, test_classes, gt)}
-        if heldout is not None:  # labels +1 good / −1 bad → classes 1 / 0; same train-fitted threshold
-            held = classification_metrics(reward.score_features(heldout[0]), np.asarray(heldout[1]) > 0, m.threshold)
-            row.update({f"heldout_{k}": held[k] for k in ("accuracy", "f1", "roc_auc")})
+        metrics = member_metrics(scores, m.threshold, test_classes, gt, train_classes)
+        row = {"method": m.method, "seed": m.seed, **metrics}
+        if heldout is not None:
+            row.update(heldout_metrics(reward.score_features(heldout[0]), heldout[1], m.threshold, train_classes))
         per_member.append(row)
 
     summary = {"test_pairs": len(test), "per_member": per_member, "per_method": aggregate(per_member)}
     if analyses and test:
         ctx = EvalContext(
             test_classes,
-            np.concatenate(output_classes(train_rows)),
+            train_classes,
             output_subtypes(test_rows),
             scored,
-            metrics_fn=lambda s, t: member_metrics(s, t, test_classes, gt),
+            metrics_fn=lambda s, t: member_metrics(s, t, test_classes, gt, train_classes),
+            test_gt=gt,
         )
         summary["analyses"] = {}
         for analysis in EVALUATION_ANALYSES:

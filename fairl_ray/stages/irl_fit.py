@@ -8,9 +8,12 @@ loads as a text → float callable. Two calibration choices are made here and re
 * threshold — the classification threshold on the normalised reward that maximises training accuracy
   (FA-IRL §5: "optimized on the training set ... then held fixed for evaluation on the test set").
 
-Output labels for classification: the world's toxicity label (+1 non-toxic → class 1, −1 toxic → class 0)
-where known; for an output without a label, its side of the pair (o+ → 1, o− → 0), which is the FA-IRL
-view of "recovered rewards as binary classifiers on preference pairs".
+Output classes for classification come from each output's OWN toxicity label (+1 non-toxic → class 1, −1 toxic →
+class 0), never from its side of the pair: the same text would otherwise be class 1 when chosen and class 0 when
+rejected. An unlabelled output (label 0 or missing) gets ``NO_CLASS`` (−1) and is left out of every classification
+metric and of the threshold fit; rank and fidelity metrics (STARC, correlations, pair accuracy) still use it.
+With no labelled training output at all the threshold is 0 (the normalised train mean) and the classification
+metrics are ``nan``.
 """
 
 from __future__ import annotations
@@ -25,17 +28,18 @@ from fairl_ray.irl.heads import reward_from_params
 from fairl_ray.irl.hyperparameters import IRLConfig
 from fairl_ray.irl.reward import save_reward
 from fairl_ray.irl.trainer import PairFeatures, train_ensemble
-from fairl_ray.metrics.classification import fit_threshold
+from fairl_ray.metrics.classification import NO_CLASS, fit_threshold_labelled
 
 
 def output_classes(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """Binary classes (1 = good/non-toxic) of each pair's chosen and rejected output (see module doc)."""
+    """Classes of each pair's chosen and rejected output from its own label: 1 non-toxic, 0 toxic, ``NO_CLASS`` (−1)
+    unlabelled (see module doc)."""
 
-    def classes(side: str, fallback: int) -> np.ndarray:
+    def classes(side: str) -> np.ndarray:
         labels = [int(r.get(f"{side}_label") or 0) for r in rows]
-        return np.array([1 if y > 0 else 0 if y < 0 else fallback for y in labels], dtype=np.int64)
+        return np.array([1 if y > 0 else 0 if y < 0 else NO_CLASS for y in labels], dtype=np.int64)
 
-    return classes("chosen", 1), classes("rejected", 0)
+    return classes("chosen"), classes("rejected")
 
 
 def pair_features(chosen: np.ndarray, rejected: np.ndarray, rows: list[dict]) -> PairFeatures:
@@ -67,8 +71,10 @@ def save_calibrated(member, train_x: torch.Tensor, train_classes: np.ndarray, ou
     with torch.no_grad():
         raw = reward_from_params({k: v.cpu() for k, v in member.params.items()}, train_x).numpy()
     mean, std = float(raw.mean()), float(raw.std()) or 1.0
-    # Insights' protocol classifies at 0 of the normalised reward (the train mean); FA-IRL fits it for accuracy
-    threshold = 0.0 if member.config.protocol == "insights" else fit_threshold((raw - mean) / std, train_classes)
+    # Insights' protocol classifies at 0 of the normalised reward (the train mean); FA-IRL fits it for accuracy on
+    # the labelled train outputs (unlabelled outputs have no class)
+    insights = member.config.protocol == "insights"
+    threshold = 0.0 if insights else fit_threshold_labelled((raw - mean) / std, train_classes)
     save_reward(out, member, encoder=encoder, normalisation={"mean": mean, "std": std}, threshold=float(threshold))
 
 
