@@ -57,6 +57,14 @@ def metrics_table(per_method: dict, n_seeds: int) -> str:
     return table
 
 
+def methods_legend(methods) -> str:
+    """What each method in the tables is (the method table's own words: loss, failure source, routing, placebo)."""
+    from fairl_ray.irl.methods import METHOD_TABLE
+
+    rows = [[m, METHOD_TABLE[m].paper] for m in methods if m in METHOD_TABLE]
+    return "Methods\n\n" + markdown_table(["method", "what it is"], rows) if rows else ""
+
+
 def toxicity_table(toxicity: dict) -> str:
     header = ["model", "toxicity rate", "mean R*", "completions"]
     rows = [[name, f"{t['toxicity_rate']:.1%}", f"{t['mean_rstar']:+.3f}", str(t["n"])] for name, t in toxicity.items()]
@@ -78,6 +86,7 @@ def format_report(results: dict) -> str:
     parts = [
         "# fairl-ray results",
         metrics_table(results["metrics"]["per_method"], len(results.get("seeds", []))),
+        methods_legend(results["metrics"]["per_method"]),
         toxicity_table(results["toxicity"]),
         "## Failure analyses (FA-IRL §6)" if results.get("analyses") else "",
         analyses_report(results.get("analyses")),
