@@ -134,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="list which stages would be reused and which would run, then exit (starts nothing)",
     )
+    run.add_argument(
+        "--verify",
+        action="store_true",
+        help="before reusing a finished stage, check every file's sha256 against its stage.json (default: sizes, "
+        "and hashes of files changed since); a damaged stage is recomputed",
+    )
     run.set_defaults(func=cmd_run)
 
     irl = sub.add_parser(
@@ -263,9 +269,9 @@ def cmd_run(args) -> int:
     from fairl_ray.orchestration.pipeline import Pipeline
 
     if args.dry_run:
-        return print_plan(Pipeline(cfg, args.workdir).plan(), args.workdir)
+        return print_plan(Pipeline(cfg, args.workdir, verify=args.verify).plan(), args.workdir)
     print(f"[fairl] workdir: {Path(args.workdir).resolve()}")
-    Pipeline(cfg, args.workdir, tracking_uri=args.tracking_uri, address=args.address).run()
+    Pipeline(cfg, args.workdir, tracking_uri=args.tracking_uri, address=args.address, verify=args.verify).run()
     return 0
 
 
@@ -283,6 +289,9 @@ def print_plan(rows: list[dict], workdir) -> int:
         for r in rows
     ]
     print(markdown_table(["wave", "stage", "would", "output"], table))
+    for r in rows:
+        if r.get("problem"):
+            print(f"[fairl] {r['stage']}: stage output damaged ({r['problem']}), would be recomputed")
     n_run = sum(r["action"] == "run" for r in rows)
     print(
         f"\n[fairl] dry run in {Path(workdir).resolve()}: {len(rows) - n_run} stage(s) would be reused, {n_run} "

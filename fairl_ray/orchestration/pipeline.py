@@ -283,6 +283,7 @@ class Pipeline:
         tracking_uri: str | None = None,
         address: str | None = None,
         log: Callable[[str], None] = print,
+        verify: bool = False,
     ):
         from fairl_ray.orchestration.tracking import default_tracking_uri
 
@@ -291,6 +292,7 @@ class Pipeline:
         self.tracking_uri = tracking_uri or default_tracking_uri(self.workdir)
         self.address = address
         self.log = log
+        self.verify = verify  # hash every file of a finished stage before reusing it (``--verify``)
         self.outputs: dict[str, StageOutput] = {}
         self.summaries: dict[str, dict] = {}
         self.stage_runs: dict[str, dict] = {}
@@ -548,17 +550,19 @@ class Pipeline:
                     key = stage_key(stage.name, stage.config, {u: self.outputs[u].key for u in stage.upstream})
                     output = stage_output(self.workdir, stage.name, key)
                     self.outputs[stage.name] = output
+                    problem = output.problem(self.verify)
                     rows.append(
                         {
                             "wave": wave_no,
                             "stage": stage.name,
                             "key": key,
-                            "action": "reuse" if output.done else "run",
+                            "action": "reuse" if problem is None else "run",
+                            "problem": problem if problem and output.path.exists() else None,
                             "dir": str(output.path),
                             "uses_model": stage.uses_model,
                         }
                     )
-                    if not output.done and stage.name == "prompts":
+                    if problem is not None and stage.name == "prompts":
                         draft = Path(tmp) / stage.name
                         draft.mkdir()
                         stage.fn(draft, **stage.kwargs)
@@ -587,11 +591,14 @@ class Pipeline:
             key = stage_key(stage.name, stage.config, {u: self.outputs[u].key for u in stage.upstream})
             output = stage_output(self.workdir, stage.name, key)
             self.outputs[stage.name] = output
-            if output.done:
+            problem = output.problem(self.verify)
+            if problem is None:
                 self.summaries[stage.name] = output.summary()
                 self.log(f"[fairl] {stage.name:<24} reused   {output.path.relative_to(self.workdir)}")
                 self._track(stage, output, reused=True, seconds=0.0)
                 continue
+            if output.path.exists():  # the fresh output replaces it (StageWriter)
+                self.log(f"[fairl] {stage.name}: stage output {_damage(problem)} ({problem}), recomputing")
             self.log(f"[fairl] {stage.name:<24} running  ...")
             task = ray.remote(_execute).options(
                 num_cpus=0 if stage.orchestrates else self.cfg.resources.cpus_per_task,
@@ -702,6 +709,11 @@ class Pipeline:
         self.log(report)
         self.log(f"[fairl] results: {path}")
         self.log(f"[fairl] browse runs: fairl ui --workdir {self.workdir}")
+
+
+def _damage(problem: str) -> str:
+    """How a stage output that exists but cannot be reused is described: no marker means it never finished."""
+    return "incomplete" if problem.startswith("no ") else "corrupt"
 
 
 def _analysis_artifacts(*files: str, names=None) -> tuple[str, ...]:
