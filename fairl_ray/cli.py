@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _quiet_environment()
+    from fairl_ray.orchestration.pipeline import StageError
     from fairl_ray.orchestration.ray_runtime import ClusterError, configure_log_environment
 
     configure_log_environment()  # before anything imports ray: it reads RAY_DEDUP_LOGS at import time
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = _terminate_as_interrupt()
     try:
         return args.func(args)
-    except ClusterError as err:
+    except (ClusterError, StageError) as err:
         return _fail(str(err))
     except KeyboardInterrupt:
         print("\n[fairl] interrupted; finished stages are kept and a rerun resumes from them", file=sys.stderr)

@@ -16,7 +16,10 @@ workdir must be on storage every node sees (NFS, a mounted bucket).
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +31,18 @@ from fairl_ray.orchestration.stage_store import (
     StageOutput,
     StageWriter,
     clean_stale_temporaries,
+    is_disk_full,
     read_summary,
     stage_key,
     stage_output,
     workdir_lock,
 )
+
+
+class StageError(RuntimeError):
+    """A stage (or the run around it) failed. The message is one plain line naming the stage and the cause, and
+    where the full traceback was written; ``fairl`` prints it as ``fairl: error: …`` and exits 2."""
+
 
 # --------------------------------------------------------------------------------------------------------
 # Stage bodies. Each runs inside a Ray task and writes only into ``out`` (a temporary directory that is
@@ -307,7 +317,7 @@ class Pipeline:
     def _run_locked(self) -> dict:
         import ray
 
-        from fairl_ray.orchestration.ray_runtime import SESSION_FILE, check_fits, init_ray
+        from fairl_ray.orchestration.ray_runtime import SESSION_FILE, check_fits, init_ray, shutdown_ray
         from fairl_ray.orchestration.tracking import Tracker
 
         started = time.time()
@@ -353,10 +363,14 @@ class Pipeline:
         except KeyboardInterrupt:
             status = "KILLED"
             raise
+        except OSError as err:  # the driver's own writes (results, MLflow artifacts): a disk filling up
+            if not is_disk_full(err):
+                raise
+            raise StageError(f"run: {_disk_full(err, self.workdir)}") from err
         finally:
             self.tracker.end_run(self.parent_run, status)
             if started_ray:
-                ray.shutdown()
+                shutdown_ray(remove_session=status == "FINISHED")
 
     # -- plan ---------------------------------------------------------------------------------------------
 
@@ -611,17 +625,32 @@ class Pipeline:
             stage, output, t0 = pending.pop(done[0])
             try:
                 self.summaries[stage.name] = ray.get(done[0])
-            except Exception:
+            except Exception as err:
                 self.log(f"[fairl] {stage.name:<24} FAILED (finished stages are kept; rerun to resume)")
                 for ref in pending:
                     ray.cancel(ref)
-                raise
+                raise self._stage_error(stage.name, output, err) from err
             seconds = time.time() - t0
             self.log(f"[fairl] {stage.name:<24} done     in {seconds:6.1f}s")
             self._track(stage, output, reused=False, seconds=seconds)
             note = pairs_note(self.summaries[stage.name], self.cfg.pairs) if stage.name == "pairs" else None
             if note:
                 self.log(note)
+
+    def _stage_error(self, name: str, output: StageOutput, err: Exception) -> StageError:
+        """One plain line for a failed stage; its full traceback (Ray's, colour codes stripped) goes to a file."""
+        cause = getattr(err, "cause", None) or err  # a RayTaskError carries the stage's own exception
+        where = self.workdir / "logs" / f"{name}.error.txt"
+        try:
+            where.parent.mkdir(exist_ok=True)
+            where.write_text(_plain("".join(traceback.format_exception(err))))
+            saved = f"full traceback in {where}"
+        except OSError:
+            saved = "its full traceback could not be written either"
+        if is_disk_full(cause):
+            return StageError(f"{name}: {_disk_full(cause, output.path.parent)} ({saved})")
+        text = _plain(str(cause)).strip()
+        return StageError(f"{name}: {text.splitlines()[0] if text else type(cause).__name__} ({saved})")
 
     def _track(self, stage: Stage, output: StageOutput, reused: bool, seconds: float) -> None:
         tracker = self.tracker
@@ -709,6 +738,25 @@ class Pipeline:
         self.log(report)
         self.log(f"[fairl] results: {path}")
         self.log(f"[fairl] browse runs: fairl ui --workdir {self.workdir}")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _plain(text: str) -> str:
+    """Ray colours the tracebacks it forwards; a log file or a redirected terminal wants none of it."""
+    return _ANSI.sub("", text)
+
+
+def _disk_full(err: BaseException, where: Path) -> str:
+    """The disk-full cause: which file, how much is free there, how much the failed stage had written."""
+    free = shutil.disk_usage(where).free
+    notes = "".join(f"; {n}" for n in getattr(err, "__notes__", []))
+    return (
+        f"no space left on the device writing {getattr(err, 'filename', None) or where} "
+        f"({free / 1e6:.1f} MB free there{notes}); "
+        "free more than that and rerun (finished stages are kept)"
+    )
 
 
 def _damage(problem: str) -> str:

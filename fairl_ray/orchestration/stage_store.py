@@ -18,6 +18,7 @@ before the file list existed are checked for what they record: nothing, so they 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -146,6 +147,9 @@ class StageWriter:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is not None:
+            if is_disk_full(exc):  # say how much the stage needed, at least
+                written = sum(p.stat().st_size for p in self.tmp.rglob("*") if p.is_file())
+                exc.add_note(f"the {self.output.stage} stage had written {written / 1e6:.1f} MB when the disk filled")
             shutil.rmtree(self.tmp, ignore_errors=True)
             return False
         marker = {
@@ -169,6 +173,11 @@ class StageWriter:
         else:
             os.replace(self.tmp, dest)
         return False
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """ENOSPC, as an OSError or as the text of a library's own error (safetensors: "No space left on device")."""
+    return (isinstance(err, OSError) and err.errno == errno.ENOSPC) or "No space left on device" in str(err)
 
 
 def clean_stale_temporaries(workdir: str | Path) -> int:

@@ -112,7 +112,7 @@ def _run_search_locked(
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from fairl_ray.orchestration.ray_runtime import init_ray
+    from fairl_ray.orchestration.ray_runtime import init_ray, shutdown_ray
     from fairl_ray.orchestration.tracking import Tracker
     from fairl_ray.search.tracking import LiveSearchLog, reconcile
     from fairl_ray.search.trial import run_pack
@@ -264,7 +264,7 @@ def _run_search_locked(
     finally:
         tracker.end_run(parent, status)
         if own_ray:
-            ray.shutdown()
+            shutdown_ray(remove_session=status == "FINISHED")
 
 
 def _set_aside(experiment: Path) -> None:
