@@ -285,15 +285,17 @@ def test_disk_full_mid_run_is_one_line_with_the_path_and_the_run_failed(tiny_run
     import subprocess
 
     workdir, _, tiny = tiny_run
-    used = sum(p.stat().st_size for p in workdir.rglob("*") if p.is_file() and "mlflow" not in p.name)
+    used = sum(p.stat().st_size for p in workdir.rglob("*") if p.is_file())
     mnt = tmp_path / "full"
     mnt.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={used + 600_000}", "tmpfs", str(mnt)])
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={2 * used + 10_000_000}", "tmpfs", str(mnt)])
     if mounted.returncode != 0:
         pytest.skip("needs root to mount a small tmpfs")
     try:
         wd = mnt / "wd"
         shutil.copytree(workdir, wd, ignore=shutil.ignore_patterns("mlflow.db*", "mlartifacts", ".fairl*"))
+        room = shutil.disk_usage(mnt).used + 600_000  # then shrink it: 0.6 MB left, less than re-RLHF writes
+        subprocess.run(["mount", "-o", f"remount,size={room}", str(mnt)], check=True)
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
         capsys.readouterr()
         rc = main(["run", "--workdir", str(wd), "--tracking-uri", uri, *_sets([*tiny, "irl.margin=1.3"])])
@@ -309,8 +311,9 @@ def test_disk_full_mid_run_is_one_line_with_the_path_and_the_run_failed(tiny_run
 
 LISTENERS = """
 import json, sys, psutil, ray
-from fairl_ray.orchestration.ray_runtime import init_ray
+from fairl_ray.orchestration.ray_runtime import init_ray, local_session_dir, shutdown_ray
 init_ray(None, temp_dir=sys.argv[1], num_cpus=1)
+session = local_session_dir()
 ray.get(ray.remote(lambda: 1).remote())
 me = psutil.Process()
 found = []
@@ -319,8 +322,8 @@ for p in [me, *me.children(recursive=True)]:
         found += [(p.name(), c.laddr.ip, c.laddr.port) for c in p.net_connections("inet") if c.status == "LISTEN"]
     except psutil.Error:
         pass
-print(json.dumps(found))
-ray.shutdown()
+shutdown_ray(remove_session=True)
+print(json.dumps({"listeners": found, "session_left": session.exists()}))
 """
 
 
@@ -334,7 +337,9 @@ def _local_ray_listeners(tmp_path, env):
             [sys.executable, "-c", LISTENERS, ray_tmp], env=env, capture_output=True, text=True, timeout=180
         )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not got["session_left"]  # a finished local run leaves no Ray session folder behind
+    return got["listeners"], proc.stderr
 
 
 def test_ray_address_in_the_environment_is_ignored_by_a_local_run_and_said(tmp_path):

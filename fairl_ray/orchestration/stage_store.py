@@ -147,8 +147,8 @@ class StageWriter:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is not None:
-            if is_disk_full(exc):  # say how much the stage needed, at least
-                written = sum(p.stat().st_size for p in self.tmp.rglob("*") if p.is_file())
+            written = sum(p.stat().st_size for p in self.tmp.rglob("*") if p.is_file())
+            if is_disk_full(exc) and written:  # how much the stage needed, at least (its own temp files aside)
                 exc.add_note(f"the {self.output.stage} stage had written {written / 1e6:.1f} MB when the disk filled")
             shutil.rmtree(self.tmp, ignore_errors=True)
             return False
