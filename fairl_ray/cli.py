@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _quiet_environment()
+    from fairl_ray.orchestration.pipeline import StageError
     from fairl_ray.orchestration.ray_runtime import ClusterError, configure_log_environment
 
     configure_log_environment()  # before anything imports ray: it reads RAY_DEDUP_LOGS at import time
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = _terminate_as_interrupt()
     try:
         return args.func(args)
-    except ClusterError as err:
+    except (ClusterError, StageError) as err:
         return _fail(str(err))
     except KeyboardInterrupt:
         print("\n[fairl] interrupted; finished stages are kept and a rerun resumes from them", file=sys.stderr)
@@ -133,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help="list which stages would be reused and which would run, then exit (starts nothing)",
+    )
+    run.add_argument(
+        "--verify",
+        action="store_true",
+        help="before reusing a finished stage, check every file's sha256 against its stage.json (default: sizes, "
+        "and hashes of files changed since); a damaged stage is recomputed",
     )
     run.set_defaults(func=cmd_run)
 
@@ -263,9 +270,9 @@ def cmd_run(args) -> int:
     from fairl_ray.orchestration.pipeline import Pipeline
 
     if args.dry_run:
-        return print_plan(Pipeline(cfg, args.workdir).plan(), args.workdir)
+        return print_plan(Pipeline(cfg, args.workdir, verify=args.verify).plan(), args.workdir)
     print(f"[fairl] workdir: {Path(args.workdir).resolve()}")
-    Pipeline(cfg, args.workdir, tracking_uri=args.tracking_uri, address=args.address).run()
+    Pipeline(cfg, args.workdir, tracking_uri=args.tracking_uri, address=args.address, verify=args.verify).run()
     return 0
 
 
@@ -283,6 +290,9 @@ def print_plan(rows: list[dict], workdir) -> int:
         for r in rows
     ]
     print(markdown_table(["wave", "stage", "would", "output"], table))
+    for r in rows:
+        if r.get("problem"):
+            print(f"[fairl] {r['stage']}: stage output damaged ({r['problem']}), would be recomputed")
     n_run = sum(r["action"] == "run" for r in rows)
     print(
         f"\n[fairl] dry run in {Path(workdir).resolve()}: {len(rows) - n_run} stage(s) would be reused, {n_run} "

@@ -216,7 +216,7 @@ def _tune(workdir, env, lines, stop_after=None):
 
 
 def test_kill_9_mid_search_then_rerun_completes_only_the_rest(tmp_path):
-    """Acceptance: kill -9 a `fairl tune` of 32 configs mid-way; the rerun restores it (Tuner.restore + the Optuna
+    """Acceptance: kill -9 a `fairl tune` of 32 configs mid-way; the rerun resumes it (from the Optuna
     journal), evaluates only the remaining configs, and MLflow holds exactly one child per config. The first
     run also has a pack crash once (injected): FailureConfig retries it and keeps its finished configs."""
     wd = make_workdir(tmp_path / "wd")
@@ -234,7 +234,7 @@ def test_kill_9_mid_search_then_rerun_completes_only_the_rest(tmp_path):
     second = []
     assert _tune(wd, env, second) == 0, "\n".join(second)[-3000:]
     log2 = "\n".join(second)
-    assert "restoring the Tune experiment" in log2, log2[-3000:]
+    assert "resuming from the Optuna journal" in log2, log2[-3000:]
     logged_second = {l.split()[2] for l in second if l.startswith("[tune] ") and "/32 main/" in l}
     assert not logged_first & logged_second  # nothing evaluated/logged twice ...
     assert len(logged_first | logged_second) <= 32  # (a config told to Optuna just before the kill is logged by

@@ -16,7 +16,10 @@ workdir must be on storage every node sees (NFS, a mounted bucket).
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +31,18 @@ from fairl_ray.orchestration.stage_store import (
     StageOutput,
     StageWriter,
     clean_stale_temporaries,
+    is_disk_full,
     read_summary,
     stage_key,
     stage_output,
     workdir_lock,
 )
+
+
+class StageError(RuntimeError):
+    """A stage (or the run around it) failed. The message is one plain line naming the stage and the cause, and
+    where the full traceback was written; ``fairl`` prints it as ``fairl: error: …`` and exits 2."""
+
 
 # --------------------------------------------------------------------------------------------------------
 # Stage bodies. Each runs inside a Ray task and writes only into ``out`` (a temporary directory that is
@@ -283,6 +293,7 @@ class Pipeline:
         tracking_uri: str | None = None,
         address: str | None = None,
         log: Callable[[str], None] = print,
+        verify: bool = False,
     ):
         from fairl_ray.orchestration.tracking import default_tracking_uri
 
@@ -291,6 +302,7 @@ class Pipeline:
         self.tracking_uri = tracking_uri or default_tracking_uri(self.workdir)
         self.address = address
         self.log = log
+        self.verify = verify  # hash every file of a finished stage before reusing it (``--verify``)
         self.outputs: dict[str, StageOutput] = {}
         self.summaries: dict[str, dict] = {}
         self.stage_runs: dict[str, dict] = {}
@@ -305,7 +317,7 @@ class Pipeline:
     def _run_locked(self) -> dict:
         import ray
 
-        from fairl_ray.orchestration.ray_runtime import SESSION_FILE, check_fits, init_ray
+        from fairl_ray.orchestration.ray_runtime import SESSION_FILE, check_fits, init_ray, shutdown_ray
         from fairl_ray.orchestration.tracking import Tracker
 
         started = time.time()
@@ -351,10 +363,14 @@ class Pipeline:
         except KeyboardInterrupt:
             status = "KILLED"
             raise
+        except OSError as err:  # the driver's own writes (results, MLflow artifacts): a disk filling up
+            if not is_disk_full(err):
+                raise
+            raise StageError(f"run: {_disk_full(err, self.workdir)}") from err
         finally:
             self.tracker.end_run(self.parent_run, status)
             if started_ray:
-                ray.shutdown()
+                shutdown_ray(remove_session=status == "FINISHED")
 
     # -- plan ---------------------------------------------------------------------------------------------
 
@@ -548,17 +564,19 @@ class Pipeline:
                     key = stage_key(stage.name, stage.config, {u: self.outputs[u].key for u in stage.upstream})
                     output = stage_output(self.workdir, stage.name, key)
                     self.outputs[stage.name] = output
+                    problem = output.problem(self.verify)
                     rows.append(
                         {
                             "wave": wave_no,
                             "stage": stage.name,
                             "key": key,
-                            "action": "reuse" if output.done else "run",
+                            "action": "reuse" if problem is None else "run",
+                            "problem": problem if problem and output.path.exists() else None,
                             "dir": str(output.path),
                             "uses_model": stage.uses_model,
                         }
                     )
-                    if not output.done and stage.name == "prompts":
+                    if problem is not None and stage.name == "prompts":
                         draft = Path(tmp) / stage.name
                         draft.mkdir()
                         stage.fn(draft, **stage.kwargs)
@@ -587,11 +605,14 @@ class Pipeline:
             key = stage_key(stage.name, stage.config, {u: self.outputs[u].key for u in stage.upstream})
             output = stage_output(self.workdir, stage.name, key)
             self.outputs[stage.name] = output
-            if output.done:
+            problem = output.problem(self.verify)
+            if problem is None:
                 self.summaries[stage.name] = output.summary()
                 self.log(f"[fairl] {stage.name:<24} reused   {output.path.relative_to(self.workdir)}")
                 self._track(stage, output, reused=True, seconds=0.0)
                 continue
+            if output.path.exists():  # the fresh output replaces it (StageWriter)
+                self.log(f"[fairl] {stage.name}: stage output {_damage(problem)} ({problem}), recomputing")
             self.log(f"[fairl] {stage.name:<24} running  ...")
             task = ray.remote(_execute).options(
                 num_cpus=0 if stage.orchestrates else self.cfg.resources.cpus_per_task,
@@ -604,17 +625,32 @@ class Pipeline:
             stage, output, t0 = pending.pop(done[0])
             try:
                 self.summaries[stage.name] = ray.get(done[0])
-            except Exception:
+            except Exception as err:
                 self.log(f"[fairl] {stage.name:<24} FAILED (finished stages are kept; rerun to resume)")
                 for ref in pending:
                     ray.cancel(ref)
-                raise
+                raise self._stage_error(stage.name, output, err) from err
             seconds = time.time() - t0
             self.log(f"[fairl] {stage.name:<24} done     in {seconds:6.1f}s")
             self._track(stage, output, reused=False, seconds=seconds)
             note = pairs_note(self.summaries[stage.name], self.cfg.pairs) if stage.name == "pairs" else None
             if note:
                 self.log(note)
+
+    def _stage_error(self, name: str, output: StageOutput, err: Exception) -> StageError:
+        """One plain line for a failed stage; its full traceback (Ray's, colour codes stripped) goes to a file."""
+        cause = getattr(err, "cause", None) or err  # a RayTaskError carries the stage's own exception
+        where = self.workdir / "logs" / f"{name}.error.txt"
+        try:
+            where.parent.mkdir(exist_ok=True)
+            where.write_text(_plain("".join(traceback.format_exception(err))))
+            saved = f"full traceback in {where}"
+        except OSError:
+            saved = "its full traceback could not be written either"
+        if is_disk_full(cause):
+            return StageError(f"{name}: {_disk_full(cause, output.path.parent)} ({saved})")
+        text = _plain(str(cause)).strip()
+        return StageError(f"{name}: {text.splitlines()[0] if text else type(cause).__name__} ({saved})")
 
     def _track(self, stage: Stage, output: StageOutput, reused: bool, seconds: float) -> None:
         tracker = self.tracker
@@ -702,6 +738,30 @@ class Pipeline:
         self.log(report)
         self.log(f"[fairl] results: {path}")
         self.log(f"[fairl] browse runs: fairl ui --workdir {self.workdir}")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _plain(text: str) -> str:
+    """Ray colours the tracebacks it forwards; a log file or a redirected terminal wants none of it."""
+    return _ANSI.sub("", text)
+
+
+def _disk_full(err: BaseException, where: Path) -> str:
+    """The disk-full cause: which file, how much is free there, how much the failed stage had written."""
+    free = shutil.disk_usage(where).free
+    notes = "".join(f"; {n}" for n in getattr(err, "__notes__", []))
+    return (
+        f"no space left on the device writing {getattr(err, 'filename', None) or where} "
+        f"({free / 1e6:.1f} MB free there{notes}); "
+        "free more than that and rerun (finished stages are kept)"
+    )
+
+
+def _damage(problem: str) -> str:
+    """How a stage output that exists but cannot be reused is described: no marker means it never finished."""
+    return "incomplete" if problem.startswith("no ") else "corrupt"
 
 
 def _analysis_artifacts(*files: str, names=None) -> tuple[str, ...]:

@@ -90,6 +90,9 @@ def init_ray(
 
     ``session_file`` (a workdir's): before starting a local Ray, stop what is left of the local Ray of a run that
     was killed (``kill -9`` leaves Ray's agents running for a minute or more); after, record this one's processes.
+
+    Without ``address`` a local Ray is started even when ``RAY_ADDRESS`` is set (Ray would try to join it and
+    refuse the local session's arguments): a warning says so; ``--address auto`` joins that cluster.
     """
     import ray
 
@@ -116,6 +119,12 @@ def init_ray(
             except (ConnectionError, ValueError, RuntimeError, TimeoutError) as err:
                 raise ClusterError(f"--address {address}: cannot join the Ray cluster: {_first_line(err)}") from None
     else:
+        if os.environ.get("RAY_ADDRESS"):
+            sys.stderr.write(
+                f"fairl: warning: RAY_ADDRESS={os.environ['RAY_ADDRESS']} is set but --address is not: starting a "
+                "local Ray (pass --address auto to join that cluster)\n"
+            )
+            del os.environ["RAY_ADDRESS"]
         ray.init(
             num_cpus=num_cpus or os.cpu_count(),
             include_dashboard=False,
@@ -127,6 +136,27 @@ def init_ray(
             record_session(session_file)
     _interrupt_on_sigterm()
     return ray.cluster_resources()
+
+
+def local_session_dir() -> Path | None:
+    """The session folder (logs, sockets) of the Ray this process started, or None when it joined a cluster."""
+    import ray
+
+    node = ray._private.worker._global_node  # Ray has no public accessor for it
+    return Path(node.get_session_dir_path()) if node is not None and node.head else None
+
+
+def shutdown_ray(remove_session: bool) -> None:
+    """``ray.shutdown()``; with ``remove_session`` also delete the local session folder (~0.5 MB of logs a run, which
+    pile up in Ray's temp folder). A failed run keeps it: its raylet and worker logs may say why."""
+    import shutil
+
+    import ray
+
+    session = local_session_dir() if remove_session else None
+    ray.shutdown()
+    if session is not None:
+        shutil.rmtree(session, ignore_errors=True)
 
 
 def _interrupt_on_sigterm() -> None:

@@ -6,11 +6,19 @@ renames it into place only when it has finished, with a ``stage.json`` marker in
 never leaves a half-written output that a rerun would trust, and a rerun of the same config finds every
 finished stage and recomputes nothing. Changing one section changes that stage's key and every key
 downstream of it, and nothing upstream.
+
+**Integrity.** The marker lists every file of the output with its size, modification time and sha256. Reuse
+checks it (:meth:`StageOutput.problem`): always the sizes (a truncated file), and the hash of every file whose
+modification time changed (a file rewritten in place, e.g. features zeroed); with ``verify`` (``fairl run
+--verify``) the hash of every file. A stage whose output fails the check, whose ``stage.json`` does not parse, or
+whose folder has no marker at all is recomputed, and the fresh output replaces the old folder. Markers written
+before the file list existed are checked for what they record: nothing, so they are reused as before.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -48,7 +56,13 @@ class StageOutput:
 
     @property
     def done(self) -> bool:
-        return (self.path / MARKER).is_file()
+        """Finished and intact (see :meth:`problem`)."""
+        return self.problem() is None
+
+    def problem(self, verify: bool = False) -> str | None:
+        """None when the output is finished and its files match its marker; else why not, e.g. ``"no stage.json"``,
+        ``"features.safetensors: size 96, recorded 4096"``. ``verify``: hash every file, not only changed ones."""
+        return output_problem(self.path, verify)
 
     def summary(self) -> dict:
         """The dict the stage returned when it finished (stored in the marker)."""
@@ -61,6 +75,53 @@ def read_summary(stage_dir: str | Path) -> dict:
     return json.loads(marker.read_text())["summary"] if marker.is_file() else {}
 
 
+def output_problem(stage_dir: str | Path, verify: bool = False) -> str | None:
+    """Why ``stage_dir`` is not a finished, intact stage output (None when it is); see :meth:`StageOutput.problem`."""
+    stage_dir = Path(stage_dir)
+    marker = stage_dir / MARKER
+    if not marker.is_file():
+        return f"no {MARKER}" if stage_dir.is_dir() else "not computed"
+    try:
+        recorded = json.loads(marker.read_text())
+        files = recorded.get("files", {})  # absent in markers written before the file list existed
+        recorded["summary"]
+    except (OSError, ValueError, KeyError, AttributeError):
+        return f"{MARKER}: unreadable or truncated"
+    for rel, want in files.items():
+        path = stage_dir / rel
+        try:
+            st = path.stat()
+        except OSError:
+            return f"{rel}: missing"
+        if st.st_size != want["size"]:
+            return f"{rel}: size {st.st_size}, recorded {want['size']}"
+        # An unchanged modification time means an unchanged file (cheap); a changed one is hashed to be sure.
+        if (verify or st.st_mtime_ns != want["mtime_ns"]) and file_sha256(path) != want["sha256"]:
+            return f"{rel}: content differs from the recorded sha256"
+    return None
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _file_records(root: Path) -> dict[str, dict]:
+    """Size, modification time and sha256 of every file below ``root`` (the marker's file list)."""
+    records = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        st = path.stat()
+        records[str(path.relative_to(root))] = {
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "sha256": file_sha256(path),
+        }
+    return records
+
+
 def stage_output(workdir: str | Path, stage: str, key: str) -> StageOutput:
     return StageOutput(stage, key, Path(workdir) / "stages" / f"{stage}-{key}")
 
@@ -68,7 +129,9 @@ def stage_output(workdir: str | Path, stage: str, key: str) -> StageOutput:
 class StageWriter:
     """Context manager: yields a temporary directory; on success publishes it as the stage output.
 
-    ``summary`` (a JSON-able dict) is written into the marker file and is what a rerun gets back.
+    ``summary`` (a JSON-able dict) is written into the marker file and is what a rerun gets back. An intact
+    output published meanwhile by a concurrent writer is kept; anything else at the destination (no marker, a
+    corrupt output) is replaced by the fresh one.
     """
 
     def __init__(self, output: StageOutput):
@@ -84,6 +147,9 @@ class StageWriter:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is not None:
+            written = sum(p.stat().st_size for p in self.tmp.rglob("*") if p.is_file())
+            if is_disk_full(exc) and written:  # how much the stage needed, at least (its own temp files aside)
+                exc.add_note(f"the {self.output.stage} stage had written {written / 1e6:.1f} MB when the disk filled")
             shutil.rmtree(self.tmp, ignore_errors=True)
             return False
         marker = {
@@ -92,13 +158,26 @@ class StageWriter:
             "seconds": round(time.time() - self._started, 3),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "summary": self.summary,
+            "files": _file_records(self.tmp),
         }
         (self.tmp / MARKER).write_text(json.dumps(marker, indent=2, default=str))
-        if self.output.path.exists():  # a concurrent writer finished first: keep theirs
+        dest = self.output.path
+        if self.output.done:  # a concurrent writer finished first: keep theirs
             shutil.rmtree(self.tmp, ignore_errors=True)
+            return False
+        if dest.exists():  # a folder without a marker, or a corrupt output: the fresh output wins
+            old = dest.parent / f".tmp-old-{dest.name}-{uuid.uuid4().hex[:8]}"  # .tmp-: cleaned if we die here
+            os.replace(dest, old)
+            os.replace(self.tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(self.tmp, self.output.path)
+            os.replace(self.tmp, dest)
         return False
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """ENOSPC, as an OSError or as the text of a library's own error (safetensors: "No space left on device")."""
+    return (isinstance(err, OSError) and err.errno == errno.ENOSPC) or "No space left on device" in str(err)
 
 
 def clean_stale_temporaries(workdir: str | Path) -> int:

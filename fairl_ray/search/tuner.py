@@ -4,10 +4,14 @@
    journal ``<out>/state/optuna.journal`` holds every config; the data the trials read is in
    ``<out>/state/data/<model>/``; Tune's experiment is ``<out>/ray_results/<name>``. ``out`` must be on storage
    every node sees (Tune syncs nothing to the head since Ray 2.7).
-2. **Resume.** If Tune can restore the experiment (``Tuner.can_restore``), ``Tuner.restore`` resumes it (the
-   trainable passed again; unfinished and errored packs continue); each pack evaluates only its configs that
-   are not finished in the Optuna study. The same MLflow parent run is continued. A search whose config
-   changed is refused (``--restart`` starts over).
+2. **Resume.** A rerun resumes from the search's own JSON state only: the Optuna journal (JSON lines; the file
+   backend keeps no pickled snapshot) says which configs are finished, ``search.json`` which MLflow parent run to
+   continue. Tune's experiment state is never restored: ``Tuner.restore`` unpickles ``tuner.pkl`` and the trial
+   states of ``<out>/ray_results/<name>``, and whoever can write ``out`` could plant code there. So Tune starts a
+   fresh experiment over every pack (the old folder is moved to ``<name>.previous``, never read); each pack
+   evaluates only its configs that are not finished in the Optuna study (a finished pack returns at once), so
+   unfinished and errored packs continue as before. A search whose config changed is refused (``--restart``
+   starts over). One ``fairl tune`` at a time per ``out`` (``workdir_lock``): a second waits, then resumes.
 3. **Trials.** ``FailureConfig(max_failures)`` retries a crashed pack; ``scheduler: asha`` stops lagging packs
    on their per-rung reports; the Optuna pruner stops lagging configs inside packs. Each finished config is an
    MLflow child at once (:mod:`fairl_ray.search.tracking`).
@@ -81,22 +85,42 @@ def run_search(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Run (or resume) the whole search; write the outputs into ``out``; return the contents of best.json (plus
-    ``out``, ``seconds`` and the MLflow ids)."""
+    ``out``, ``seconds`` and the MLflow ids). One search at a time per ``out``: a second waits for the lock."""
+    from fairl_ray.orchestration.stage_store import workdir_lock
+
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    with workdir_lock(out, log):
+        return _run_search_locked(
+            cfg, models, out, tracking_uri, artifact_root, address, restart, realign_top, realign_workdir, log
+        )
+
+
+def _run_search_locked(
+    cfg: SearchConfig,
+    models: dict[str, SearchData],
+    out: Path,
+    tracking_uri: str,
+    artifact_root: str | Path | None,
+    address: str | None,
+    restart: bool,
+    realign_top: int,
+    realign_workdir: str | Path | None,
+    log: Callable[[str], None],
+) -> dict:
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from fairl_ray.orchestration.ray_runtime import init_ray
+    from fairl_ray.orchestration.ray_runtime import init_ray, shutdown_ray
     from fairl_ray.orchestration.tracking import Tracker
     from fairl_ray.search.tracking import LiveSearchLog, reconcile
     from fairl_ray.search.trial import run_pack
 
     started = time.time()
-    out = Path(out).resolve()
     if restart:
         for p in (out / "state", out / "ray_results"):
             shutil.rmtree(p, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
     state = check_resumable(cfg, out, models)
     primary = next(iter(models))
     objective = resolve_objective(cfg, models[primary])
@@ -149,52 +173,47 @@ def run_search(
             tune.with_parameters(run_pack, spec=spec), {"cpu": 1, "gpu": cfg.gpus_per_trial}
         )
         experiment = out / "ray_results" / cfg.name
-        if tune.Tuner.can_restore(str(experiment)):
+        if state:
             done = sum(
                 1
                 for m in models
                 for t in open_study(journal, m, objective, cfg).get_trials(deepcopy=False)
                 if t.state.is_finished() and "pack" in t.user_attrs
             )
-            log(f"[tune] restoring the Tune experiment {experiment}: {done}/{total} configs already finished")
-            tuner = tune.Tuner.restore(
-                str(experiment), trainable=trainable, resume_unfinished=True, resume_errored=True
-            )
-        else:
-            scheduler = (
-                ASHAScheduler(max_t=len(cfg.rungs), grace_period=1, reduction_factor=2)
-                if cfg.scheduler == "asha"
-                else None
-            )
-            live = LiveSearchLog(
-                tracking_uri,
-                str(artifact_root or out / "mlartifacts"),
-                parent,
-                dict(cfg.fixed),
-                objective,
-                total,
-                str(journal),
-                to_dict(cfg),
-            )
-            tuner = tune.Tuner(
-                trainable,
-                param_space={"model": tune.grid_search(list(models)), "pack": tune.grid_search(list(range(n_packs)))},
-                tune_config=tune.TuneConfig(
-                    metric=metric,
-                    mode=mode,
-                    num_samples=1,
-                    scheduler=scheduler,
-                    max_concurrent_trials=cfg.max_concurrent_trials,
-                    reuse_actors=True,
-                ),
-                run_config=tune.RunConfig(
-                    name=cfg.name,
-                    storage_path=str(out / "ray_results"),
-                    verbose=0,
-                    callbacks=[live],
-                    failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-                ),
-            )
+            log(f"[tune] resuming from the Optuna journal: {done}/{total} configs already finished")
+        _set_aside(experiment)  # never restored (its pickles are not ours to trust): a fresh Tune experiment
+        scheduler = (
+            ASHAScheduler(max_t=len(cfg.rungs), grace_period=1, reduction_factor=2) if cfg.scheduler == "asha" else None
+        )
+        live = LiveSearchLog(
+            tracking_uri,
+            str(artifact_root or out / "mlartifacts"),
+            parent,
+            dict(cfg.fixed),
+            objective,
+            total,
+            str(journal),
+            to_dict(cfg),
+        )
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"model": tune.grid_search(list(models)), "pack": tune.grid_search(list(range(n_packs)))},
+            tune_config=tune.TuneConfig(
+                metric=metric,
+                mode=mode,
+                num_samples=1,
+                scheduler=scheduler,
+                max_concurrent_trials=cfg.max_concurrent_trials,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=cfg.name,
+                storage_path=str(out / "ray_results"),
+                verbose=0,
+                callbacks=[live],
+                failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+            ),
+        )
         log(
             f"[tune] {cfg.num_samples} configs × {len(cfg.seeds)} seeds per model, {len(models)} model(s), packs of "
             f"{cfg.pack_size} ({n_packs} Tune trials per model), rungs {cfg.rungs}, pruner {cfg.pruner}, "
@@ -245,7 +264,16 @@ def run_search(
     finally:
         tracker.end_run(parent, status)
         if own_ray:
-            ray.shutdown()
+            shutdown_ray(remove_session=status == "FINISHED")
+
+
+def _set_aside(experiment: Path) -> None:
+    """Move an earlier attempt's Tune experiment folder to ``<name>.previous`` (its error.txt files stay readable)
+    so the fresh experiment reads nothing of it; an older ``.previous`` is removed."""
+    if experiment.exists():
+        previous = experiment.with_name(experiment.name + ".previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        experiment.rename(previous)
 
 
 def _winners(
