@@ -24,12 +24,15 @@ IRL → evaluate.
 * **Prompts**: these texts answer no prompt; every pair gets the constant ``prompt`` (default ``""``, which the
   pairs convention allows for unconditional outputs). The IRL engine never reads it.
 
-Settings chosen before any IRL result was seen (and not tuned after): β = 0.1, the value DESIGN §6b measured,
-with R* at AUC .82 against the human labels, so recovery has room both above and below R*; on uniform pairs of
-the insults pool 11.2% of preferences go against R* (measured over 200k pairs of the whole train.csv) —
-label noise of the order FA-IRL's failures are meant to catch. 2,000 pairs (``tune_configs/fa_irl_table1_text.yaml``)
-keep an end-to-end run to minutes on 2 CPU cores; 300 held-out texts per class leave 749 of the 1,049 insults to
-the pairs. The judge is alt-profanity-check because it is the offline R* of DESIGN §7.
+Settings chosen before any IRL result was seen (and not tuned after):
+
+* β = 0.1, the value DESIGN §6b measured: R* ranks the human labels at ROC-AUC .82 (.820 over the 3,933 distinct
+  comments), so recovery has room both above and below R*; on the 2,000 pairs of
+  ``tune_configs/fa_irl_table1_text.yaml`` 11.3% of preferences are expected against R* (211 drawn, 10.6%; no exact
+  tie) — noise of the order FA-IRL's failures are meant to catch;
+* 2,000 pairs keep an end-to-end run to minutes on 2 CPU cores;
+* 300 held-out texts per class leave 749 of the 1,049 insults to the pairs;
+* the judge is alt-profanity-check, the offline R* of DESIGN §7.
 """
 
 from __future__ import annotations
