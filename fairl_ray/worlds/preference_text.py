@@ -31,7 +31,7 @@ Settings chosen before any IRL result was seen (and not tuned after):
   ``tune_configs/fa_irl_table1_text.yaml`` 11.3% of preferences are expected against R* (211 drawn, 10.6%; no exact
   tie) — noise of the order FA-IRL's failures are meant to catch;
 * 2,000 pairs keep an end-to-end run to minutes on 2 CPU cores;
-* 300 held-out texts per class leave 749 of the 1,049 insults to the pairs;
+* 300 held-out texts per class leave 739 of the 1,039 distinct insults to the pairs;
 * the judge is alt-profanity-check, the offline R* of DESIGN §7.
 """
 
