@@ -440,18 +440,31 @@ def judge_scores(judge, cfg: HFJudgeConfig, texts: list[str]) -> Scores:
     return Scores([float(r) for r in reward], [-1 if t else 1 for t in toxic], subtype)
 
 
+class JudgedWorld(World):
+    """A world whose :meth:`score` is the judge of its ``cfg.judge`` (an :class:`HFJudgeConfig`), built on first use."""
+
+    _judge = None
+
+    def judge(self):
+        if self._judge is None:
+            self._judge = make_judge(self.cfg.judge)
+        return self._judge
+
+    def score(self, texts: list[str]) -> Scores:
+        return judge_scores(self.judge(), self.cfg.judge, texts)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The world
 # --------------------------------------------------------------------------------------------------------------
 
 
-class HFWorld(World):
+class HFWorld(JudgedWorld):
     name = "hf"
 
     def __init__(self, cfg: HFWorldConfig):
         super().__init__(cfg)
         self.rl_noise = cfg.rl_noise
-        self._judge = None
 
     # prompts
     def _pool(self) -> list[tuple[str, float]]:
@@ -507,15 +520,6 @@ class HFWorld(World):
     def build_base_policy(self, out_dir) -> Path:
         return build_policy(self.cfg, Path(out_dir))
 
-    # judge
-    def judge(self):
-        if self._judge is None:
-            self._judge = make_judge(self.cfg.judge)
-        return self._judge
-
-    def score(self, texts: list[str]) -> Scores:
-        return judge_scores(self.judge(), self.cfg.judge, texts)
-
     # held-out
     def heldout(self) -> tuple[list[str], list[int]] | None:
         hc = self.cfg.heldout
@@ -546,6 +550,7 @@ __all__ = [
     "HFWorld",
     "HFWorldConfig",
     "ClassifierJudge",
+    "JudgedWorld",
     "ProfanityCheckJudge",
     "build_policy",
     "cached_gguf_policy",

@@ -43,13 +43,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fairl_ray.worlds.base import Scores, World
+from fairl_ray.worlds.base import Scores
 from fairl_ray.worlds.hf import (
     HFJudgeConfig,
+    JudgedWorld,
     get_field,
     judge_problem,
-    judge_scores,
-    make_judge,
     missing_package,
     read_records,
     resolve_path,
@@ -145,14 +144,14 @@ def bradley_terry(r_a: np.ndarray, r_b: np.ndarray, beta: float, rng: np.random.
     return rng.random(len(p_a)) < p_a
 
 
-class TextsWorld(World):
-    """Real texts as outputs and Bradley–Terry preferences from a judge (see the module docstring)."""
+class TextsWorld(JudgedWorld):
+    """Real texts as outputs and Bradley–Terry preferences from a judge (see the module docstring); :meth:`score`
+    is the judge's verdict alone (R*, the label by its threshold), the human labels enter through :meth:`corpus`."""
 
     name = "texts"
 
     def __init__(self, cfg: TextsWorldConfig):
         super().__init__(cfg)
-        self._judge = None
         self._corpus: tuple[list[str], list[int], list[int]] | None = None
 
     # -- the corpus ------------------------------------------------------------------------------------
@@ -233,15 +232,6 @@ class TextsWorld(World):
 
     def build_base_policy(self, out_dir) -> Path:
         raise NotImplementedError("world texts has no policy: its outputs are real texts, its pairs drawn directly")
-
-    def judge(self):
-        if self._judge is None:
-            self._judge = make_judge(self.cfg.judge)
-        return self._judge
-
-    def score(self, texts: list[str]) -> Scores:
-        """The judge's verdict: R*, the label by its threshold, its subtype (a classifier with subtype labels)."""
-        return judge_scores(self.judge(), self.cfg.judge, texts)
 
 
 def _human_label(value) -> int:
