@@ -65,7 +65,9 @@ def methods_legend(methods) -> str:
     return "Methods\n\n" + markdown_table(["method", "what it is"], rows) if rows else ""
 
 
-def toxicity_table(toxicity: dict) -> str:
+def toxicity_table(toxicity: dict | str) -> str:
+    if isinstance(toxicity, str):  # a world without a policy: why there is no table
+        return f"Toxicity on held-out prompts: {toxicity}"
     header = ["model", "toxicity rate", "mean R*", "completions"]
     rows = [[name, f"{t['toxicity_rate']:.1%}", f"{t['mean_rstar']:+.3f}", str(t["n"])] for name, t in toxicity.items()]
     return "Toxicity on held-out prompts (same prompts and sampling seed for every model)\n\n" + markdown_table(

@@ -54,8 +54,13 @@ class PairsConfig:
     """Fraction of pairs held out as the test split (seeded)."""
     max_pairs: int | None = None
     """Cap on the number of pairs (after mixing); ``null`` for no cap."""
+    flip_fraction: float = 0.0
+    """Preference noise: this fraction of the kept pairs (seeded, after the mix and the cap) have chosen and
+    rejected swapped, as an annotator who picks the wrong output at that rate. A swapped pair whose two R* differ
+    goes against R*; the pairs summary counts every such pair (``noisy_preferences``). ``0`` keeps every pair as
+    the policies produced it."""
     seed: int = 0
-    """Seed of mixing and splitting."""
+    """Seed of mixing, preference noise and splitting."""
 
     def __post_init__(self):
         f = self.toxic_to_nontoxic_fraction
@@ -65,6 +70,8 @@ class PairsConfig:
             raise ValueError("test_fraction: must be strictly between 0 and 1")
         if self.max_pairs is not None and self.max_pairs < 4:
             raise ValueError("max_pairs: must be at least 4 (or null)")
+        if not 0.0 <= self.flip_fraction < 0.5:
+            raise ValueError("flip_fraction: must be in [0, 0.5) (at 0.5 a preference says nothing)")
 
 
 @dataclass
@@ -235,6 +242,11 @@ class PipelineConfig:
         for m in self.realign.methods or []:
             if m not in self.irl.methods:
                 raise ValueError(f"realign: method {m!r} is not in irl.methods")
+        if self.world.supplies_pairs:  # no policy: no prompts to budget, no base policy to take hidden states from
+            if self.features.encoder == "hidden:base":
+                why = f"hidden:base needs a base policy; world {self.world.name} has none"
+                raise ConfigError("features.encoder", why)
+            return
         self._check_pair_budget()
 
     def _check_pair_budget(self) -> None:

@@ -6,6 +6,9 @@ prompts ─────┴► expert_rlhf ─► generate ─► pairs ─► fe
                       └──────► reference_toxicity           └──► realign_<method> (one per method, in parallel)
 ```
 
+A world without a policy (``SUPPLIES_PAIRS``: the ``texts`` world's real comments and Bradley–Terry preferences)
+draws its pairs itself: ``prompts`` (its held-out labelled texts) and ``pairs`` ─► features ─► irl ─► evaluate.
+
 A stage is a module-level function ``fn(out_dir, **inputs) -> summary`` run inside a Ray task with explicit
 resources. Its output directory is content-addressed (:mod:`fairl_ray.orchestration.stage_store`): a
 finished stage is reused, never recomputed, and a changed IRL setting re-runs only ``irl`` and what follows.
@@ -121,16 +124,33 @@ def stage_pairs(out: Path, world_cfg, generate_dir: Path, pairs_cfg) -> dict:
     data = json.loads((Path(generate_dir) / "completions.json").read_text())
     rows = build_pairs(data["prompt"], data["expert"], data["base"], _world(world_cfg), pairs_cfg)
     write_pairs(rows, out / "pairs.parquet")
-    n_test = sum(r["split"] == "test" for r in rows)
-    contrastive = sum(r["chosen_label"] == 1 and r["rejected_label"] == -1 for r in rows)
     identical = sum(e == b or not e.strip() or not b.strip() for e, b in zip(data["expert"], data["base"]))
+    return {**_pair_counts(rows), "prompts": len(data["prompt"]), "identical": identical}
+
+
+def stage_world_pairs(out: Path, world_cfg, pairs_cfg) -> dict:
+    """The pairs of a world that draws them itself (no policy): e.g. ``texts``, Bradley–Terry preferences from R*
+    over real comments; its summary adds the exact R* ties and the world's account of the draw."""
+    from fairl_ray.pairs_io import write_pairs
+
+    rows, drawn = _world(world_cfg).make_pairs(pairs_cfg)
+    write_pairs(rows, out / "pairs.parquet")
+    counts = _pair_counts(rows)
+    ties = sum(r["chosen_reward"] == r["rejected_reward"] for r in rows)
+    return {**counts, "against_rstar": counts["noisy_preferences"], "rstar_ties": ties, **drawn}
+
+
+def _pair_counts(rows: list[dict]) -> dict:
+    """What every pairs summary says: sizes, the toxic→non-toxic pairs and the noisy preferences (R*(o+) < R*(o−))."""
+    from fairl_ray.stages.pairs import against_rstar
+
+    n_test = sum(r["split"] == "test" for r in rows)
     return {
         "pairs": len(rows),
         "train": len(rows) - n_test,
         "test": n_test,
-        "toxic_to_nontoxic": contrastive,
-        "prompts": len(data["prompt"]),
-        "identical": identical,
+        "toxic_to_nontoxic": sum(r["chosen_label"] == 1 and r["rejected_label"] == -1 for r in rows),
+        "noisy_preferences": against_rstar(rows),
     }
 
 
@@ -268,6 +288,9 @@ def _execute(output: StageOutput, fn: Callable, kwargs: dict) -> dict:
 # Planning and running
 # --------------------------------------------------------------------------------------------------------
 
+#: results.json's toxicity table for a world without a policy (nothing generates, so nothing has a toxicity rate).
+NO_POLICY = "not applicable: this world has no policy"
+
 
 @dataclass
 class Stage:
@@ -374,8 +397,9 @@ class Pipeline:
 
     # -- plan ---------------------------------------------------------------------------------------------
 
-    def _plan(self):
-        """Yield waves of stages; the stages of one wave are independent and run side by side."""
+    def _policy_waves(self):
+        """π0 and the prompts, π_E, the generations (and reference toxicity), then the pairs of π_E's and π0's
+        outputs."""
         cfg = self.cfg
         d = self._dir
         yield [
@@ -461,6 +485,42 @@ class Pipeline:
                 artifacts=("pairs.parquet",),
             ),
         ]
+
+    def _world_pairs_waves(self):
+        """A world without a policy: its held-out labelled texts (the prompts stage; it has no prompts) and the pairs
+        it draws itself, side by side. The expert_rlhf, generation and realign config sections go unused."""
+        cfg = self.cfg
+        yield [
+            Stage(
+                "prompts",
+                stage_prompts,
+                {"world": cfg.world.active_dict()},
+                [],
+                {"world_cfg": cfg.world, "prompts_cfg": cfg.prompts},
+                uses_model=False,
+                artifacts=("heldout.json",),
+            ),
+            Stage(
+                "pairs",
+                stage_world_pairs,
+                {"world": cfg.world.active_dict(), "pairs": to_dict(cfg.pairs)},
+                [],
+                {"world_cfg": cfg.world, "pairs_cfg": cfg.pairs},
+                uses_model=False,
+                artifacts=("pairs.parquet",),
+            ),
+        ]
+
+    def _realign_methods(self) -> list[str]:
+        """The methods re-aligned with their reward: none in a world without a policy."""
+        return self.cfg.realign_methods if not self.cfg.world.supplies_pairs else []
+
+    def _plan(self):
+        """Yield waves of stages; the stages of one wave are independent and run side by side."""
+        cfg = self.cfg
+        d = self._dir
+        has_policy = not cfg.world.supplies_pairs
+        yield from self._policy_waves() if has_policy else self._world_pairs_waves()
         encoder = cfg.features.encoder
         if encoder == "hidden:base":
             encoder = f"hidden:{d('base_policy') / 'policy'}"
@@ -469,7 +529,7 @@ class Pipeline:
                 "features",
                 stage_features,
                 to_dict(cfg.features),
-                ["pairs", "base_policy"],
+                ["pairs", "base_policy"] if has_policy else ["pairs"],
                 {
                     "pairs_dir": d("pairs"),
                     "encoder": encoder,
@@ -543,7 +603,7 @@ class Pipeline:
                 },
                 artifacts=("eval_completions.jsonl",),
             )
-            for method in cfg.realign_methods
+            for method in self._realign_methods()
         ]
 
     def _dir(self, name: str) -> Path:
@@ -553,7 +613,7 @@ class Pipeline:
         """``fairl run --dry-run``: every stage, in wave order, with its content key and whether its finished output
         would be reused or it would run. Starts no Ray and no MLflow and writes nothing in the workdir; the prompts
         stage (cheap, in-process) is drawn into a temporary directory when it is not finished, because later keys
-        hash the prompts it draws."""
+        hash the prompts it draws (a world without a policy draws none: its later keys do not read them)."""
         import tempfile
 
         self.outputs = {}
@@ -576,7 +636,7 @@ class Pipeline:
                             "uses_model": stage.uses_model,
                         }
                     )
-                    if problem is not None and stage.name == "prompts":
+                    if problem is not None and stage.name == "prompts" and not self.cfg.world.supplies_pairs:
                         draft = Path(tmp) / stage.name
                         draft.mkdir()
                         stage.fn(draft, **stage.kwargs)
@@ -692,9 +752,12 @@ class Pipeline:
 
     def _results(self, seconds: float) -> dict:
         evaluation = self.summaries["evaluate"]
-        reference = self.summaries["reference_toxicity"]
-        toxicity = {"base": reference["base"], "expert": reference["expert"]}
-        for method in self.cfg.realign_methods:
+        if self.cfg.world.supplies_pairs:
+            toxicity = NO_POLICY
+        else:
+            reference = self.summaries["reference_toxicity"]
+            toxicity = {"base": reference["base"], "expert": reference["expert"]}
+        for method in self._realign_methods():
             s = self.summaries[f"realign_{method}"]
             toxicity[f"realigned:{method}"] = {k: s[k] for k in ("toxicity_rate", "mean_rstar", "n")}
         return {
@@ -730,7 +793,7 @@ class Pipeline:
         for method, metrics in results["metrics"]["per_method"].items():
             for name, stats in metrics.items():
                 flat[f"{method}.{name}"] = stats["mean"]
-        for model, tox in results["toxicity"].items():
+        for model, tox in (results["toxicity"] if isinstance(results["toxicity"], dict) else {}).items():
             flat[f"toxicity.{model.replace(':', '.')}"] = tox["toxicity_rate"]
         for method, fp in results["analyses"].get("failure_path", {}).items():
             flat[f"{method}.failure_path_share"] = fp["share"]["mean"]

