@@ -74,6 +74,10 @@ def test_heldout_is_balanced_and_disjoint_from_every_pair_text(tmp_path):
     rows, _ = world.make_pairs(PairsConfig(toxic_to_nontoxic_fraction=None))
     assert not set(texts) & ({r["chosen"] for r in rows} | {r["rejected"] for r in rows})
     assert texts_world(tmp_path / "c.csv", heldout_per_class=0).heldout() is None
+    # train and test pairs are text-disjoint too: no test output was seen in training
+    outputs = {s: {r[k] for r in rows if r["split"] == s for k in ("chosen", "rejected")} for s in ("train", "test")}
+    assert outputs["test"] and outputs["train"] and not outputs["train"] & outputs["test"]
+    assert sum(r["split"] == "test" for r in rows) == round(0.25 * 300)
 
 
 @needs_judge

@@ -57,8 +57,8 @@ def pair_rows(prompts: list[str], chosen: list[str], rejected: list[str], scores
 
 def finish_pairs(rows: list[dict], cfg: PairsConfig, too_few: str) -> list[dict]:
     """The pair mix (:func:`mix_pairs`), the cap ``max_pairs``, the preference noise ``flip_fraction``
-    (:func:`flip_preferences`) and a seeded train/test split, in that order; ``too_few`` says why there may be
-    fewer than 4 pairs."""
+    (:func:`flip_preferences`) and a seeded train/test split, in that order (a split the rows already carry is
+    kept); ``too_few`` says why there may be fewer than 4 pairs."""
     rng = np.random.default_rng(cfg.seed)
     rows = mix_pairs(rows, cfg.toxic_to_nontoxic_fraction, rng)
     if cfg.max_pairs is not None:
@@ -71,7 +71,10 @@ def finish_pairs(rows: list[dict], cfg: PairsConfig, too_few: str) -> list[dict]
     # After the mix and the cap: the noise is exactly that fraction of the pairs kept, and a flipped pair is never
     # dropped by the mix for being flipped (Insights' toxic→non-toxic mix would otherwise remove every flipped pair).
     rows = flip_preferences(rows, cfg.flip_fraction, rng)
-    is_test = test_mask(len(rows), cfg.test_fraction, cfg.seed)
+    if rows and all("split" in r for r in rows):  # the world split its outputs itself (texts: text-disjoint)
+        is_test = np.array([r["split"] == "test" for r in rows])
+    else:
+        is_test = test_mask(len(rows), cfg.test_fraction, cfg.seed)
     if not is_test.any():
         raise RuntimeError(
             f"pairs.test_fraction={cfg.test_fraction} of {len(rows)} pairs holds out no test pair; "

@@ -16,7 +16,9 @@ IRL → evaluate.
 * **Labels**: the corpus' human labels where it has them (``label_field``; insults' ``Insult``: 1 → toxic −1,
   0 → non-toxic +1), else the judge's threshold. FA-IRL's supervised failures and the classification metrics use
   them, so R* and the labels disagree on some texts, as a judge and human raters do.
-* **Pair mix, cap, preference flips, split**: ``pairs.*`` as for every world
+* **Split**: text-disjoint — test pairs are drawn among a ``pairs.test_fraction`` share of the texts, train
+  pairs among the others, so no test output occurs in a train pair.
+* **Pair mix, cap, preference flips**: ``pairs.*`` as for every world
   (:func:`fairl_ray.stages.pairs.finish_pairs`); ``world.texts.n_pairs`` pairs are drawn before the mix (a mix
   other than ``null`` keeps fewer).
 * **Held-out labelled texts** (:meth:`TextsWorld.heldout`): ``heldout_per_class`` texts of each class (seeded),
@@ -192,15 +194,23 @@ class TextsWorld(JudgedWorld):
 
     def make_pairs(self, pairs_cfg) -> tuple[list[dict], dict]:
         """The pairs table (``fairl_ray.pairs_io`` columns) and a summary of the draw: ``world.texts.n_pairs``
-        uniform pairs of the texts not held out, each ordered by a Bradley–Terry draw from R*, then the pair mix,
-        cap, flips and split of ``pairs_cfg``."""
+        uniform pairs of the texts not held out — test pairs from a ``pairs.test_fraction`` share of the texts,
+        train pairs from the rest — each ordered by a Bradley–Terry draw from R*, then the pair mix, cap and flips
+        of ``pairs_cfg``."""
         from fairl_ray.stages.pairs import finish_pairs, pair_rows
 
         texts, labels, held = self.corpus()
         pool = sorted(set(range(len(texts))) - set(held))
         reward = np.asarray(self.score([texts[i] for i in pool]).reward)
         rng = np.random.default_rng(self.cfg.seed)
-        drawn = draw_pairs(len(pool), self.cfg.n_pairs, rng)
+        # Train and test pairs come from disjoint texts (a share pairs.test_fraction of the pool each way), so no
+        # test output was seen in training: test metrics measure generalisation, as the held-out texts do.
+        order = rng.permutation(len(pool))
+        n_test_texts = int(round(pairs_cfg.test_fraction * len(pool)))
+        n_test = int(round(pairs_cfg.test_fraction * self.cfg.n_pairs))
+        groups = (("test", order[:n_test_texts], n_test), ("train", order[n_test_texts:], self.cfg.n_pairs - n_test))
+        drawn = np.concatenate([members[draw_pairs(len(members), n, rng)] for _, members, n in groups])
+        split = [name for name, _, n in groups for _ in range(n)]
         a_wins = bradley_terry(reward[drawn[:, 0]], reward[drawn[:, 1]], self.cfg.beta, rng)
         chosen = np.where(a_wins, drawn[:, 0], drawn[:, 1])
         rejected = np.where(a_wins, drawn[:, 1], drawn[:, 0])
@@ -210,6 +220,8 @@ class TextsWorld(JudgedWorld):
         outputs = [texts[pool[k]] for k in both]
         n = len(chosen)
         rows = pair_rows([self.cfg.prompt] * n, outputs[:n], outputs[n:], scores)
+        for row, name in zip(rows, split):
+            row["split"] = name
         gap = np.abs(reward[drawn[:, 0]] - reward[drawn[:, 1]])
         info = {
             "drawn": len(drawn),
