@@ -127,7 +127,7 @@ def test_insults_train_csv_world():
     β = 0.1 puts about 11% of the preferences against R*, as many as Bradley–Terry predicts."""
     from sklearn.metrics import roc_auc_score
 
-    cfg = load_config(tune_config_path("fa_irl_table1_text.yaml"))
+    cfg = load_config(tune_config_path("fa_irl_table1.yaml"))
     world = get_world("texts", cfg.world.section)
     texts, labels, held = world.corpus()
     assert world.cfg.source.endswith("/train.csv") and len(texts) == 3933  # 3,947 comments, 14 repeated
@@ -194,7 +194,7 @@ def test_synthetic_table1_pairs_have_noisy_preferences_and_none_when_disabled(tm
     pools = (toxic, list(NON_TOXIC))
     base = [f"{p} {rng.choice(pools[rng.integers(2)])}" for p in prompts]  # half toxic, half not
     (tmp_path / "completions.json").write_text(json.dumps({"prompt": prompts, "expert": expert, "base": base}))
-    cfg = load_config(tune_config_path("fa_irl_table1.yaml"))
+    cfg = load_config(tune_config_path("fa_irl_table1_synthetic.yaml"))
     assert cfg.pairs.flip_fraction > 0
     summaries = {}
     for name, pairs_cfg in (("table1", cfg.pairs), ("off", PairsConfig(toxic_to_nontoxic_fraction=None))):
@@ -250,7 +250,7 @@ def test_fairl_run_end_to_end_on_the_insults_comments(ray_session, tmp_path, cap
         "irl.curriculum_rounds=8",
         "irl.hidden_dim=16",
     ]
-    config = str(tune_config_path("fa_irl_table1_text.yaml"))
+    config = str(tune_config_path("fa_irl_table1.yaml"))
     args = ["run", config, "--workdir", str(workdir)] + [a for kv in tiny for a in ("--set", kv)]
     assert main(args) == 0
     results = json.loads((workdir / "results.json").read_text())

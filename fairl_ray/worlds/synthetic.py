@@ -15,7 +15,7 @@ The base policy π0 is a tiny word-level GPT-2 built and supervised-fine-tuned i
 which roughly ``toxic_fraction`` of the completions are toxic, so that its samples are a real mix (30–60% toxic)
 and RLHF has work to do. Everything is deterministic for a seed and takes seconds on one CPU thread.
 
-Where failures matter by construction (FA-IRL's set-up, ``tune_configs/fa_irl_table1.yaml``): with the natural
+Where failures matter by construction (FA-IRL's set-up, ``tune_configs/fa_irl_table1_synthetic.yaml``): with the natural
 pair mix (``pairs.toxic_to_nontoxic_fraction: null``) the pairs are o⁺ = π_E(p), o⁻ = π0(p) whatever their R*,
 so the set holds (a) near-ties — both outputs non-toxic (ΔR* = 0), or toxic of subtypes with close severities
 (−0.45 … −0.6); (b) noisy preferences — o⁺ has the lower R* (ΔR* < 0), the pairs that the labels of FA-IRL's
@@ -227,7 +227,7 @@ class SyntheticWorldConfig:
     subtype_weights: dict[str, float] | None = None
     """Relative frequency of each toxic subtype among π0's toxic SFT completions (missing subtypes weigh 0);
     ``null`` = uniform. A rare subtype (e.g. ``{insult: 1, obscene: 1, identity_attack: 0.5, threat: 0.1}``) is a
-    region where few pairs constrain the reward: the failures FA-IRL §6 looks for (see ``fa_irl_table1.yaml``)."""
+    region where few pairs constrain the reward: the failures FA-IRL §6 looks for (see ``fa_irl_table1_synthetic.yaml``)."""
     rl_noise: float = 0.2
     """Half-width of the uniform noise added to R* during RL (Insights Appendix C: 0.2); never used in evaluation."""
     seed: int = 0
