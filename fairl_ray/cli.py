@@ -494,20 +494,26 @@ def cmd_score(args) -> int:
 
 
 def read_texts(path: Path) -> list[str]:
-    if path.suffix == ".jsonl":
-        texts = []
-        for line_no, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: line {line_no}: not valid JSON ({err.msg})") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-                raise ValueError(f"{path}: line {line_no}, column 'text': missing or not a string")
-            texts.append(obj["text"])
-        return texts
-    return path.read_text().splitlines()
+    """Texts of ``fairl score``: one per line (split on "\\n" only, as ``wc -l`` counts), or JSON lines."""
+    from fairl_ray.text_lines import iter_lines, lone_surrogate
+
+    if path.suffix != ".jsonl":
+        return list(iter_lines(path))
+    texts = []
+    for line_no, line in enumerate(iter_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: line {line_no}: not valid JSON ({err.msg})") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            raise ValueError(f"{path}: line {line_no}, column 'text': missing or not a string")
+        problem = lone_surrogate(obj["text"])
+        if problem:
+            raise ValueError(f"{path}: line {line_no}, column 'text': {problem}")
+        texts.append(obj["text"])
+    return texts
 
 
 # --------------------------------------------------------------------------------------------------- ui
