@@ -323,13 +323,17 @@ def cmd_irl(args) -> int:
             "pairs.test_fraction or a split column)"
         )
     notes += split_warnings(train, test, cfg.irl.methods, args.pairs)
-    notes += _remove_stale_rewards(out, cfg.irl.methods)
     for note in notes:
         _warn(note)
     from fairl_ray.irl_on_pairs import run_irl_on_pairs
     from fairl_ray.report import analyses_report, metrics_table
 
     summary = run_irl_on_pairs(table, cfg, out)
+    if summary["removed"]:
+        _warn(
+            f"{out}: removed reward folders (and files) an earlier `fairl irl` made there that this run does not "
+            f"make: {', '.join(summary['removed'])} (only once the new outputs were complete)"
+        )
     print(metrics_table(summary["per_method"], len(cfg.seeds)))
     if summary.get("analyses"):
         print("\n" + analyses_report(summary["analyses"]))
@@ -356,23 +360,6 @@ def out_file_problem(out: Path, flag: str = "--out") -> str | None:
     if not out.parent.is_dir():
         return f"{flag} {out}: its directory {out.parent} does not exist"
     return None
-
-
-def _remove_stale_rewards(out: Path, methods: list[str]) -> list[str]:
-    """Reward folders of methods a previous ``fairl irl --out`` trained but this one does not would sit beside
-    the new ones as if they were its results: remove them, and say so."""
-    import shutil
-
-    rewards = out / "rewards"
-    stale = sorted(p for p in rewards.iterdir() if p.is_dir() and p.name not in methods) if rewards.is_dir() else []
-    for p in stale:
-        shutil.rmtree(p)
-    if not stale:
-        return []
-    return [
-        f"{rewards}: removed reward folders of methods this run does not train, left by an earlier run: "
-        f"{', '.join(p.name for p in stale)}"
-    ]
 
 
 def _warn(message: str) -> None:
@@ -522,10 +509,10 @@ def read_texts(path: Path) -> list[str]:
 def cmd_ui(args) -> int:
     import subprocess
 
-    from fairl_ray.orchestration.tracking import default_tracking_uri, relocate_artifacts, store_lock
+    from fairl_ray.orchestration.tracking import default_tracking_uri, relocate_artifacts, sqlite_path, store_lock
 
     uri = args.tracking_uri or default_tracking_uri(args.workdir)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+    if sqlite_path(uri) is not None and not sqlite_path(uri).is_file():
         return _fail(f"no MLflow store at {uri}; run `fairl run --workdir {args.workdir}` first")
     if not args.tracking_uri:  # a copied workdir shows its own artifacts, not the original's
         with store_lock(uri):

@@ -153,6 +153,93 @@ def test_atomic_files_respect_the_umask(tmp_path):
     assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o640
 
 
+# --------------------------------------------------------------------------------- fairl irl outputs
+
+
+def _irl_argv(pairs, out, *methods):
+    return ["irl", str(pairs), *[a for m in methods for a in ("--method", m)], "--out", str(out), *FAST]
+
+
+def test_irl_rerun_replaces_rewards_only_when_complete_and_only_its_own(trained, tmp_path):
+    import shutil
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    shutil.copytree(trained, out)
+    (out / "rewards" / "mine").mkdir()
+    (out / "rewards" / "mine" / "notes.txt").write_text("the user's own")
+    before = (out / "metrics.json").read_text()
+    pairs = write_jsonl(tmp_path / "p.jsonl", rows(30))
+    # Killed while it trains: the earlier rewards and metrics are all still there.
+    proc = py(f"from fairl_ray.cli import main; main({_irl_argv(pairs, out, 'fa_irl_mm_margin')!r})")
+    deadline = time.monotonic() + 120
+    while not any(out.glob(".fairl-irl-new-*/features.safetensors")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert sorted(p.name for p in (out / "rewards").iterdir()) == ["max_entropy", "max_margin", "mine"]
+    assert (out / "metrics.json").read_text() == before
+    assert (out / "rewards" / "max_margin" / "seed0" / "reward_card.json").is_file()
+    # Run to the end: its rewards replace those an earlier fairl irl made; the user's folder stays.
+    assert main(_irl_argv(pairs, out, "fa_irl_mm_margin")) == 0
+    assert sorted(p.name for p in (out / "rewards").iterdir()) == ["fa_irl_mm_margin", "mine"]
+    assert (out / "rewards" / "mine" / "notes.txt").read_text() == "the user's own"
+    assert {m["method"] for m in json.loads((out / "metrics.json").read_text())["per_member"]} == {"fa_irl_mm_margin"}
+    assert "rewards/fa_irl_mm_margin" in json.loads((out / "manifest.json").read_text())["made"]
+    assert not list(out.glob(".fairl-irl-*"))
+
+
+def test_second_irl_on_one_out_waits_for_the_first(tmp_path, capsys):
+    import time
+
+    out = tmp_path / "out"
+    holder = py(
+        "import time; from fairl_ray.orchestration.stage_store import workdir_lock\n"
+        f"with workdir_lock({str(out)!r}, command='fairl irl'):\n    print('locked', flush=True); time.sleep(4)",
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    pairs = write_jsonl(tmp_path / "p.jsonl", rows(20))
+    t0 = time.monotonic()
+    assert main(_irl_argv(pairs, out, "max_margin")) == 0
+    holder.wait(timeout=30)
+    printed = capsys.readouterr().out
+    assert f"another fairl irl (pid {holder.pid}," in printed and "waiting for it to finish" in printed
+    assert time.monotonic() - t0 > 2
+
+
+# ------------------------------------------------------------------------------------------ MLflow URIs
+
+
+@pytest.mark.parametrize("name", ["wq?x", "w%41", "w #q"])
+def test_mlflow_store_of_an_odd_workdir_name_stays_inside_it(tmp_path, name):
+    from mlflow import MlflowClient
+
+    from fairl_ray.orchestration.tracking import Tracker, default_tracking_uri, sqlite_path
+
+    workdir = tmp_path / name
+    workdir.mkdir()
+    uri = default_tracking_uri(workdir)
+    assert sqlite_path(uri) == (workdir / "mlflow.db").resolve()
+    tracker = Tracker(uri, workdir / "mlartifacts")
+    run = tracker.start_run("stage")
+    tracker.log_metrics(run, {"auc": 0.75})
+    (tmp_path / "card.json").write_text("{}")
+    tracker.log_artifact(run, tmp_path / "card.json")
+    tracker.end_run(run)
+    # MLflow 3.17 itself makes the parent of the URI's path as written (quoted): an empty directory, nothing in it.
+    stray = [p for p in tmp_path.iterdir() if p.name not in ("card.json", name)]
+    assert [p.name for p in stray] in ([], [name.replace("%", "%25").replace("?", "%3F")])
+    assert all(not any(p.iterdir()) for p in stray)
+    assert (workdir / "mlflow.db").is_file() and (workdir / "mlflow.db.lock").is_file()
+    client = MlflowClient(uri)
+    assert client.get_run(run).data.metrics == {"auc": 0.75}
+    assert [f.path for f in client.list_artifacts(run)] == ["card.json"]
+    assert list((workdir / "mlartifacts").rglob("card.json"))
+
+
 # ------------------------------------------------------------------------------------------- fixtures
 
 

@@ -25,6 +25,7 @@ import socket
 import sqlite3
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
@@ -36,12 +37,24 @@ HOST_TAG, PID_TAG = "fairl.host", "fairl.pid"
 
 
 def default_tracking_uri(workdir: str | Path) -> str:
-    return f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
+    return sqlite_uri(Path(workdir).resolve() / "mlflow.db")
+
+
+def sqlite_uri(db: str | Path) -> str:
+    """``sqlite:///<db>`` with ``%`` and ``?`` percent-quoted: SQLAlchemy (MLflow's sqlite store) reads a ``?`` as
+    the start of a query and unquotes ``%xx``, so ``…/wq?x/mlflow.db`` would open ``…/wq``.
+
+    Nothing else is quoted, because MLflow 3.17 also makes the parent directory of the URI's path *as written*
+    (``mlflow.store.db.utils._make_parent_dirs_if_sqlite``): a quoted character leaves an empty directory named
+    with the quoted form beside the workdir; this keeps that to paths holding ``%`` or ``?``."""
+    return "sqlite:///" + str(db).replace("%", "%25").replace("?", "%3F")
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (None for any other store)."""
-    return Path(tracking_uri[len("sqlite:///") :]) if tracking_uri.startswith("sqlite:///") else None
+    """The database file of a ``sqlite:///`` URI, read as SQLAlchemy reads it (None for any other store)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(unquote(tracking_uri[len("sqlite:///") :].split("?", 1)[0]))
 
 
 @contextlib.contextmanager
