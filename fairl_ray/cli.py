@@ -325,10 +325,14 @@ def cmd_irl(args) -> int:
     notes += split_warnings(train, test, cfg.irl.methods, args.pairs)
     for note in notes:
         _warn(note)
+    from fairl_ray.features import EncoderLoadError
     from fairl_ray.irl_on_pairs import run_irl_on_pairs
     from fairl_ray.report import analyses_report, metrics_table
 
-    summary = run_irl_on_pairs(table, cfg, out)
+    try:
+        summary = run_irl_on_pairs(table, cfg, out)
+    except EncoderLoadError as err:
+        return _fail(str(err))
     if summary["removed"]:
         _warn(
             f"{out}: removed reward folders (and files) an earlier `fairl irl` made there that this run does not "

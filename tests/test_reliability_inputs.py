@@ -240,6 +240,40 @@ def test_mlflow_store_of_an_odd_workdir_name_stays_inside_it(tmp_path, name):
     assert list((workdir / "mlartifacts").rglob("card.json"))
 
 
+# ------------------------------------------------------------------------------------------- encoders
+
+
+class _Payload:
+    """A pickle that would run a command when unpickled (it must never be)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickled_encoder_weights_are_refused_and_say_why(tmp_path, capsys):
+    import pickle
+
+    from fairl_ray.features import resolve_encoder_path
+
+    packaged = resolve_encoder_path("all-MiniLM-L6-v2")
+    encoder = tmp_path / "encoder"
+    encoder.mkdir()
+    for item in packaged.iterdir():  # the packaged model's files, with its weights as a pickle
+        if item.name != "model.safetensors":
+            (encoder / item.name).symlink_to(item)
+    marker = tmp_path / "payload-ran"
+    (encoder / "pytorch_model.bin").write_bytes(pickle.dumps({"w": _Payload(marker)}))
+    pairs = write_jsonl(tmp_path / "p.jsonl", rows(12))
+    argv = ["irl", str(pairs), "--set", f"features.encoder={encoder}", "--out", str(tmp_path / "o"), *FAST]
+    line = fail(capsys, argv)
+    assert "pytorch_model.bin" in line and "pickled weights are not loaded" in line and "safetensors" in line
+    assert "weights_only" not in line
+    assert not marker.exists()
+
+
 # ------------------------------------------------------------------------------------------- fixtures
 
 
