@@ -63,6 +63,18 @@ def atomic_directory(out_dir: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def unwritable(directory: str | os.PathLike) -> OSError | None:
+    """Why nothing can be created in ``directory`` (made first if missing), or None. Found by creating a file:
+    permission bits say nothing for root, an immutable (``chattr +i``) tree or a read-only mount."""
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as err:
+        return err
+    return None
+
+
 def _umask() -> int:
     mask = os.umask(0)  # the only portable way to read it is to set it; put it back at once
     os.umask(mask)

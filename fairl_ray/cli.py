@@ -264,9 +264,21 @@ def cmd_run(args) -> int:
 
     if args.dry_run:
         return print_plan(Pipeline(cfg, args.workdir).plan(), args.workdir)
+    from fairl_ray.atomic_io import unwritable
+
+    err = unwritable(args.workdir)
+    if err is not None:
+        return _fail(f"--workdir {args.workdir}: cannot write there ({_os_error(err)}); `fairl ui` can still show it")
     print(f"[fairl] workdir: {Path(args.workdir).resolve()}")
-    Pipeline(cfg, args.workdir, tracking_uri=args.tracking_uri, address=args.address).run()
+    try:
+        Pipeline(cfg, args.workdir, tracking_uri=args.tracking_uri, address=args.address).run()
+    except PermissionError as err:  # part of the workdir is read-only (the check above saw only its top)
+        return _fail(f"cannot write {_os_error(err)}")
     return 0
+
+
+def _os_error(err: OSError) -> str:
+    return f"{err.filename}: {err.strerror}" if err.filename else str(err)
 
 
 def print_plan(rows: list[dict], workdir) -> int:
@@ -511,14 +523,32 @@ def read_texts(path: Path) -> list[str]:
 
 
 def cmd_ui(args) -> int:
+    import shutil
     import subprocess
+    import tempfile
 
-    from fairl_ray.orchestration.tracking import default_tracking_uri, relocate_artifacts, sqlite_path, store_lock
+    from fairl_ray.atomic_io import unwritable
+    from fairl_ray.orchestration.tracking import (
+        default_tracking_uri,
+        read_only_copy,
+        relocate_artifacts,
+        sqlite_path,
+        store_lock,
+    )
 
     uri = args.tracking_uri or default_tracking_uri(args.workdir)
     if sqlite_path(uri) is not None and not sqlite_path(uri).is_file():
         return _fail(f"no MLflow store at {uri}; run `fairl run --workdir {args.workdir}` first")
-    if not args.tracking_uri:  # a copied workdir shows its own artifacts, not the original's
+    copy_dir = None
+    if not args.tracking_uri and unwritable(args.workdir) is not None:  # an archived workdir: browse a copy
+        copy_dir = tempfile.mkdtemp(prefix="fairl-ui-")
+        uri = read_only_copy(uri, Path(args.workdir) / "mlartifacts", copy_dir)
+        print(
+            f"[fairl] {args.workdir} is read-only: showing a copy of its MLflow store ({copy_dir}); changes made "
+            "in the UI are not kept",
+            flush=True,
+        )
+    elif not args.tracking_uri:  # a copied workdir shows its own artifacts, not the original's
         with store_lock(uri):
             relocate_artifacts(uri, Path(args.workdir) / "mlartifacts")
     command = [
@@ -544,6 +574,8 @@ def cmd_ui(args) -> int:
         return 130
     finally:
         stop_process_group(server)
+        if copy_dir:
+            shutil.rmtree(copy_dir, ignore_errors=True)
 
 
 def stop_process_group(proc, grace_s: float = 10.0) -> None:

@@ -240,6 +240,78 @@ def test_mlflow_store_of_an_odd_workdir_name_stays_inside_it(tmp_path, name):
     assert list((workdir / "mlartifacts").rglob("card.json"))
 
 
+# --------------------------------------------------------------------------------- read-only workdirs
+
+
+@pytest.fixture
+def immutable():
+    """Make a tree read-only even for root (tests run as root, which ignores chmod): ``chattr -R +i``."""
+    frozen = []
+
+    def freeze(path):
+        if subprocess.run(["chattr", "-R", "+i", str(path)], capture_output=True).returncode:
+            pytest.skip("chattr +i is not supported here")
+        frozen.append(path)
+
+    yield freeze
+    for path in frozen:
+        subprocess.run(["chattr", "-R", "-i", str(path)], check=True)
+
+
+def test_run_on_a_read_only_workdir_says_what_could_not_be_written(tmp_path, capsys, immutable):
+    workdir = tmp_path / "archived"
+    workdir.mkdir()
+    (workdir / "results.json").write_text("{}")
+    immutable(workdir)
+    line = fail(capsys, ["run", "--workdir", str(workdir)])
+    assert str(workdir) in line and "cannot write" in line
+
+
+def test_ui_serves_a_read_only_workdir(tmp_path, immutable):
+    import socket
+    import time
+    import urllib.request
+
+    from fairl_ray.orchestration.tracking import Tracker, default_tracking_uri
+
+    workdir = tmp_path / "archived"
+    tracker = Tracker(default_tracking_uri(workdir), workdir / "mlartifacts")
+    run = tracker.start_run("stage")
+    (tmp_path / "card.json").write_text("{}")
+    tracker.log_artifact(run, tmp_path / "card.json")
+    tracker.end_run(run)
+    immutable(workdir)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "fairl_ray.cli", "ui", "--workdir", str(workdir), "--port", str(port)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert ui.poll() is None, ui.stdout.read()
+            assert time.monotonic() < deadline, "the MLflow UI never came up"
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        url = f"{base}/ajax-api/2.0/mlflow/artifacts/list?run_id={run}"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert [f["path"] for f in json.load(r)["files"]] == ["card.json"]
+    finally:
+        ui.terminate()
+        ui.wait(timeout=60)
+    assert "read-only" in ui.stdout.read()
+
+
 # ------------------------------------------------------------------------------------------- encoders
 
 

@@ -85,6 +85,25 @@ def relocate_artifacts(tracking_uri: str, artifact_root: str | Path) -> int:
     root = Path(artifact_root).resolve()
     if db is None or not db.is_file() or db.resolve().parent != root.parent:
         return 0
+    return _point_artifacts_at(db, root)
+
+
+def read_only_copy(tracking_uri: str, artifact_root: str | Path, into: str | Path) -> str:
+    """Copy a sqlite store that cannot be written (an archived, read-only workdir) into ``into``, its artifact
+    locations pointed at ``artifact_root``; return the copy's URI. MLflow's server needs a store it can write
+    (its lock file, schema checks), and the artifacts are only read, so they are served from where they are."""
+    db = sqlite_path(tracking_uri)
+    copy = Path(into) / "mlflow.db"
+    # immutable=1: read without taking locks, which would need a writable directory (journal, -shm files).
+    source = sqlite3.connect(db.resolve().as_uri() + "?mode=ro&immutable=1", uri=True)
+    with contextlib.closing(source), contextlib.closing(sqlite3.connect(copy)) as target:
+        source.backup(target)
+    _point_artifacts_at(copy, Path(artifact_root).resolve())
+    return sqlite_uri(copy)
+
+
+def _point_artifacts_at(db: Path, root: Path) -> int:
+    """Rewrite the artifact locations in ``db`` that name another ``…/<root.name>`` folder to ``root``."""
     new = root.as_uri()
     with contextlib.closing(sqlite3.connect(db, timeout=60)) as con, con:
         tables = {t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
