@@ -74,13 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _quiet_environment()
     from fairl_ray.orchestration.ray_runtime import ClusterError, configure_log_environment
+    from fairl_ray.orchestration.tracking import StoreBusyError
 
     configure_log_environment()  # before anything imports ray: it reads RAY_DEDUP_LOGS at import time
 
     previous = _terminate_as_interrupt()
     try:
         return args.func(args)
-    except ClusterError as err:
+    except (ClusterError, StoreBusyError) as err:
         return _fail(str(err))
     except KeyboardInterrupt:
         print("\n[fairl] interrupted; finished stages are kept and a rerun resumes from them", file=sys.stderr)
@@ -269,6 +270,12 @@ def cmd_run(args) -> int:
     err = unwritable(args.workdir)
     if err is not None:
         return _fail(f"--workdir {args.workdir}: cannot write there ({_os_error(err)}); `fairl ui` can still show it")
+    from fairl_ray.orchestration.tracking import StoreBusyError, default_tracking_uri, wait_for_store
+
+    try:  # before Ray starts
+        wait_for_store(args.tracking_uri or default_tracking_uri(args.workdir))
+    except StoreBusyError as err:
+        return _fail(str(err))
     print(f"[fairl] workdir: {Path(args.workdir).resolve()}")
     try:
         Pipeline(cfg, args.workdir, tracking_uri=args.tracking_uri, address=args.address).run()

@@ -240,6 +240,39 @@ def test_mlflow_store_of_an_odd_workdir_name_stays_inside_it(tmp_path, name):
     assert list((workdir / "mlartifacts").rglob("card.json"))
 
 
+# ------------------------------------------------------------------------------------- busy MLflow store
+
+
+def test_run_on_a_store_locked_by_another_process_names_it(tmp_path, capsys, monkeypatch):
+    import time
+
+    from fairl_ray.orchestration.tracking import StoreBusyError, Tracker, default_tracking_uri
+
+    workdir = tmp_path / "w"
+    uri = default_tracking_uri(workdir)
+    Tracker(uri)
+    db = workdir / "mlflow.db"
+    holder = py(
+        f"import sqlite3, time; con = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+        "con.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(60)",
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        monkeypatch.setenv("FAIRL_STORE_WAIT_S", "2")
+        t0 = time.monotonic()
+        line = fail(capsys, ["run", "--workdir", str(workdir)])
+        assert 1.5 < time.monotonic() - t0 < 20
+        assert str(db) in line and "locked" in line and f"pid {holder.pid}" in line
+        with pytest.raises(StoreBusyError, match=f"pid {holder.pid}"):
+            Tracker(uri)
+    finally:
+        holder.kill()
+        holder.wait()
+    Tracker(uri)  # free again: opens at once
+
+
 # --------------------------------------------------------------------------------- read-only workdirs
 
 

@@ -57,6 +57,48 @@ def sqlite_path(tracking_uri: str) -> Path | None:
     return Path(unquote(tracking_uri[len("sqlite:///") :].split("?", 1)[0]))
 
 
+class StoreBusyError(RuntimeError):
+    """A sqlite store that stayed locked by another process; the message names the file and the holders."""
+
+
+def wait_for_store(tracking_uri: str, wait_s: float | None = None) -> None:
+    """Return once a sqlite store can be written, waiting at most ``wait_s`` (default ``$FAIRL_STORE_WAIT_S`` or
+    60 s) for another process's lock; then raise :class:`StoreBusyError` naming the file and who holds it open.
+
+    MLflow itself waits 20 s per statement and then fails with a traceback deep inside SQLAlchemy."""
+    db = sqlite_path(tracking_uri)
+    if db is None or not db.is_file():
+        return
+    wait_s = float(os.environ.get("FAIRL_STORE_WAIT_S", "60")) if wait_s is None else wait_s
+    try:  # sqlite's busy handler retries the lock until the timeout: the bounded retry
+        with contextlib.closing(sqlite3.connect(db, timeout=wait_s, isolation_level=None)) as con:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("ROLLBACK")
+    except sqlite3.OperationalError as err:
+        if "locked" not in str(err) and "busy" not in str(err):
+            raise
+        holders = ", ".join(_holders(db)) or "a process this user cannot see"
+        raise StoreBusyError(
+            f"MLflow store {db} is locked by another process ({holders}); waited {wait_s:g} s "
+            "(FAIRL_STORE_WAIT_S sets how long); stop it or use another --workdir / --tracking-uri"
+        ) from None
+
+
+def _holders(path: Path) -> list[str]:
+    """``pid N (command)`` of the other processes that have ``path`` open (Linux /proc; [] elsewhere)."""
+    target, found = str(path.resolve()), []
+    for proc in Path("/proc").glob("[0-9]*"):
+        if proc.name == str(os.getpid()):
+            continue
+        try:
+            if any(os.readlink(fd) == target for fd in (proc / "fd").iterdir()):
+                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                found.append(f"pid {proc.name} ({command[:80]})")
+        except OSError:  # gone, or not ours to look at
+            continue
+    return found
+
+
 @contextlib.contextmanager
 def store_lock(tracking_uri: str):
     """Exclusive lock on a sqlite store's ``<db>.lock`` (no-op for other stores)."""
@@ -139,6 +181,7 @@ class Tracker:
 
         self.tracking_uri = tracking_uri
         with store_lock(tracking_uri):  # the client's first access creates (migrates) the sqlite schema
+            wait_for_store(tracking_uri)
             self.client = MlflowClient(tracking_uri=tracking_uri)
             if artifact_root is not None and relocate_artifacts(tracking_uri, artifact_root):
                 from mlflow.tracking._tracking_service import utils as tracking_utils
