@@ -22,6 +22,9 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    # mkstemp makes the file 0600; give it the mode open() would (0666 less the umask), or a workdir on shared
+    # storage is unreadable to everyone else.
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as fh:
@@ -45,7 +48,7 @@ def atomic_directory(out_dir: str | os.PathLike) -> Iterator[Path]:
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; give it the mode mkdir would
     try:
         yield tmp
         if out_dir.exists():  # move the old one aside first, so out_dir is never missing a complete version
@@ -58,6 +61,24 @@ def atomic_directory(out_dir: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def unwritable(directory: str | os.PathLike) -> OSError | None:
+    """Why nothing can be created in ``directory`` (made first if missing), or None. Found by creating a file:
+    permission bits say nothing for root, an immutable (``chattr +i``) tree or a read-only mount."""
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as err:
+        return err
+    return None
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it; put it back at once
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(d: Path) -> None:

@@ -75,13 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_environment()
     from fairl_ray.orchestration.pipeline import StageError
     from fairl_ray.orchestration.ray_runtime import ClusterError, configure_log_environment
+    from fairl_ray.orchestration.tracking import StoreBusyError
 
     configure_log_environment()  # before anything imports ray: it reads RAY_DEDUP_LOGS at import time
 
     previous = _terminate_as_interrupt()
     try:
         return args.func(args)
-    except (ClusterError, StageError) as err:
+    except (ClusterError, StageError, StoreBusyError) as err:
         return _fail(str(err))
     except KeyboardInterrupt:
         print("\n[fairl] interrupted; finished stages are kept and a rerun resumes from them", file=sys.stderr)
@@ -271,9 +272,27 @@ def cmd_run(args) -> int:
 
     if args.dry_run:
         return print_plan(Pipeline(cfg, args.workdir, verify=args.verify).plan(), args.workdir)
+    from fairl_ray.atomic_io import unwritable
+
+    err = unwritable(args.workdir)
+    if err is not None:
+        return _fail(f"--workdir {args.workdir}: cannot write there ({_os_error(err)}); `fairl ui` can still show it")
+    from fairl_ray.orchestration.tracking import StoreBusyError, default_tracking_uri, wait_for_store
+
+    try:  # before Ray starts
+        wait_for_store(args.tracking_uri or default_tracking_uri(args.workdir))
+    except StoreBusyError as err:
+        return _fail(str(err))
     print(f"[fairl] workdir: {Path(args.workdir).resolve()}")
-    Pipeline(cfg, args.workdir, tracking_uri=args.tracking_uri, address=args.address, verify=args.verify).run()
+    try:
+        Pipeline(cfg, args.workdir, tracking_uri=args.tracking_uri, address=args.address, verify=args.verify).run()
+    except PermissionError as err:  # part of the workdir is read-only (the check above saw only its top)
+        return _fail(f"cannot write {_os_error(err)}")
     return 0
+
+
+def _os_error(err: OSError) -> str:
+    return f"{err.filename}: {err.strerror}" if err.filename else str(err)
 
 
 def print_plan(rows: list[dict], workdir) -> int:
@@ -333,13 +352,21 @@ def cmd_irl(args) -> int:
             "pairs.test_fraction or a split column)"
         )
     notes += split_warnings(train, test, cfg.irl.methods, args.pairs)
-    notes += _remove_stale_rewards(out, cfg.irl.methods)
     for note in notes:
         _warn(note)
+    from fairl_ray.features import EncoderLoadError
     from fairl_ray.irl_on_pairs import run_irl_on_pairs
     from fairl_ray.report import analyses_report, metrics_table
 
-    summary = run_irl_on_pairs(table, cfg, out)
+    try:
+        summary = run_irl_on_pairs(table, cfg, out)
+    except EncoderLoadError as err:
+        return _fail(str(err))
+    if summary["removed"]:
+        _warn(
+            f"{out}: removed reward folders (and files) an earlier `fairl irl` made there that this run does not "
+            f"make: {', '.join(summary['removed'])} (only once the new outputs were complete)"
+        )
     print(metrics_table(summary["per_method"], len(cfg.seeds)))
     if summary.get("analyses"):
         print("\n" + analyses_report(summary["analyses"]))
@@ -366,23 +393,6 @@ def out_file_problem(out: Path, flag: str = "--out") -> str | None:
     if not out.parent.is_dir():
         return f"{flag} {out}: its directory {out.parent} does not exist"
     return None
-
-
-def _remove_stale_rewards(out: Path, methods: list[str]) -> list[str]:
-    """Reward folders of methods a previous ``fairl irl --out`` trained but this one does not would sit beside
-    the new ones as if they were its results: remove them, and say so."""
-    import shutil
-
-    rewards = out / "rewards"
-    stale = sorted(p for p in rewards.iterdir() if p.is_dir() and p.name not in methods) if rewards.is_dir() else []
-    for p in stale:
-        shutil.rmtree(p)
-    if not stale:
-        return []
-    return [
-        f"{rewards}: removed reward folders of methods this run does not train, left by an earlier run: "
-        f"{', '.join(p.name for p in stale)}"
-    ]
 
 
 def _warn(message: str) -> None:
@@ -504,34 +514,58 @@ def cmd_score(args) -> int:
 
 
 def read_texts(path: Path) -> list[str]:
-    if path.suffix == ".jsonl":
-        texts = []
-        for line_no, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: line {line_no}: not valid JSON ({err.msg})") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-                raise ValueError(f"{path}: line {line_no}, column 'text': missing or not a string")
-            texts.append(obj["text"])
-        return texts
-    return path.read_text().splitlines()
+    """Texts of ``fairl score``: one per line (split on "\\n" only, as ``wc -l`` counts), or JSON lines."""
+    from fairl_ray.text_lines import iter_lines, lone_surrogate
+
+    if path.suffix != ".jsonl":
+        return list(iter_lines(path))
+    texts = []
+    for line_no, line in enumerate(iter_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: line {line_no}: not valid JSON ({err.msg})") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            raise ValueError(f"{path}: line {line_no}, column 'text': missing or not a string")
+        problem = lone_surrogate(obj["text"])
+        if problem:
+            raise ValueError(f"{path}: line {line_no}, column 'text': {problem}")
+        texts.append(obj["text"])
+    return texts
 
 
 # --------------------------------------------------------------------------------------------------- ui
 
 
 def cmd_ui(args) -> int:
+    import shutil
     import subprocess
+    import tempfile
 
-    from fairl_ray.orchestration.tracking import default_tracking_uri, relocate_artifacts, store_lock
+    from fairl_ray.atomic_io import unwritable
+    from fairl_ray.orchestration.tracking import (
+        default_tracking_uri,
+        read_only_copy,
+        relocate_artifacts,
+        sqlite_path,
+        store_lock,
+    )
 
     uri = args.tracking_uri or default_tracking_uri(args.workdir)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+    if sqlite_path(uri) is not None and not sqlite_path(uri).is_file():
         return _fail(f"no MLflow store at {uri}; run `fairl run --workdir {args.workdir}` first")
-    if not args.tracking_uri:  # a copied workdir shows its own artifacts, not the original's
+    copy_dir = None
+    if not args.tracking_uri and unwritable(args.workdir) is not None:  # an archived workdir: browse a copy
+        copy_dir = tempfile.mkdtemp(prefix="fairl-ui-")
+        uri = read_only_copy(uri, Path(args.workdir) / "mlartifacts", copy_dir)
+        print(
+            f"[fairl] {args.workdir} is read-only: showing a copy of its MLflow store ({copy_dir}); changes made "
+            "in the UI are not kept",
+            flush=True,
+        )
+    elif not args.tracking_uri:  # a copied workdir shows its own artifacts, not the original's
         with store_lock(uri):
             relocate_artifacts(uri, Path(args.workdir) / "mlartifacts")
     command = [
@@ -557,6 +591,8 @@ def cmd_ui(args) -> int:
         return 130
     finally:
         stop_process_group(server)
+        if copy_dir:
+            shutil.rmtree(copy_dir, ignore_errors=True)
 
 
 def stop_process_group(proc, grace_s: float = 10.0) -> None:

@@ -41,6 +41,7 @@ __all__ = [
     "DEFAULT_ENCODER",
     "HiddenStateEncoder",
     "SentenceEncoder",
+    "EncoderLoadError",
     "check_encoder_spec",
     "encode_cached",
     "load_encoder",
@@ -116,6 +117,27 @@ def _hidden_dir(spec: str, hint: str = "") -> Path:
     return p
 
 
+class EncoderLoadError(ValueError):
+    """An encoder directory that cannot be loaded safely or at all; the message names the directory and why."""
+
+
+@contextlib.contextmanager
+def _pickles_refused(path: Path):
+    """Turn torch's refusal of pickled weights (``torch.load(weights_only=True)``, which transformers uses for a
+    ``.bin`` file) into a message that says why; torch's own one suggests ``weights_only=False``, which would
+    run whatever code the pickle holds. The refusal itself stays."""
+    import pickle
+
+    try:
+        yield
+    except pickle.UnpicklingError:
+        pickled = sorted(p.name for p in Path(path).iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl"))
+        raise EncoderLoadError(
+            f"encoder {path}: {', '.join(pickled) or 'its weights'}: pickled weights are not loaded (unpickling can "
+            "run arbitrary code); convert them to safetensors (model.safetensors)"
+        ) from None
+
+
 def _default_device(device: str | None) -> str:
     if device:
         return device
@@ -133,9 +155,10 @@ class SentenceEncoder:
         self.path = Path(path)
         self.name = name
         self.batch_size = int(batch_size)
-        self.model = SentenceTransformer(
-            str(self.path), device=_default_device(device), local_files_only=True, trust_remote_code=False
-        )
+        with _pickles_refused(self.path):
+            self.model = SentenceTransformer(
+                str(self.path), device=_default_device(device), local_files_only=True, trust_remote_code=False
+            )
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         dim = get_dim()
         self.dim = int(dim) if dim is not None else int(self.model.encode(["x"], convert_to_numpy=True).shape[1])
@@ -176,9 +199,10 @@ class HiddenStateEncoder:
         self.tokenizer.truncation_side = "left"
         model_max = getattr(self.tokenizer, "model_max_length", None) or max_length
         self.max_length = int(min(max_length, model_max))
-        self.model = AutoModelForCausalLM.from_pretrained(
-            str(self.path), local_files_only=True, trust_remote_code=False, dtype=torch.float32
-        ).to(self.device)
+        with _pickles_refused(self.path):
+            self.model = AutoModelForCausalLM.from_pretrained(
+                str(self.path), local_files_only=True, trust_remote_code=False, dtype=torch.float32
+            ).to(self.device)
         self.model.eval()
         self.dim = int(self.model.config.get_text_config().hidden_size)
 

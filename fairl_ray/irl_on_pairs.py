@@ -1,13 +1,31 @@
-"""``fairl irl``: IRL on a user's own pairs file, outside the pipeline (features → batched IRL → evaluation)."""
+"""``fairl irl``: IRL on a user's own pairs file, outside the pipeline (features → batched IRL → evaluation).
+
+The ``--out`` folder is shared with its earlier runs and with whatever the user keeps there, so:
+
+* one ``fairl irl`` at a time per folder (the workdir lock of ``fairl run``);
+* everything is written into a temporary folder inside ``--out`` first; only once it is complete are the new
+  outputs renamed into place, so a run killed mid-way leaves the earlier rewards and metrics.json as they were;
+* ``manifest.json`` records what the command made; a rerun removes only entries an earlier run recorded there
+  and does not make again (reward folders of other methods), never folders the user put under ``rewards/``.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from fairl_ray.analyses import SUBTYPE_TRANSFER, write_outputs
+from fairl_ray.atomic_io import atomic_write_bytes
+from fairl_ray.orchestration.stage_store import workdir_lock
 from fairl_ray.stages.evaluate import evaluate_rewards
 from fairl_ray.stages.irl_fit import featurize_table, fit_rewards, resolve_device
+
+MANIFEST = "manifest.json"
+CACHE_DIR = "feature_cache"  # kept across runs (a per-text cache), never swapped
+NEW_PREFIX, OLD_PREFIX = ".fairl-irl-new-", ".fairl-irl-old-"
 
 
 def run_irl_on_pairs(table, cfg, out_dir: Path) -> dict:
@@ -16,10 +34,24 @@ def run_irl_on_pairs(table, cfg, out_dir: Path) -> dict:
     Uses the pipeline config's ``features``, ``irl``, ``seeds`` and ``pairs.test_fraction`` / ``pairs.seed``.
     A ``split`` column is honoured; without one a seeded test split is held out. Writes ``rewards/``,
     ``features.safetensors``, ``metrics.json``, the failure analyses (``analyses.json``, CSVs, figures; the
-    cross-subtype transfer when pairs carry a ``subtype``) and the plots into ``out_dir``; returns the summary.
+    cross-subtype transfer when pairs carry a ``subtype``), the plots and ``manifest.json`` into ``out_dir``;
+    returns the summary, whose ``removed`` lists the entries of an earlier run that this one replaced by nothing.
     """
     out_dir = Path(out_dir)
-    rows, chosen, rejected, encoder = featurize_table(table, cfg, out_dir, out_dir / "feature_cache")
+    with workdir_lock(out_dir, command="fairl irl", after_wait="its outputs will be replaced by this run's"):
+        for leftover in [*out_dir.glob(NEW_PREFIX + "*"), *out_dir.glob(OLD_PREFIX + "*")]:  # of a killed run
+            shutil.rmtree(leftover, ignore_errors=True)
+        new = Path(tempfile.mkdtemp(prefix=NEW_PREFIX, dir=out_dir))
+        try:
+            summary = _train_and_evaluate(table, cfg, new, out_dir / CACHE_DIR)
+            summary["removed"] = _replace_outputs(out_dir, new)
+        finally:
+            shutil.rmtree(new, ignore_errors=True)
+    return summary
+
+
+def _train_and_evaluate(table, cfg, out_dir: Path, cache_dir: Path) -> dict:
+    rows, chosen, rejected, encoder = featurize_table(table, cfg, out_dir, cache_dir)
     members = cfg.irl.member_configs(list(cfg.seeds))
     fitted = fit_rewards(rows, chosen, rejected, members, encoder, out_dir, cfg.irl.device)
     summary = evaluate_rewards(rows, chosen, rejected, out_dir, fitted["members"], out_dir)
@@ -31,3 +63,38 @@ def run_irl_on_pairs(table, cfg, out_dir: Path) -> dict:
         summary.setdefault("analyses", {})[SUBTYPE_TRANSFER.name] = transfer
         (out_dir / "analyses.json").write_text(json.dumps(summary["analyses"], indent=2))
     return summary
+
+
+def made_entries(out_dir: Path) -> list[str]:
+    """What an earlier ``fairl irl`` recorded it made in ``out_dir`` (paths relative to it); [] if none."""
+    try:
+        made = json.loads((Path(out_dir) / MANIFEST).read_text()).get("made", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    # Only plain relative names: a hand-edited manifest must not point the clean-up outside out_dir.
+    return [m for m in made if isinstance(m, str) and m and ".." not in Path(m).parts and not Path(m).is_absolute()]
+
+
+def _replace_outputs(out_dir: Path, new: Path) -> list[str]:
+    """Rename the complete outputs in ``new`` into ``out_dir``; remove what the last run made and this one did not.
+
+    Each entry is replaced by two renames (old aside, new in), reward folders first and ``metrics.json`` last, so
+    at no point is a reward folder missing or ``metrics.json`` naming rewards that are not there."""
+    rewards = sorted(f"rewards/{p.name}" for p in (new / "rewards").iterdir())
+    others = sorted(p.name for p in new.iterdir() if p.name not in ("rewards", "metrics.json"))
+    made = rewards + others + ["metrics.json"]
+    stale = [m for m in made_entries(out_dir) if m not in made and (out_dir / m).exists()]
+    aside = Path(tempfile.mkdtemp(prefix=OLD_PREFIX, dir=out_dir))
+    try:
+        (out_dir / "rewards").mkdir(exist_ok=True)
+        for i, rel in enumerate(made + stale):
+            dest = out_dir / rel
+            if dest.exists() or dest.is_symlink():
+                os.replace(dest, aside / str(i))
+            if rel in made:
+                os.replace(new / rel, dest)
+        manifest = {"command": "fairl irl", "made": made}
+        atomic_write_bytes(out_dir / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+    return stale

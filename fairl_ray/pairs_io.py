@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 from fairl_ray.atomic_io import atomic_file
+from fairl_ray.text_lines import lone_surrogate
 
 __all__ = [
     "LABEL_COLUMNS",
@@ -72,6 +73,7 @@ _TYPES = {
     "split": pa.string(),
 }
 _MISSING = object()  # a JSON record without the key
+_JSON_BLOCK_BYTES = 16 << 20  # pyarrow needs each JSON line inside one block; longer lines take the row-wise path
 
 
 class PairsFileError(ValueError):
@@ -110,7 +112,7 @@ def _check_text(v, column: str) -> str | None:
         return f"expected a string, got {_type_name(v)} {v!r}"[:200]
     if column != "prompt" and not v.strip():
         return "empty text"
-    return None
+    return lone_surrogate(v)
 
 
 def _is_number(v) -> bool:
@@ -276,27 +278,54 @@ def _kind(path: Path) -> str:
 
 
 def _read_jsonl(path: Path) -> pa.Table:
+    """JSON lines, read column-wise by pyarrow (memory a small multiple of the file); any problem is re-read
+    row by row, which names the first bad row, its line and column exactly as the checks word it."""
+    import pyarrow.json as pj
+
+    if not _is_json_array(path):
+        try:
+            table = pj.read_json(path, read_options=pj.ReadOptions(block_size=_JSON_BLOCK_BYTES))
+            return _build(_table_columns(table, path), table.num_rows, path)
+        except (pa.ArrowException, PairsFileError):
+            pass
+    return _read_json_rows(path)
+
+
+def _is_json_array(path: Path) -> bool:
+    """Whether a ``.json`` file holds one JSON array of records (its first non-blank character is "[")."""
+    if path.suffix.lower() != ".json":
+        return False
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 16):
+            head = chunk.lstrip()
+            if head:
+                return head.startswith(b"[")
+    return False
+
+
+def _read_json_rows(path: Path) -> pa.Table:
+    from fairl_ray.text_lines import iter_lines
+
     try:
-        text = path.read_text(encoding="utf-8")
+        if _is_json_array(path):
+            try:
+                rows = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise PairsFileError(path, f"malformed JSON at line {exc.lineno}: {exc.msg}") from exc
+            return _build(_rows_to_columns(rows, path), len(rows), path)
+        rows, lines = [], []
+        for lineno, line in enumerate(iter_lines(path), start=1):  # "\n" only: U+2028 may sit inside a string
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise PairsFileError(
+                    path, f"malformed JSON: {exc.msg} (char {exc.colno})", row=len(rows), line=lineno
+                ) from exc
+            lines.append(lineno)
     except UnicodeDecodeError as exc:
         raise PairsFileError(path, f"not UTF-8 text: {exc}") from exc
-    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):  # a JSON array of records
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise PairsFileError(path, f"malformed JSON at line {exc.lineno}: {exc.msg}") from exc
-        return _build(_rows_to_columns(rows, path), len(rows), path)
-    rows, lines = [], []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise PairsFileError(
-                path, f"malformed JSON: {exc.msg} (char {exc.colno})", row=len(rows), line=lineno
-            ) from exc
-        lines.append(lineno)
     line_of = lines.__getitem__
     return _build(_rows_to_columns(rows, path, line_of), len(rows), path, line_of)
 
@@ -440,10 +469,10 @@ def drop_degenerate(table: pa.Table, source: str = "<pairs>") -> tuple[pa.Table,
         raise PairsFileError(
             source, f"chosen == rejected in every one of the {n} pairs: there is no preference to learn a reward from"
         )
-    keys = [tuple(row.values()) for row in table.to_pylist()]
     seen: set = set()
     duplicate = []
-    for key in keys:
+    # Rows as tuples built column by column: a dict per row costs ~10x the file's size in memory.
+    for key in zip(*(table.column(c).to_pylist() for c in table.column_names)):
         duplicate.append(key in seen)
         seen.add(key)
     keep = [not (s or d) for s, d in zip(same, duplicate)]

@@ -9,6 +9,7 @@ say exactly what is wrong (``irl.bogus: unknown key``) and exit non-zero before 
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -17,6 +18,48 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 T = TypeVar("T")
+MAX_VALUE_REPR = 200  # characters of a value quoted in an error message
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader refusing aliases (``*name``): a few hundred bytes of nested aliases expand to
+    billions of nodes (a "billion laughs" bomb) in any code that walks the result. Configs never need them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases (*name) are not accepted in fairl configs; write the value out", mark
+            )
+        return super().compose_node(parent, index)
+
+
+def safe_load_yaml(text: str, source: str = "<string>") -> Any:
+    """``yaml.safe_load`` without aliases; errors name ``source`` and the line and column."""
+    loader = _NoAliasLoader(text)
+    loader.name = source
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error on one line: ``<source>, line L, column C: <problem>`` (PyYAML's own spans several)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).split("\n", 1)[0]
+    if mark is None:
+        return problem
+    return f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)`` for an error message: bounded work and at most :data:`MAX_VALUE_REPR` characters."""
+    limited = reprlib.Repr()
+    limited.maxlevel, limited.maxlist, limited.maxdict = 3, 10, 10
+    limited.maxstring = limited.maxother = MAX_VALUE_REPR
+    text = limited.repr(value)
+    return text if len(text) <= MAX_VALUE_REPR else text[: MAX_VALUE_REPR - 1] + "…"
 
 
 class ConfigError(ValueError):
@@ -24,6 +67,8 @@ class ConfigError(ValueError):
 
     def __init__(self, key: str, message: str):
         self.key = key
+        if len(message) > 4 * MAX_VALUE_REPR:  # a value quoted whole by a section's own check
+            message = message[: 4 * MAX_VALUE_REPR - 1] + "…"
         super().__init__(f"{key}: {message}" if key else message)
 
 
@@ -36,9 +81,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(key or text, "empty key in override")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_load_yaml(raw, f"--set {key}") if raw.strip() else ""
     except yaml.YAMLError as err:
-        raise ConfigError(key, f"value {raw!r} is not valid YAML: {err}") from None
+        raise ConfigError(key, f"value {short_repr(raw)} is not valid YAML: {yaml_problem(err)}") from None
     return key.split("."), value
 
 
@@ -122,9 +167,9 @@ def load_yaml(path: str | Path) -> dict:
     except OSError as err:
         raise ConfigError("", f"cannot read config file {path}: {err.strerror or err}") from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = safe_load_yaml(text, str(path)) or {}
     except yaml.YAMLError as err:
-        raise ConfigError("", f"{path} is not valid YAML: {err}") from None
+        raise ConfigError("", f"{path} is not valid YAML: {yaml_problem(err)}") from None
     if not isinstance(data, dict):
         raise ConfigError("", f"{path}: the top level must be a mapping of sections")
     return data
@@ -146,10 +191,10 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
                 return _coerce(arg, value, key)
             except ConfigError as err:
                 errors.append(str(err).split(": ", 1)[-1])
-        raise ConfigError(key, "; ".join(errors) or f"invalid value {value!r}")
+        raise ConfigError(key, "; ".join(errors) or f"invalid value {short_repr(value)}")
     if origin is Literal:
         if value not in args:
-            raise ConfigError(key, f"must be one of {', '.join(map(repr, args))}, got {value!r}")
+            raise ConfigError(key, f"must be one of {', '.join(map(repr, args))}, got {short_repr(value)}")
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -159,27 +204,27 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         return items if origin is list else tuple(items)
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(key, f"expected a mapping, got {value!r}")
+            raise ConfigError(key, f"expected a mapping, got {short_repr(value)}")
         return dict(value)
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, key)
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(key, f"expected true or false, got {value!r}")
+        raise ConfigError(key, f"expected true or false, got {short_repr(value)}")
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise ConfigError(key, f"expected an integer, got {value!r}")
+            raise ConfigError(key, f"expected an integer, got {short_repr(value)}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(key, f"expected a number, got {value!r}")
+            raise ConfigError(key, f"expected a number, got {short_repr(value)}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(key, f"expected a string, got {value!r}")
+            raise ConfigError(key, f"expected a string, got {short_repr(value)}")
         return value
     return value
 

@@ -192,12 +192,20 @@ def clean_stale_temporaries(workdir: str | Path) -> int:
 
 
 @contextlib.contextmanager
-def workdir_lock(workdir: str | Path, log: Callable[[str], None] = print) -> Iterator[None]:
+def workdir_lock(
+    workdir: str | Path,
+    log: Callable[[str], None] = print,
+    *,
+    command: str = "fairl run",
+    after_wait: str = "its finished stages will be reused",
+) -> Iterator[None]:
     """One run at a time per workdir: an exclusive ``flock`` on ``<workdir>/.fairl.lock``.
 
     A second run on the same workdir says who holds the lock and waits for it; it then finds the first run's
     stages finished and reuses them instead of computing them twice or overwriting its ``results.json``. The
-    kernel drops the lock when its holder dies, so a killed run never leaves the workdir locked.
+    kernel drops the lock when its holder dies, so a killed run never leaves the workdir locked. Other commands
+    that own an output folder (``fairl irl --out``) lock it the same way, naming themselves in ``command`` and
+    what happens once the wait is over in ``after_wait``.
     """
     import fcntl
 
@@ -209,9 +217,9 @@ def workdir_lock(workdir: str | Path, log: Callable[[str], None] = print) -> Ite
         except BlockingIOError:
             fh.seek(0)
             holder = fh.read().strip() or "unknown"
-            log(f"[fairl] another fairl run ({holder}) is using {workdir}; waiting for it to finish ...")
+            log(f"[fairl] another {command} ({holder}) is using {workdir}; waiting for it to finish ...")
             fcntl.flock(fh, fcntl.LOCK_EX)
-            log("[fairl] the other run finished; going on (its finished stages will be reused)")
+            log(f"[fairl] the other run finished; going on ({after_wait})")
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")

@@ -25,6 +25,7 @@ import socket
 import sqlite3
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
@@ -36,12 +37,66 @@ HOST_TAG, PID_TAG = "fairl.host", "fairl.pid"
 
 
 def default_tracking_uri(workdir: str | Path) -> str:
-    return f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
+    return sqlite_uri(Path(workdir).resolve() / "mlflow.db")
+
+
+def sqlite_uri(db: str | Path) -> str:
+    """``sqlite:///<db>`` with ``%`` and ``?`` percent-quoted: SQLAlchemy (MLflow's sqlite store) reads a ``?`` as
+    the start of a query and unquotes ``%xx``, so ``…/wq?x/mlflow.db`` would open ``…/wq``.
+
+    Nothing else is quoted, because MLflow 3.17 also makes the parent directory of the URI's path *as written*
+    (``mlflow.store.db.utils._make_parent_dirs_if_sqlite``): a quoted character leaves an empty directory named
+    with the quoted form beside the workdir; this keeps that to paths holding ``%`` or ``?``."""
+    return "sqlite:///" + str(db).replace("%", "%25").replace("?", "%3F")
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (None for any other store)."""
-    return Path(tracking_uri[len("sqlite:///") :]) if tracking_uri.startswith("sqlite:///") else None
+    """The database file of a ``sqlite:///`` URI, read as SQLAlchemy reads it (None for any other store)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(unquote(tracking_uri[len("sqlite:///") :].split("?", 1)[0]))
+
+
+class StoreBusyError(RuntimeError):
+    """A sqlite store that stayed locked by another process; the message names the file and the holders."""
+
+
+def wait_for_store(tracking_uri: str, wait_s: float | None = None) -> None:
+    """Return once a sqlite store can be written, waiting at most ``wait_s`` (default ``$FAIRL_STORE_WAIT_S`` or
+    60 s) for another process's lock; then raise :class:`StoreBusyError` naming the file and who holds it open.
+
+    MLflow itself waits 20 s per statement and then fails with a traceback deep inside SQLAlchemy."""
+    db = sqlite_path(tracking_uri)
+    if db is None or not db.is_file():
+        return
+    wait_s = float(os.environ.get("FAIRL_STORE_WAIT_S", "60")) if wait_s is None else wait_s
+    try:  # sqlite's busy handler retries the lock until the timeout: the bounded retry
+        with contextlib.closing(sqlite3.connect(db, timeout=wait_s, isolation_level=None)) as con:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("ROLLBACK")
+    except sqlite3.OperationalError as err:
+        if "locked" not in str(err) and "busy" not in str(err):
+            raise
+        holders = ", ".join(_holders(db)) or "a process this user cannot see"
+        raise StoreBusyError(
+            f"MLflow store {db} is locked by another process ({holders}); waited {wait_s:g} s "
+            "(FAIRL_STORE_WAIT_S sets how long); stop it or use another --workdir / --tracking-uri"
+        ) from None
+
+
+def _holders(path: Path) -> list[str]:
+    """``pid N (command)`` of the other processes that have ``path`` open (Linux /proc; [] elsewhere)."""
+    target, found = str(path.resolve()), []
+    for proc in Path("/proc").glob("[0-9]*"):
+        if proc.name == str(os.getpid()):
+            continue
+        try:
+            if any(os.readlink(fd) == target for fd in (proc / "fd").iterdir()):
+                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                found.append(f"pid {proc.name} ({command[:80]})")
+        except OSError:  # gone, or not ours to look at
+            continue
+    return found
 
 
 @contextlib.contextmanager
@@ -72,6 +127,25 @@ def relocate_artifacts(tracking_uri: str, artifact_root: str | Path) -> int:
     root = Path(artifact_root).resolve()
     if db is None or not db.is_file() or db.resolve().parent != root.parent:
         return 0
+    return _point_artifacts_at(db, root)
+
+
+def read_only_copy(tracking_uri: str, artifact_root: str | Path, into: str | Path) -> str:
+    """Copy a sqlite store that cannot be written (an archived, read-only workdir) into ``into``, its artifact
+    locations pointed at ``artifact_root``; return the copy's URI. MLflow's server needs a store it can write
+    (its lock file, schema checks), and the artifacts are only read, so they are served from where they are."""
+    db = sqlite_path(tracking_uri)
+    copy = Path(into) / "mlflow.db"
+    # immutable=1: read without taking locks, which would need a writable directory (journal, -shm files).
+    source = sqlite3.connect(db.resolve().as_uri() + "?mode=ro&immutable=1", uri=True)
+    with contextlib.closing(source), contextlib.closing(sqlite3.connect(copy)) as target:
+        source.backup(target)
+    _point_artifacts_at(copy, Path(artifact_root).resolve())
+    return sqlite_uri(copy)
+
+
+def _point_artifacts_at(db: Path, root: Path) -> int:
+    """Rewrite the artifact locations in ``db`` that name another ``…/<root.name>`` folder to ``root``."""
     new = root.as_uri()
     with contextlib.closing(sqlite3.connect(db, timeout=60)) as con, con:
         tables = {t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -107,6 +181,7 @@ class Tracker:
 
         self.tracking_uri = tracking_uri
         with store_lock(tracking_uri):  # the client's first access creates (migrates) the sqlite schema
+            wait_for_store(tracking_uri)
             self.client = MlflowClient(tracking_uri=tracking_uri)
             if artifact_root is not None and relocate_artifacts(tracking_uri, artifact_root):
                 from mlflow.tracking._tracking_service import utils as tracking_utils

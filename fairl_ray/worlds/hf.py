@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from fairl_ray.text_lines import iter_lines
 from fairl_ray.worlds.base import Scores, World
 
 # --------------------------------------------------------------------------------------------------------------
@@ -248,7 +249,7 @@ def read_records(source: str, split: str = "train") -> list[dict]:
         with path.open(newline="", encoding="utf-8", errors="replace") as fh:
             return list(csv.DictReader(fh))
     if path.suffix in (".jsonl", ".json"):
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [json.loads(line) for line in iter_lines(path) if line.strip()]
     raise ValueError(f"{source}: expected a .jsonl or .csv file")
 
 

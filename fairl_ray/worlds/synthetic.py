@@ -227,7 +227,8 @@ class SyntheticWorldConfig:
     subtype_weights: dict[str, float] | None = None
     """Relative frequency of each toxic subtype among π0's toxic SFT completions (missing subtypes weigh 0);
     ``null`` = uniform. A rare subtype (e.g. ``{insult: 1, obscene: 1, identity_attack: 0.5, threat: 0.1}``) is a
-    region where few pairs constrain the reward: the failures FA-IRL §6 looks for (see ``fa_irl_table1_synthetic.yaml``)."""
+    region where few pairs constrain the reward: the failures FA-IRL §6 looks for (see
+    ``fa_irl_table1_synthetic.yaml``)."""
     rl_noise: float = 0.2
     """Half-width of the uniform noise added to R* during RL (Insights Appendix C: 0.2); never used in evaluation."""
     seed: int = 0
