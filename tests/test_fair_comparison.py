@@ -5,22 +5,12 @@ import math
 
 import pytest
 import torch
+from test_fa_irl import noisy_pairs  # pairs from a nonlinear reward with 15% of preferences reversed
 
 from fairl_ray.irl.hyperparameters import IRLConfig
 from fairl_ray.irl.methods import comparisons, placebo_of
 from fairl_ray.irl.objective import MemberHyperparameters, pair_objective
-from fairl_ray.irl.trainer import PairFeatures, train_ensemble, train_single
-
-
-def noisy_pairs(n: int, d: int = 12, seed: int = 0, flip: float = 0.15) -> PairFeatures:
-    """Pairs from a nonlinear reward with ``flip`` of the preferences reversed; labels sign(r*)."""
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(d, generator=torch.Generator().manual_seed(99))
-    a, b = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
-    r = lambda x: x @ w + 0.5 * (x[:, 0] * x[:, 1])  # noqa: E731
-    first = (r(a) > r(b)) ^ (torch.rand(n, generator=g) < flip)
-    ch, rj = torch.where(first[:, None], a, b), torch.where(first[:, None], b, a)
-    return PairFeatures(ch, rj, torch.sign(r(ch)), torch.sign(r(rj)))
+from fairl_ray.irl.trainer import train_ensemble, train_single
 
 
 @pytest.mark.parametrize("loss, base", [("mm", "max_margin"), ("me", "max_entropy")])

@@ -76,27 +76,25 @@ def configure_log_environment() -> None:
         os.environ.setdefault("TQDM_MININTERVAL", "5")
 
 
-#: Ray's switch between its single-machine mode (node IP 127.0.0.1, the Windows/macOS default) and cluster mode.
+#: Ray's switch to its single-machine mode (node IP 127.0.0.1, its Windows/macOS default) when set to 0.
 SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
-def _single_machine_ray(on: bool) -> None:
-    """Bind a LOCAL Ray to loopback only, or undo it before joining a cluster.
+def _single_machine_ray() -> None:
+    """Bind a LOCAL Ray to loopback only.
 
     Ray 2.60 binds its GCS, raylet, worker and agent servers to the node IP, and a local session takes the host's
     address as node IP (an ``_node_ip_address="127.0.0.1"`` is rewritten to it by ``resolve_ip_for_localhost``) —
     unless Ray runs in its single-machine mode, where the node IP is 127.0.0.1. Measured with psutil: by default the
     GCS, raylet and workers listened on ``::`` and the runtime-env agent on the host's address; in single-machine
     mode every one of them listens on 127.0.0.1 (``tests/test_reliability_state.py`` checks it). The mode is read
-    from the environment when ``ray`` is imported and looked up when a node starts, so both are set here; child
-    processes inherit the variable."""
+    from the environment when ``ray`` is imported and looked up when a node starts, so both are set here. Child
+    processes inherit the variable, so a process that joins this Ray (``--address 127.0.0.1:PORT``) from this one's
+    environment uses the same mode; a driver joining a cluster from a fresh shell is in Ray's cluster mode."""
     from ray._private import ray_constants
 
-    if on:
-        os.environ[SINGLE_MACHINE_ENV] = "0"
-    else:
-        os.environ.pop(SINGLE_MACHINE_ENV, None)
-    ray_constants.ENABLE_RAY_CLUSTER = not on and not ray_constants.IS_WINDOWS_OR_OSX
+    os.environ[SINGLE_MACHINE_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def init_ray(
@@ -130,7 +128,8 @@ def init_ray(
     env_vars.setdefault("OMP_NUM_THREADS", "1")
     env_vars.setdefault("TOKENIZERS_PARALLELISM", "false")
     kwargs: dict = {"runtime_env": {"env_vars": env_vars}, "log_to_driver": True, "logging_level": "WARNING"}
-    _single_machine_ray(on=not address)
+    if not address:
+        _single_machine_ray()
     if address:
         target = resolve_address(address)
         with _deadline(

@@ -30,7 +30,7 @@ def build_pairs(prompts: list[str], expert: list[str], base: list[str], world, c
     rejected = [base[i] for i in keep]
     # One batched call of the world's judge for every text (a classifier judge runs once, not once per quantity).
     rows = pair_rows([prompts[i] for i in keep], chosen, rejected, world.score(chosen + rejected))
-    return finish_pairs(rows, cfg, "the expert and base completions are too similar")
+    return finish_pairs(rows, cfg, "the expert and base completions are too similar", "prompts.n_pairs")
 
 
 def pair_rows(prompts: list[str], chosen: list[str], rejected: list[str], scores) -> list[dict]:
@@ -55,10 +55,10 @@ def pair_rows(prompts: list[str], chosen: list[str], rejected: list[str], scores
     ]
 
 
-def finish_pairs(rows: list[dict], cfg: PairsConfig, too_few: str) -> list[dict]:
+def finish_pairs(rows: list[dict], cfg: PairsConfig, too_few: str, count_key: str) -> list[dict]:
     """The pair mix (:func:`mix_pairs`), the cap ``max_pairs``, the preference noise ``flip_fraction``
     (:func:`flip_preferences`) and a seeded train/test split, in that order (a split the rows already carry is
-    kept); ``too_few`` says why there may be fewer than 4 pairs."""
+    kept); ``too_few`` says why there may be fewer than 4 pairs and ``count_key`` which config key makes more."""
     rng = np.random.default_rng(cfg.seed)
     rows = mix_pairs(rows, cfg.toxic_to_nontoxic_fraction, rng)
     if cfg.max_pairs is not None:
@@ -66,7 +66,7 @@ def finish_pairs(rows: list[dict], cfg: PairsConfig, too_few: str) -> list[dict]
     if len(rows) < 4:
         raise RuntimeError(
             f"only {len(rows)} usable preference pairs: {too_few} (or the pair mix too strict); "
-            "raise the number of pairs or relax pairs.toxic_to_nontoxic_fraction"
+            f"raise {count_key} or relax pairs.toxic_to_nontoxic_fraction"
         )
     # After the mix and the cap: the noise is exactly that fraction of the pairs kept, and a flipped pair is never
     # dropped by the mix for being flipped (Insights' toxic→non-toxic mix would otherwise remove every flipped pair).

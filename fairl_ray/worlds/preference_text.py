@@ -231,7 +231,8 @@ class TextsWorld(JudgedWorld):
             # E[#against R*] over the drawn pairs: Σ σ(−|ΔR*|/β), ties excluded (they go neither way)
             "expected_against_rstar": float(np.sum(np.where(gap > 0, 1.0 / (1.0 + np.exp(gap / self.cfg.beta)), 0.0))),
         }
-        return finish_pairs(rows, pairs_cfg, f"world.texts.n_pairs={self.cfg.n_pairs} is too small"), info
+        too_few = f"world.texts.n_pairs={self.cfg.n_pairs} is too small"
+        return finish_pairs(rows, pairs_cfg, too_few, "world.texts.n_pairs"), info
 
     # -- the World interface ---------------------------------------------------------------------------
 
