@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         "measure how faithful it is, and re-align fresh models with it. Ray runs the work, MLflow tracks it.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"fairl-ray {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser(
@@ -217,6 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", default=None, help="write scores here instead of standard output")
     score.set_defaults(func=cmd_score)
 
+    configs = sub.add_parser(
+        "configs",
+        help="list the shipped experiment and search YAMLs, or print one to copy",
+        description="Without NAME: each shipped YAML with its first comment line. With NAME (e.g. "
+        "fa_irl_table1 or fa_irl_table1.yaml): print that file, e.g. `fairl configs default > my.yaml`.",
+    )
+    configs.add_argument("name", nargs="?", help="a shipped config to print")
+    configs.set_defaults(func=cmd_configs)
+
     ui = sub.add_parser("ui", help="open the MLflow UI on a workdir's runs (bound to 127.0.0.1)")
     ui.add_argument("--workdir", default=DEFAULT_WORKDIR, help=f"workdir of a run (default: {DEFAULT_WORKDIR})")
     ui.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the workdir's sqlite store)")
@@ -224,6 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(func=cmd_ui)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fairl-ray")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def _add_set(parser: argparse.ArgumentParser) -> None:
@@ -318,6 +337,34 @@ def print_plan(rows: list[dict], workdir) -> int:
         f"would run; nothing was started or written"
     )
     return 0
+
+
+# -------------------------------------------------------------------------------------------------- configs
+
+
+def cmd_configs(args) -> int:
+    from fairl_ray.config import tune_configs_dir
+
+    shipped = sorted(tune_configs_dir().glob("*.yaml"))
+    if args.name is None:
+        width = max(len(p.name) for p in shipped)
+        for path in shipped:
+            print(f"{path.name:<{width}}  {_first_comment(path)}")
+        print(f"\n[fairl] in {tune_configs_dir()}; `fairl configs NAME > my.yaml` copies one")
+        return 0
+    name = args.name if args.name.endswith(".yaml") else f"{args.name}.yaml"
+    path = tune_configs_dir() / name
+    if path not in shipped:
+        return _fail(f"no shipped config {args.name!r}; choose one of: {', '.join(p.stem for p in shipped)}")
+    sys.stdout.write(path.read_text(encoding="utf-8"))
+    return 0
+
+
+def _first_comment(path: Path) -> str:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+    return ""
 
 
 # -------------------------------------------------------------------------------------------------- irl

@@ -32,6 +32,7 @@ from fairl_ray.config.pipeline import (
     default_config_path,
     load_config,
     tune_config_path,
+    tune_configs_dir,
 )
 
 __all__ = [
@@ -56,4 +57,5 @@ __all__ = [
     "parse_override",
     "to_dict",
     "tune_config_path",
+    "tune_configs_dir",
 ]

@@ -268,9 +268,15 @@ class PipelineConfig:
         return list(self.realign.methods) if self.realign.methods is not None else list(self.irl.methods)
 
 
+def tune_configs_dir() -> Path:
+    """The shipped experiment and search YAMLs: package data (``fairl_ray/tune_configs/``), so a wheel has them
+    too; a source checkout's top-level ``tune_configs`` is a symlink to this folder."""
+    return Path(__file__).resolve().parents[1] / "tune_configs"
+
+
 def tune_config_path(name: str) -> Path:
-    """A YAML shipped in the repository's ``tune_configs/`` (found through the editable install)."""
-    return Path(__file__).resolve().parents[2] / "tune_configs" / name
+    """A YAML shipped in ``fairl_ray/tune_configs/``."""
+    return tune_configs_dir() / name
 
 
 def default_config_path() -> Path:

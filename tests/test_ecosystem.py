@@ -1,0 +1,62 @@
+"""Fit the ecosystem (issue 17): the shipped configs travel with the package (a wheel runs its defaults; CI's
+.ci/run checks a real wheel), `fairl --version` and `fairl configs`, bad pairs files named by row, and a missing
+asset package reported at load time."""
+
+from pathlib import Path
+
+import pytest
+
+from fairl_ray.cli import main
+from fairl_ray.config import load_config, tune_config_path, tune_configs_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fail(capsys, argv) -> str:
+    """Run ``fairl argv``; assert it exits 2 with a ``fairl: error:`` last line and no traceback; return it."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("fairl: error: "), err
+    return line
+
+
+# ------------------------------------------------------------------------------------ shipped configs
+
+
+def test_configs_are_package_data_and_the_checkout_path_still_works():
+    # Inside the package, so a wheel carries them; README's `fairl run tune_configs/...` goes through the symlink.
+    assert tune_configs_dir() == REPO / "fairl_ray" / "tune_configs"
+    assert (REPO / "tune_configs").resolve() == tune_configs_dir()
+    assert 'fairl_ray = ["py.typed", "tune_configs/*.yaml"]' in (REPO / "pyproject.toml").read_text()
+    via_checkout = load_config(REPO / "tune_configs" / "fa_irl_table1.yaml")
+    assert via_checkout == load_config(tune_config_path("fa_irl_table1.yaml"))
+
+
+def test_version_comes_from_the_installed_metadata(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"fairl-ray {version('fairl-ray')}"
+
+
+def test_configs_lists_every_shipped_yaml_with_its_first_comment(capsys):
+    assert main(["configs"]) == 0
+    out = capsys.readouterr().out
+    for path in tune_configs_dir().glob("*.yaml"):
+        first = next(line for line in path.read_text().splitlines() if line.startswith("#"))
+        assert f"{path.name}  " in out and first.lstrip("# ") in out
+
+
+@pytest.mark.parametrize("name", ["default", "search_fa_irl.yaml"])
+def test_configs_name_prints_the_file_to_copy(capsys, name):
+    assert main(["configs", name]) == 0
+    assert capsys.readouterr().out == tune_config_path(name.removesuffix(".yaml") + ".yaml").read_text()
+
+
+def test_configs_unknown_name_lists_the_choices(capsys):
+    line = fail(capsys, ["configs", "nope"])
+    assert "'nope'" in line and "fa_irl_table1" in line
