@@ -60,3 +60,24 @@ def test_configs_name_prints_the_file_to_copy(capsys, name):
 def test_configs_unknown_name_lists_the_choices(capsys):
     line = fail(capsys, ["configs", "nope"])
     assert "'nope'" in line and "fa_irl_table1" in line
+
+
+# ------------------------------------------------------------------------------------ figures
+
+
+def test_training_curves_get_one_labelled_panel_per_method(tmp_path, monkeypatch):
+    # Losses of different objectives (a hinge near 1, a log-likelihood near 30) must not share one y axis.
+    import matplotlib.figure
+
+    from fairl_ray.stages.evaluate import plot_training_curves
+
+    saved = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, path, **kw: saved.append(fig))
+    curves = {
+        f"{m}/seed{k}": {"val_loss": [scale, scale / 2]} for m, scale in [("a", 1.0), ("b", 30.0)] for k in (0, 1)
+    }
+    plot_training_curves(curves, tmp_path / "curves.png")
+    panels = [ax for ax in saved[0].axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["a", "b"]
+    assert all(ax.get_xlabel() == "epoch" and ax.get_ylabel() for ax in panels)
+    assert panels[1].get_ylim()[1] > 10 > panels[0].get_ylim()[1]  # each panel on its own scale

@@ -98,14 +98,16 @@ class Disagreement(Analysis):
         names = list(result)
         shown = ("only_treatment", "only_control", "neither")
         colours = {"only_treatment": "tab:green", "only_control": "tab:red", "neither": "tab:grey"}
-        fig, ax = pyplot.subplots(figsize=(7, 0.8 + 0.6 * len(names)))
+        fig, ax = pyplot.subplots(figsize=(8, 1.4 + 0.6 * len(names)))
         y = np.arange(len(names))
         for i, c in enumerate(shown):
             vals = [result[n]["overall"][c] for n in names]
             ax.barh(y + (i - 1) * 0.27, vals, 0.27, color=colours[c], label=TITLES[c])
         ax.set_yticks(y, [f"{n}\n(both right: {result[n]['overall']['both']:.1f})" for n in names], fontsize=7)
         ax.set_xlabel("test outputs (mean over seeds)")
-        ax.legend(fontsize=7, ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+        ax.set_ylabel("treatment vs control", fontsize=8)
+        ax.set_title("Disagreement (Table 2): test outputs right by only one reward, or by neither", fontsize=9)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         pyplot.close(fig)

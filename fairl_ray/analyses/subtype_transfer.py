@@ -87,6 +87,7 @@ class SubtypeTransfer(Analysis):
             ax.set_xticks(range(len(tests)), tests, rotation=45, ha="right", fontsize=6)
             ax.set_yticks(range(len(trains)), trains if ax is axes[0][0] else [""] * len(trains), fontsize=6)
             ax.set_title(method, fontsize=8)
+            ax.set_xlabel("tested on", fontsize=7)
             for i in range(len(trains)):
                 for j in range(len(tests)):
                     ax.text(
@@ -98,9 +99,9 @@ class SubtypeTransfer(Analysis):
                         fontsize=6,
                         color="black" if m[i, j] > 0.8 else "white",
                     )
-        fig.colorbar(im, ax=axes[0].tolist(), fraction=0.02)
-        axes[0][0].set_ylabel("trained on", fontsize=7)
-        fig.suptitle("cross-subtype transfer: pair accuracy on each test subtype", fontsize=9)
+        fig.colorbar(im, ax=axes[0].tolist(), fraction=0.02).set_label("test pair accuracy", fontsize=7)
+        axes[0][0].set_ylabel("trained on (one subtype's train pairs)", fontsize=7)
+        fig.suptitle("Cross-subtype transfer: trained on one subtype, pair accuracy on each test subtype", fontsize=9)
         fig.savefig(path, dpi=110, bbox_inches="tight")
         pyplot.close(fig)
         return True

@@ -220,30 +220,33 @@ def plot_reward_distributions(scores: dict[str, tuple[np.ndarray, np.ndarray]], 
 
 
 def plot_training_curves(curves: dict[str, dict[str, list[float]]], path: Path) -> None:
-    """Validation loss per epoch for every ensemble member (one line each, coloured by method)."""
+    """Loss per epoch for every ensemble member, one panel per method: methods minimise different objectives
+    (hinge, log-likelihood, plus FA-IRL's failure term), so their losses share no scale and get no common axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    colours = {}
+    by_method: dict[str, list[dict[str, list[float]]]] = {}
     for name, curve in curves.items():
-        method = name.split("/")[0]
-        values = curve.get("val_loss") or curve.get("train_loss") or []
-        colour = colours.setdefault(method, f"C{len(colours) % 10}")
-        label = method if method not in ax.get_legend_handles_labels()[1] else None
-        ax.plot(np.arange(1, len(values) + 1), values, color=colour, alpha=0.7, label=label)
-    # Most of the drop happens in the first epochs and hinge losses reach exactly 0: log x, small linear y band.
-    ax.set_xscale("log")
-    ax.set_yscale("symlog", linthresh=1e-2)
-    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation loss (base objective)")
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=7)
-    ax.set_title("IRL training curves (every member)")
+        by_method.setdefault(name.split("/")[0], []).append(curve)
+    n = len(by_method)
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows + 0.6), squeeze=False)
+    for ax, (method, members) in zip(axes.flat, by_method.items()):
+        # Validation loss only: the train loss of FA-IRL adds λ_t times its failure term, another scale again.
+        for curve in members:
+            values = curve.get("val_loss") or curve.get("train_loss") or []
+            ax.plot(np.arange(1, len(values) + 1), values, color="C0", alpha=0.7)
+        ax.set_xscale("log")  # most of the drop happens in the first epochs
+        ax.set_title(method, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel("validation loss (its base objective)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.suptitle(f"IRL training curves: one panel per method, one line per seed ({len(curves)} members)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
