@@ -286,21 +286,45 @@ def _read_jsonl(path: Path) -> pa.Table:
         try:
             table = pj.read_json(path, read_options=pj.ReadOptions(block_size=_JSON_BLOCK_BYTES))
             return _build(_table_columns(table, path), table.num_rows, path)
+        except UnicodeDecodeError:  # pyarrow keeps invalid UTF-8 in its strings; reading them out fails
+            raise _not_utf8(path) from None
         except (pa.ArrowException, PairsFileError):
             pass
     return _read_json_rows(path)
 
 
-def _is_json_array(path: Path) -> bool:
-    """Whether a ``.json`` file holds one JSON array of records (its first non-blank character is "[")."""
-    if path.suffix.lower() != ".json":
-        return False
+def _first_byte(path: Path) -> bytes:
+    """The file's first non-whitespace byte, or b"" for a file of whitespace only (stops reading there)."""
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 16):
             head = chunk.lstrip()
             if head:
-                return head.startswith(b"[")
-    return False
+                return head[:1]
+    return b""
+
+
+def _is_json_array(path: Path) -> bool:
+    """Whether a ``.json`` file holds one JSON array of records (its first non-blank character is "[")."""
+    return path.suffix.lower() == ".json" and _first_byte(path) == b"["
+
+
+def _not_utf8(path: Path) -> PairsFileError:
+    """The first line that is not UTF-8, as its row and line: a decoder's byte offset means nothing to a user.
+    Lines split at b"\n" safely (no multi-byte UTF-8 sequence contains that byte); rows skip blank lines, as the
+    row reader does."""
+    row = 0
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                bad = raw[err.start : err.end]
+                where = f"byte {bad!r} at byte {err.start + 1} of the line ({err.reason})"
+                if _is_json_array(path):  # one JSON document: its records are not lines
+                    return PairsFileError(path, f"not UTF-8 text at line {lineno}: {where}")
+                return PairsFileError(path, f"not UTF-8 text: {where}", row=row, line=lineno)
+            row += bool(text.strip())
+    return PairsFileError(path, "not UTF-8 text")
 
 
 def _read_json_rows(path: Path) -> pa.Table:
@@ -324,8 +348,8 @@ def _read_json_rows(path: Path) -> pa.Table:
                     path, f"malformed JSON: {exc.msg} (char {exc.colno})", row=len(rows), line=lineno
                 ) from exc
             lines.append(lineno)
-    except UnicodeDecodeError as exc:
-        raise PairsFileError(path, f"not UTF-8 text: {exc}") from exc
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
     line_of = lines.__getitem__
     return _build(_rows_to_columns(rows, path, line_of), len(rows), path, line_of)
 
@@ -341,6 +365,8 @@ def read_pairs(path) -> pa.Table:
     kind = _kind(path)
     if not path.is_file():
         raise PairsFileError(path, "no such file" if not path.exists() else "not a regular file")
+    if path.stat().st_size == 0 or (kind == "jsonl" and not _first_byte(path)):
+        raise PairsFileError(path, "empty file: no pairs")
     if kind == "jsonl":
         try:
             return _read_jsonl(path)

@@ -81,3 +81,30 @@ def test_training_curves_get_one_labelled_panel_per_method(tmp_path, monkeypatch
     assert [ax.get_title() for ax in panels] == ["a", "b"]
     assert all(ax.get_xlabel() == "epoch" and ax.get_ylabel() for ax in panels)
     assert panels[1].get_ylim()[1] > 10 > panels[0].get_ylim()[1]  # each panel on its own scale
+
+
+# ------------------------------------------------------------------------------------ bad pairs files
+
+PAIR = b'{"prompt": "The cat is", "chosen": "kind", "rejected": "vile"}\n'
+
+
+@pytest.mark.parametrize("name, content", [("a.jsonl", b""), ("b.jsonl", b"\n  \n\n"), ("c.parquet", b"")])
+def test_empty_pairs_file_says_so(tmp_path, capsys, name, content):
+    (tmp_path / name).write_bytes(content)
+    line = fail(capsys, ["irl", str(tmp_path / name), "--out", str(tmp_path / "out")])
+    assert line == f"fairl: error: {tmp_path / name}: empty file: no pairs"
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_utf8_pairs_file_names_the_row_and_line(tmp_path, capsys):
+    # a blank line before the bad record: rows count records, lines count lines
+    bad = PAIR.replace(b"kind", b"k\xffind")
+    (tmp_path / "p.jsonl").write_bytes(PAIR + b"\n" + PAIR + bad + PAIR)
+    line = fail(capsys, ["irl", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "out")])
+    assert "p.jsonl: row 2 (line 4): not UTF-8 text: byte b'\\xff' at byte 38 of the line" in line
+
+
+def test_non_utf8_json_array_names_the_line(tmp_path, capsys):
+    (tmp_path / "p.json").write_bytes(b"[\n" + PAIR.rstrip() + b",\n" + PAIR.replace(b"kind", b"\xc3(").rstrip() + b"]")
+    line = fail(capsys, ["irl", str(tmp_path / "p.json"), "--out", str(tmp_path / "out")])
+    assert "p.json: not UTF-8 text at line 3: byte b'\\xc3' at byte" in line
