@@ -9,21 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+from test_bad_inputs import fail  # `fairl argv` exits 2 with one `fairl: error:` line; returns that line
 
 from fairl_ray.cli import main
 from fairl_ray.config import load_config, tune_config_path, tune_configs_dir
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def fail(capsys, argv) -> str:
-    """Run ``fairl argv``; assert it exits 2 with a ``fairl: error:`` last line and no traceback; return it."""
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    line = err.strip().splitlines()[-1]
-    assert line.startswith("fairl: error: "), err
-    return line
 
 
 # ------------------------------------------------------------------------------------ shipped configs
