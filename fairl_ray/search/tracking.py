@@ -48,8 +48,14 @@ def log_config_run(tracker, parent: str, record: dict, fixed: dict) -> None:
         },
     )
     tracker.log_params(child, {**fixed, **record["config"], "epochs_run": record.get("epochs")})
-    tracker.log_metrics(child, {**record["metrics"], "rung": record.get("rung", 0)})
+    tracker.log_metrics(child, {**mlflow_names(record["metrics"]), "rung": record.get("rung", 0)})
     tracker.end_run(child, "FAILED" if record["state"] == "FAIL" else "FINISHED")
+
+
+def mlflow_names(metrics: dict[str, float]) -> dict[str, float]:
+    """A trial's metrics (``val_<metric>``, ``val_<metric>_std``: the names of Optuna, Tune and trials.csv) under
+    the MLflow names every fairl command logs (``val.<metric>``; see ``tracking.split_metrics``)."""
+    return {f"val.{k[len('val_') :]}" if k.startswith("val_") else k: v for k, v in metrics.items()}
 
 
 class LiveSearchLog(Callback):
