@@ -118,6 +118,17 @@ class LiveSearchLog(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         for record in json.loads(result.get("finished_json") or "[]"):
             self._log(record)
+        # A pack trains its configs as one batched computation, so they finish together at its last rung (or
+        # when pruned): Tune delivers each report at once (no result buffering), but without this line a search
+        # of long rungs would print nothing between its start and the first finished pack.
+        if result.get("configs_alive"):
+            metric = f"val_{self.objective}"
+            print(
+                f"[tune] pack {trial.config.get('model')}/{trial.config.get('pack')} rung "
+                f"{int(result.get('rung', 0)) + 1}/{len(self.cfg_dict['rungs'])} at {result.get('epochs')} epochs: "
+                f"{result['configs_alive']} config(s) go on, best {metric}={result.get(metric, float('nan')):.4f}",
+                flush=True,
+            )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         # A pack stopped by the scheduler (ASHA) leaves configs asked but never told: prune them in Optuna and
