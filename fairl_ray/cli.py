@@ -629,7 +629,9 @@ def cmd_ui(args) -> int:
         "--workers",
         "1",
     ]
-    print(f"[fairl] MLflow UI on http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
+    # MLflow 3.17 opens the GenAI view even with the experiment-kind tag; this parameter opens training runs (DESIGN §6)
+    url = f"http://{args.host}:{args.port}/?workflowType=machine_learning"
+    print(f"[fairl] MLflow UI on {url}  (Ctrl-C to stop)", flush=True)
     # Its own process group: the server and its workers are stopped together when fairl stops (Ctrl-C, SIGTERM).
     server = subprocess.Popen(command, start_new_session=True)
     try:

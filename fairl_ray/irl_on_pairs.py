@@ -20,6 +20,7 @@ from pathlib import Path
 from fairl_ray.analyses import SUBTYPE_TRANSFER, write_outputs
 from fairl_ray.atomic_io import atomic_write_bytes
 from fairl_ray.orchestration.stage_store import workdir_lock
+from fairl_ray.report import analyses_report, metrics_table
 from fairl_ray.stages.evaluate import evaluate_rewards
 from fairl_ray.stages.irl_fit import featurize_table, fit_rewards, resolve_device
 
@@ -33,8 +34,9 @@ def run_irl_on_pairs(table, cfg, out_dir: Path) -> dict:
 
     Uses the pipeline config's ``features``, ``irl``, ``seeds`` and ``pairs.test_fraction`` / ``pairs.seed``.
     A ``split`` column is honoured; without one a seeded test split is held out. Writes ``rewards/``,
-    ``features.safetensors``, ``metrics.json``, the failure analyses (``analyses.json``, CSVs, figures; the
-    cross-subtype transfer when pairs carry a ``subtype``), the plots and ``manifest.json`` into ``out_dir``;
+    ``features.safetensors``, ``metrics.json``, ``report.md``, the failure analyses (``analyses.json``, CSVs,
+    figures; the cross-subtype transfer when pairs carry a ``subtype``), the plots and ``manifest.json`` into
+    ``out_dir``;
     returns the summary, whose ``removed`` lists the entries of an earlier run that this one replaced by nothing.
     """
     out_dir = Path(out_dir)
@@ -62,7 +64,16 @@ def _train_and_evaluate(table, cfg, out_dir: Path, cache_dir: Path) -> dict:
         write_outputs(SUBTYPE_TRANSFER, transfer, out_dir)
         summary.setdefault("analyses", {})[SUBTYPE_TRANSFER.name] = transfer
         (out_dir / "analyses.json").write_text(json.dumps(summary["analyses"], indent=2))
+    (out_dir / "report.md").write_text(irl_report(summary, len(cfg.seeds)))
     return summary
+
+
+def irl_report(summary: dict, n_seeds: int) -> str:
+    """``report.md``: the tables ``fairl irl`` prints (recovery per method, the failure analyses)."""
+    tables = [metrics_table(summary["per_method"], n_seeds)]
+    if summary.get("analyses"):
+        tables.append(analyses_report(summary["analyses"]))
+    return "\n\n".join(tables) + "\n"
 
 
 def made_entries(out_dir: Path) -> list[str]:

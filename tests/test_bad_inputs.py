@@ -127,6 +127,13 @@ def trained(tmp_path_factory):
     return root / "out"
 
 
+def test_fairl_irl_writes_report_md(trained):
+    """README: `fairl irl` leaves the printed tables in --out/report.md, as `fairl run` does in its workdir."""
+    report = (trained / "report.md").read_text()
+    assert "max_margin" in report and "max_entropy" in report and "STARC" in report
+    assert "report.md" in json.loads((trained / "manifest.json").read_text())["made"]
+
+
 def test_degenerate_pairs_are_warned_about(trained, tmp_path, capsys):
     """Identical pairs, duplicated rows, fa_irl_*_gt without labels, a single test pair, stale method folders."""
     out = tmp_path / "out"

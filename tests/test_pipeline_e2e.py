@@ -5,6 +5,7 @@ changing an IRL setting re-runs only IRL and what follows, and that an interrupt
 """
 
 import json
+import re
 import shutil
 
 import pytest
@@ -143,17 +144,60 @@ def test_mlflow_has_parent_child_per_stage_and_artifacts(first_run):
         "disagreement.csv",
     } <= artifacts("evaluate")
     assert "subtype_transfer.json" in artifacts("subtype_transfer")
-    assert "max_margin.accuracy" in by_name["evaluate"].data.metrics
-    assert "max_margin.balanced_accuracy" in by_name["evaluate"].data.metrics
-    assert "fa_irl_mm_margin.f1_toxic_positive" in parent.data.metrics
+    assert "fa_irl_mm_margin.f1_toxic_positive" in parent.data.metrics  # the parent's flat summary, kept
+
+
+def test_mlflow_has_one_run_per_method_under_evaluate(first_run):
+    """Methods are runs (not metric-name prefixes), so MLflow's compare view puts them side by side."""
+    _, results, _ = first_run
+    client = MlflowClient(results["mlflow"]["tracking_uri"])
+    evaluate_run = results["stages"]["evaluate"]["run_id"]
+    runs = client.search_runs([results["mlflow"]["experiment_id"]], f"tags.mlflow.parentRunId = '{evaluate_run}'")
+    by_method = {r.data.params["method"]: r for r in runs}
+    assert set(by_method) == {"max_margin", "fa_irl_mm_margin"}
+    per_method = results["metrics"]["per_method"]
+    for method, run in by_method.items():
+        assert run.info.status == "FINISHED"
+        for name in ("roc_auc", "accuracy", "balanced_accuracy", "starc"):
+            assert run.data.metrics[f"test.{name}"] == pytest.approx(per_method[method][name]["mean"])
+        assert "test.roc_auc_std" in run.data.metrics
+        assert run.data.params["base_loss"] == "mm" and run.data.params["epochs"] == "15"
+    fa = by_method["fa_irl_mm_margin"]
+    assert fa.data.params["routing"] == "joint" and fa.data.params["failure_source"] == "margin"
+    assert fa.data.params["curriculum_rounds"] == "8" and "test.failure_path_share" in fa.data.metrics
+    plain = by_method["max_margin"].data.params
+    assert plain["routing"] == "none" and plain["failure_source"] == "none" and "lambda_0" not in plain
+    evaluate_metrics = client.get_run(evaluate_run).data.metrics
+    assert not any(k.startswith("max_margin.") for k in evaluate_metrics)  # no more 69 single-bar charts
+
+
+def test_mlflow_stage_runs_last_as_long_as_their_stage(first_run):
+    _, results, log = first_run
+    client = MlflowClient(results["mlflow"]["tracking_uri"])
+    logged = dict(re.findall(r"\[fairl\] (\S+) +done +in +([0-9.]+)s", log))
+    assert set(logged) == set(results["stages"])  # nothing reused in the first run: every stage logged its time
+    for name, seconds in logged.items():
+        info = client.get_run(results["stages"][name]["run_id"]).info
+        assert (info.end_time - info.start_time) / 1000 == pytest.approx(float(seconds), abs=2.0), name
+    parent = client.get_run(results["mlflow"]["parent_run_id"]).info
+    assert (parent.end_time - parent.start_time) / 1000 == pytest.approx(results["seconds"], abs=10.0)
 
 
 def test_rerun_reuses_every_stage(first_run):
     workdir, results, _ = first_run
+    client = MlflowClient(results["mlflow"]["tracking_uri"])
+    experiment = [results["mlflow"]["experiment_id"]]
+    before = len(client.search_runs(experiment, max_results=5000))
     again, log = run(workdir)
     assert all(s["reused"] for s in again["stages"].values())
     assert log.count(" reused ") == len(again["stages"])
     assert again["metrics"] == results["metrics"]
+    # No second parent tree: the earlier run is the record of these outputs, tagged as reused once more.
+    assert len(client.search_runs(experiment, max_results=5000)) == before
+    assert again["mlflow"]["parent_run_id"] == results["mlflow"]["parent_run_id"]
+    assert again["stages"]["irl"]["run_id"] == results["stages"]["irl"]["run_id"]
+    parent = client.get_run(again["mlflow"]["parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["fairl.reused_reruns"] == "1"
 
 
 def test_changing_an_irl_setting_reruns_only_irl_and_after(first_run):

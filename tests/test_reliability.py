@@ -177,11 +177,12 @@ def _serving(port: int) -> bool:
 def test_fairl_ui_stops_its_server_with_itself(tmp_path, sig):
     Tracker(default_tracking_uri(tmp_path))
     port = _free_port()
+    printed = tmp_path / "ui.out"
     ui = subprocess.Popen(
         [sys.executable, "-m", "fairl_ray.cli", "ui", "--workdir", str(tmp_path), "--port", str(port)],
         cwd=HERE,
         preexec_fn=_default_sigint,
-        stdout=subprocess.DEVNULL,
+        stdout=printed.open("w"),
         stderr=subprocess.DEVNULL,
     )
     server = []
@@ -192,6 +193,8 @@ def test_fairl_ui_stops_its_server_with_itself(tmp_path, sig):
             time.sleep(0.5)
         server = psutil.Process(ui.pid).children(recursive=True)
         assert server, "fairl ui runs the MLflow server as a child process"
+        # the training-runs view: MLflow 3.17 opens its GenAI view without this parameter (DESIGN §6)
+        assert f"http://127.0.0.1:{port}/?workflowType=machine_learning" in printed.read_text()
         ui.send_signal(sig)
         assert ui.wait(timeout=60) != 0  # stop_process_group allows the server up to 25 s to go
         gone, alive = psutil.wait_procs(server, timeout=10)

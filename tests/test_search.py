@@ -158,10 +158,13 @@ def test_mlflow_has_parent_one_child_per_trial_and_the_fresh_seed_run(searched, 
     trials = [r for r in children if r.info.run_name.startswith("trial:")]
     assert len(trials) == 4 and len(children) == 5
     assert sorted(r.data.tags["fairl.trial"] for r in trials) == [f"main/{i}" for i in range(4)]
-    assert min(r.data.metrics["val_starc"] for r in trials) == pytest.approx(best["best_val_objective"])
+    assert min(r.data.metrics["val.starc"] for r in trials) == pytest.approx(best["best_val_objective"])
     assert all(r.data.params["method"].startswith("fa_irl_") for r in trials)
     fresh = next(r for r in children if r.info.run_name == "best_on_fresh_seeds")
-    assert fresh.data.metrics["test_starc"] == pytest.approx(best["fresh_seed_test_metrics"]["starc"]["mean"])
+    assert fresh.data.metrics["test.starc"] == pytest.approx(best["fresh_seed_test_metrics"]["starc"]["mean"])
+    # one naming scheme with `fairl run`'s method runs: <split>.<metric>
+    assert parent.data.metrics["main.test.starc"] == fresh.data.metrics["test.starc"]
+    assert parent.data.metrics["main.val.starc"] == pytest.approx(best["best_val_objective"])
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"best.json", "best_irl.yaml", "trials.csv", "search.png", "splits.json"} <= artifacts
 

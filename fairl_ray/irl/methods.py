@@ -128,6 +128,18 @@ TABLE1_METHODS: tuple[str, ...] = (
 )  # fmt: skip
 
 
+#: The ``IRLConfig`` fields every method reads: head, optimiser, budget and stopping rule (``Method.hyperparameters``
+#: lists the rest, each method's own).
+SHARED_HYPERPARAMETERS: tuple[str, ...] = (
+    "head", "hidden_dim", "lr", "batch_size", "epochs", "protocol", "min_epochs", "patience", "min_delta",
+)  # fmt: skip
+
+
+def hyperparameters_read(name: str) -> tuple[str, ...]:
+    """Every ``IRLConfig`` field method ``name`` reads: the shared ones, then its own."""
+    return SHARED_HYPERPARAMETERS + get_method(name).hyperparameters
+
+
 def get_method(name: str) -> Method:
     try:
         return METHOD_TABLE[name]

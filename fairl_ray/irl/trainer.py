@@ -263,10 +263,10 @@ def _train_group(
     max_epochs = max(c.epochs for c in cfgs)
 
     bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    if progress:  # a tqdm bar on a terminal, else a line every 10 s (a log, a Ray worker's forwarded output)
+        from fairl_ray.progress import EpochProgress
 
-        bar = tqdm(total=max_epochs, desc=f"{desc} (K={K})", unit="epoch")
+        bar = EpochProgress(max_epochs, f"{desc} (K={K})")
     for epoch in range(max_epochs):
         keep = [p for p, k in enumerate(alive) if epoch < cfgs[k].epochs]
         if len(keep) < len(alive):
@@ -348,12 +348,11 @@ def _train_group(
             if len(keep) < len(alive):
                 compact(keep)
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(active=len(alive))
+            bar.update(active=len(alive))
         if not alive:
             break
     if bar is not None:
-        bar.close()
+        bar.close(active=len(alive))
     best_cpu = {n: t.cpu() for n, t in best.items()}
     return [
         TrainedMember(

@@ -30,6 +30,7 @@ from typing import Any
 
 from fairl_ray.atomic_io import atomic_write_bytes
 from fairl_ray.config import PipelineConfig, config_to_yaml, flatten, to_dict
+from fairl_ray.irl.methods import get_method, hyperparameters_read
 from fairl_ray.orchestration.stage_store import (
     StageOutput,
     StageWriter,
@@ -40,6 +41,7 @@ from fairl_ray.orchestration.stage_store import (
     stage_output,
     workdir_lock,
 )
+from fairl_ray.orchestration.tracking import split_metrics
 
 
 class StageError(RuntimeError):
@@ -288,6 +290,9 @@ def _execute(output: StageOutput, fn: Callable, kwargs: dict) -> dict:
 # Planning and running
 # --------------------------------------------------------------------------------------------------------
 
+#: Tags the parent run with :meth:`Pipeline._run_key` (a fully reused rerun finds its earlier run by it).
+RUN_KEY_TAG = "fairl.run_key"
+
 #: results.json's toxicity table for a world without a policy (nothing generates, so nothing has a toxicity rate).
 NO_POLICY = "not applicable: this world has no policy"
 
@@ -329,6 +334,10 @@ class Pipeline:
         self.outputs: dict[str, StageOutput] = {}
         self.summaries: dict[str, dict] = {}
         self.stage_runs: dict[str, dict] = {}
+        self.parent_run: str | None = None
+        self.parent_reused = False  # a fully reused rerun records nothing new: it points at the earlier run
+        self._deferred: list[tuple[Stage, StageOutput, float]] = []  # reused stages seen before the parent exists
+        self._open_runs: dict[str, str] = {}  # stage name -> its MLflow run, RUNNING while the stage is
 
     # -- public -------------------------------------------------------------------------------------------
 
@@ -371,14 +380,13 @@ class Pipeline:
             self.log(
                 f"[fairl] closed {len(self.tracker.closed_stale)} MLflow run(s) left RUNNING by killed runs as KILLED"
             )
-        self.parent_run = self.tracker.start_run(self.cfg.name, tags={"fairl.workdir": str(self.workdir)})
-        self.tracker.log_params(self.parent_run, flatten(to_dict(self.cfg)))
-        self.tracker.log_artifact(self.parent_run, self.workdir / "config.yaml")
-        self.log(f"[fairl] MLflow run {self.parent_run} in {self.tracking_uri}")
+        self.started = started
         status = "FAILED"
         try:
             for wave in self._plan():
                 self._run_wave(wave)
+            if self.parent_run is None and not self._reuse_parent():
+                self._open_parent()
             results = self._results(time.time() - started)
             self._finish(results)
             status = "FINISHED"
@@ -391,7 +399,12 @@ class Pipeline:
                 raise
             raise StageError(f"run: {_disk_full(err, self.workdir)}") from err
         finally:
-            self.tracker.end_run(self.parent_run, status)
+            if self.parent_run is None:  # failed before any stage ran: the failure is recorded all the same
+                self._open_parent()
+            for run_id in self._open_runs.values():  # stages still running when the run failed or was stopped
+                self.tracker.end_run(run_id, "KILLED")
+            if not self.parent_reused:
+                self.tracker.end_run(self.parent_run, status)
             if started_ray:
                 shutdown_ray(remove_session=status == "FINISHED")
 
@@ -669,30 +682,38 @@ class Pipeline:
             if problem is None:
                 self.summaries[stage.name] = output.summary()
                 self.log(f"[fairl] {stage.name:<24} reused   {output.path.relative_to(self.workdir)}")
-                self._track(stage, output, reused=True, seconds=0.0)
+                if self.parent_run is None:  # tracked once a stage runs, or not at all in a fully reused rerun
+                    self._deferred.append((stage, output, time.time()))
+                else:
+                    self._track_reused(stage, output, time.time())
                 continue
             if output.path.exists():  # the fresh output replaces it (StageWriter)
                 self.log(f"[fairl] {stage.name}: stage output {_damage(problem)} ({problem}), recomputing")
+            if self.parent_run is None:
+                self._open_parent()
             self.log(f"[fairl] {stage.name:<24} running  ...")
             task = ray.remote(_execute).options(
                 num_cpus=0 if stage.orchestrates else self.cfg.resources.cpus_per_task,
                 num_gpus=self.gpus if stage.uses_model and not stage.orchestrates else 0,
                 name=f"fairl:{stage.name}",
             )
-            pending[task.remote(output, stage.fn, stage.kwargs)] = (stage, output, time.time())
+            t0 = time.time()  # the stage's MLflow run starts with it (and ends with it, below)
+            run_id = self._start_stage_run(stage, output, reused=False, started=t0)
+            pending[task.remote(output, stage.fn, stage.kwargs)] = (stage, output, t0, run_id)
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
-            stage, output, t0 = pending.pop(done[0])
+            stage, output, t0, run_id = pending.pop(done[0])
             try:
                 self.summaries[stage.name] = ray.get(done[0])
             except Exception as err:
                 self.log(f"[fairl] {stage.name:<24} FAILED (finished stages are kept; rerun to resume)")
+                self.tracker.end_run(self._open_runs.pop(stage.name), "FAILED")
                 for ref in pending:
                     ray.cancel(ref)
                 raise self._stage_error(stage.name, output, err) from err
-            seconds = time.time() - t0
-            self.log(f"[fairl] {stage.name:<24} done     in {seconds:6.1f}s")
-            self._track(stage, output, reused=False, seconds=seconds)
+            ended = time.time()
+            self.log(f"[fairl] {stage.name:<24} done     in {ended - t0:6.1f}s")
+            self._finish_stage_run(stage, output, run_id, reused=False, seconds=ended - t0, ended=ended)
             note = pairs_note(self.summaries[stage.name], self.cfg.pairs) if stage.name == "pairs" else None
             if note:
                 self.log(note)
@@ -712,9 +733,65 @@ class Pipeline:
         text = _plain(str(cause)).strip()
         return StageError(f"{name}: {text.splitlines()[0] if text else type(cause).__name__} ({saved})")
 
-    def _track(self, stage: Stage, output: StageOutput, reused: bool, seconds: float) -> None:
-        tracker = self.tracker
-        run_id = tracker.start_run(
+    # -- MLflow ------------------------------------------------------------------------------------------
+    #
+    # One parent run per pipeline run, one child per stage, and under ``evaluate`` one child per IRL method (params:
+    # what the method is and the hyperparameters it reads; metrics ``test.<metric>`` / ``heldout.<metric>``), so
+    # MLflow's compare view puts methods side by side. A stage's run starts when the stage is launched and ends
+    # when it finishes (its artifacts are uploaded after, with the end time kept). The parent is opened when the
+    # first stage runs: a rerun that reuses every stage adds no runs and reports the earlier parent of the same
+    # workdir and config (tagged ``fairl.reused_reruns``), so reruns never pile up duplicate trees.
+
+    def _run_key(self) -> str:
+        """What makes two pipeline runs the same run: the workdir and the whole config."""
+        import hashlib
+
+        return hashlib.sha256(f"{self.workdir}\n{config_to_yaml(self.cfg)}".encode()).hexdigest()[:16]
+
+    def _open_parent(self) -> None:
+        tags = {"fairl.workdir": str(self.workdir), RUN_KEY_TAG: self._run_key()}
+        self.parent_run = self.tracker.start_run(self.cfg.name, tags=tags, start_time=self.started)
+        self.tracker.log_params(self.parent_run, flatten(to_dict(self.cfg)))
+        self.tracker.log_artifact(self.parent_run, self.workdir / "config.yaml")
+        self.log(f"[fairl] MLflow run {self.parent_run} in {self.tracking_uri}")
+        for stage, output, at in self._deferred:
+            self._track_reused(stage, output, at)
+        self._deferred = []
+
+    def _reuse_parent(self) -> bool:
+        """Every stage was reused: point at the last finished parent of this workdir and config whose stage runs
+        record these very stage outputs, and tag it; False when there is none (then a new parent records them)."""
+        client, experiments = self.tracker.client, [self.tracker.experiment_id]
+        found = client.search_runs(
+            experiments,
+            f"tags.`{RUN_KEY_TAG}` = '{self._run_key()}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not found:
+            return False
+        parent = found[0]
+        children = {
+            r.info.run_name: r
+            for r in client.search_runs(experiments, f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+        }
+        if any(
+            name not in children or children[name].data.tags.get("fairl.stage_key") != output.key
+            for name, output in self.outputs.items()
+        ):
+            return False
+        self.parent_run, self.parent_reused = parent.info.run_id, True
+        reruns = int(parent.data.tags.get("fairl.reused_reruns", "0")) + 1
+        client.set_tag(self.parent_run, "fairl.reused_reruns", str(reruns))
+        client.set_tag(self.parent_run, "fairl.last_reused_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
+        for stage, output, _ in self._deferred:
+            self._record_stage(stage.name, output, children[stage.name].info.run_id, reused=True, seconds=0.0)
+        self._deferred = []
+        self.log(f"[fairl] every stage reused: no new MLflow runs; this is run {self.parent_run} again")
+        return True
+
+    def _start_stage_run(self, stage: Stage, output: StageOutput, reused: bool, started: float) -> str:
+        run_id = self.tracker.start_run(
             stage.name,
             parent_run_id=self.parent_run,
             tags={
@@ -723,9 +800,21 @@ class Pipeline:
                 "fairl.reused": str(reused).lower(),
                 "fairl.stage_dir": self._rel(output.path),
             },
+            start_time=started,
         )
         if isinstance(stage.config, dict) and stage.config:
-            tracker.log_params(run_id, flatten(stage.config))
+            self.tracker.log_params(run_id, flatten(stage.config))
+        self._open_runs[stage.name] = run_id
+        return run_id
+
+    def _track_reused(self, stage: Stage, output: StageOutput, at: float) -> None:
+        run_id = self._start_stage_run(stage, output, reused=True, started=at)
+        self._finish_stage_run(stage, output, run_id, reused=True, seconds=0.0, ended=at)
+
+    def _finish_stage_run(
+        self, stage: Stage, output: StageOutput, run_id: str, reused: bool, seconds: float, ended: float
+    ) -> None:
+        tracker = self.tracker
         summary = self.summaries[stage.name]
         metrics = flatten(_metric_view(stage.name, summary))
         metrics["stage_seconds"] = seconds
@@ -739,8 +828,25 @@ class Pipeline:
                 for name in ("val_loss", "fail_share", "failure_fraction"):  # the last two: FA-IRL members only
                     if curve.get(name):
                         tracker.log_curve(run_id, f"{member.replace('/', '.')}.{name}", curve[name])
-        tracker.end_run(run_id)
-        self.stage_runs[stage.name] = {
+        if stage.name == "evaluate":
+            self._log_method_runs(run_id, summary, ended)
+        tracker.end_run(self._open_runs.pop(stage.name), end_time=ended)
+        self._record_stage(stage.name, output, run_id, reused, seconds)
+
+    def _log_method_runs(self, evaluate_run: str, summary: dict, at: float) -> None:
+        """One child run of the evaluate stage's run per IRL method (see the section comment)."""
+        irl = to_dict(self.cfg.irl)
+        failure_path = summary.get("analyses", {}).get("failure_path", {})
+        for method, stats in summary["per_method"].items():
+            run_id = self.tracker.start_run(
+                method, parent_run_id=evaluate_run, tags={"fairl.kind": "method", "fairl.method": method}, start_time=at
+            )
+            self.tracker.log_params(run_id, {**method_params(method, irl), "seeds": list(self.cfg.seeds)})
+            self.tracker.log_metrics(run_id, method_metrics(stats, failure_path.get(method)))
+            self.tracker.end_run(run_id, end_time=at)
+
+    def _record_stage(self, name: str, output: StageOutput, run_id: str, reused: bool, seconds: float) -> None:
+        self.stage_runs[name] = {
             "run_id": run_id,
             "key": output.key,
             "reused": reused,
@@ -797,7 +903,8 @@ class Pipeline:
             flat[f"toxicity.{model.replace(':', '.')}"] = tox["toxicity_rate"]
         for method, fp in results["analyses"].get("failure_path", {}).items():
             flat[f"{method}.failure_path_share"] = fp["share"]["mean"]
-        self.tracker.log_metrics(self.parent_run, flat)
+        if not self.parent_reused:  # the reused parent has these very numbers already
+            self.tracker.log_metrics(self.parent_run, flat)
         self.log(report)
         self.log(f"[fairl] results: {path}")
         self.log(f"[fairl] browse runs: fairl ui --workdir {self.workdir}")
@@ -836,14 +943,31 @@ def _analysis_artifacts(*files: str, names=None) -> tuple[str, ...]:
     return files + tuple(tables) + tuple(f"{n}.png" for n in names)
 
 
+HELDOUT = "heldout_"  # the prefix of the held-out columns in per_method (stages/evaluate.py)
+
+
+def method_params(method: str, irl: dict) -> dict:
+    """A method run's params: what the method is (``irl/methods.py``) and the IRL hyperparameters it reads."""
+    m = get_method(method)
+    what = {"method": method, "routing": m.routing, "base_loss": m.base_loss, "failure_source": m.failure_source}
+    return {k: "none" if v is None else v for k, v in what.items()} | {k: irl[k] for k in hyperparameters_read(method)}
+
+
+def method_metrics(stats: dict, failure_path: dict | None = None) -> dict[str, float]:
+    """A method run's metrics: ``test.<metric>`` (test split; with the failure-path share and ablations of an FA-IRL
+    method) and ``heldout.<metric>`` (the held-out labelled texts, where the world has them)."""
+    test = {k: v for k, v in stats.items() if not k.startswith(HELDOUT)}
+    heldout = {k[len(HELDOUT) :]: v for k, v in stats.items() if k.startswith(HELDOUT)}
+    if failure_path:
+        test["failure_path_share"] = failure_path["share"]
+        test.update({f"ablated_{k}": v for k, v in failure_path["ablated"].items()})
+    return split_metrics("test", test) | split_metrics("heldout", heldout)
+
+
 def _metric_view(stage: str, summary: dict) -> dict:
-    """The numeric part of a stage's summary worth logging as metrics."""
+    """The numeric part of a stage's summary worth logging as metrics (evaluate's go to its method runs)."""
     if stage == "evaluate":
-        view = {m: {k: v["mean"] for k, v in metrics.items()} for m, metrics in summary["per_method"].items()}
-        for m, fp in summary.get("analyses", {}).get("failure_path", {}).items():
-            view[m]["failure_path_share"] = fp["share"]["mean"]
-            view[m].update({f"ablated_{k}": v["mean"] for k, v in fp["ablated"].items()})
-        return view
+        return {}
     if stage == "irl":
         return {"members": len(summary["members"]), "train_pairs": summary["train_pairs"]}
     if stage == "subtype_transfer":

@@ -227,12 +227,19 @@ class Tracker:
         self.client.set_tag(run_id, HOST_TAG, socket.gethostname())
         self.client.set_tag(run_id, PID_TAG, str(os.getpid()))
 
-    def start_run(self, name: str, parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> str:
+    def start_run(
+        self,
+        name: str,
+        parent_run_id: str | None = None,
+        tags: dict[str, str] | None = None,
+        start_time: float | None = None,
+    ) -> str:
+        """A RUNNING run; ``start_time`` (``time.time()`` seconds, default now) when the work it records began."""
         tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), **(tags or {})}
         tags["mlflow.runName"] = name
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        run = self.client.create_run(self.experiment_id, start_time=_ms(start_time), run_name=name, tags=tags)
         return run.info.run_id
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
@@ -274,8 +281,28 @@ class Tracker:
         elif path.is_file():
             self.client.log_artifact(run_id, str(path), artifact_path)
 
-    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status=status)
+    def end_run(self, run_id: str, status: str = "FINISHED", end_time: float | None = None) -> None:
+        """End a run; ``end_time`` (``time.time()`` seconds, default now) when its work ended, so a run whose
+        artifacts are uploaded afterwards still lasts as long as the work did."""
+        self.client.set_terminated(run_id, status=status, end_time=_ms(end_time))
+
+
+def split_metrics(split: str, stats: dict[str, dict[str, float]]) -> dict[str, float]:
+    """``{metric: {mean, std, n}}`` (over seeds) as the metric names every fairl command logs: ``<split>.<metric>``
+    (the mean) and ``<split>.<metric>_std``, e.g. ``test.roc_auc``, ``val.roc_auc``, ``heldout.roc_auc``. One
+    scheme for ``fairl run``'s method runs and ``fairl tune``'s trial runs, so MLflow's compare view and charts put
+    them side by side."""
+    out = {}
+    for metric, s in stats.items():
+        if s.get("n", 1):
+            out[f"{split}.{metric}"] = s["mean"]
+            if s.get("std") is not None:
+                out[f"{split}.{metric}_std"] = s["std"]
+    return out
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else int(seconds * 1000)
 
 
 def _param_value(value: Any) -> str:

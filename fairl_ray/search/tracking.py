@@ -48,8 +48,14 @@ def log_config_run(tracker, parent: str, record: dict, fixed: dict) -> None:
         },
     )
     tracker.log_params(child, {**fixed, **record["config"], "epochs_run": record.get("epochs")})
-    tracker.log_metrics(child, {**record["metrics"], "rung": record.get("rung", 0)})
+    tracker.log_metrics(child, {**mlflow_names(record["metrics"]), "rung": record.get("rung", 0)})
     tracker.end_run(child, "FAILED" if record["state"] == "FAIL" else "FINISHED")
+
+
+def mlflow_names(metrics: dict[str, float]) -> dict[str, float]:
+    """A trial's metrics (``val_<metric>``, ``val_<metric>_std``: the names of Optuna, Tune and trials.csv) under
+    the MLflow names every fairl command logs (``val.<metric>``; see ``tracking.split_metrics``)."""
+    return {f"val.{k[len('val_') :]}" if k.startswith("val_") else k: v for k, v in metrics.items()}
 
 
 class LiveSearchLog(Callback):
@@ -112,6 +118,17 @@ class LiveSearchLog(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         for record in json.loads(result.get("finished_json") or "[]"):
             self._log(record)
+        # A pack trains its configs as one batched computation, so they finish together at its last rung (or
+        # when pruned): Tune delivers each report at once (no result buffering), but without this line a search
+        # of long rungs would print nothing between its start and the first finished pack.
+        if result.get("configs_alive"):
+            metric = f"val_{self.objective}"
+            print(
+                f"[tune] pack {trial.config.get('model')}/{trial.config.get('pack')} rung "
+                f"{int(result.get('rung', 0)) + 1}/{len(self.cfg_dict['rungs'])} at {result.get('epochs')} epochs: "
+                f"{result['configs_alive']} config(s) go on, best {metric}={result.get(metric, float('nan')):.4f}",
+                flush=True,
+            )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         # A pack stopped by the scheduler (ASHA) leaves configs asked but never told: prune them in Optuna and

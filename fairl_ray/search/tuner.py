@@ -289,8 +289,9 @@ def _winners(
 ) -> dict:
     """Per model: best config, its fresh-seed TEST metrics (an MLflow child, once); with several models the
     cross-model comparison. Returns best.json's content."""
+    from fairl_ray.orchestration.tracking import split_metrics
     from fairl_ray.search.outputs import best_of, compare_models
-    from fairl_ray.search.trial import evaluate_config, flat_metrics
+    from fairl_ray.search.trial import evaluate_config
     from fairl_ray.stages.irl_fit import resolve_device
 
     device = resolve_device(cfg.device)
@@ -342,11 +343,13 @@ def _winners(
                 name, parent_run_id=parent, tags={"fairl.kind": "tune_best", "fairl.model": model}
             )
             tracker.log_params(child, {**best_irl, "fresh_seeds": cfg.fresh_seeds, "best_trial": best["trial_id"]})
-            tracker.log_metrics(child, flat_metrics(fresh, "test_"))
+            tracker.log_metrics(child, split_metrics("test", fresh))
             tracker.end_run(child)
+        # on the parent, per model: the best config's val objective and its fresh-seed test metrics (same names)
         tracker.log_metrics(
             parent,
-            {f"{model}.best_{metric}": best[metric]} | {f"{model}.fresh_test_{m}": s["mean"] for m, s in fresh.items()},
+            {f"{model}.val.{objective}": best[metric]}
+            | {f"{model}.{k}": v for k, v in split_metrics("test", fresh).items() if not k.endswith("_std")},
         )
     primary = next(iter(models))
     summary = {
