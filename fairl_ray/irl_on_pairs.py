@@ -27,6 +27,7 @@ from fairl_ray.stages.irl_fit import featurize_table, fit_rewards, resolve_devic
 MANIFEST = "manifest.json"
 CACHE_DIR = "feature_cache"  # kept across runs (a per-text cache), never swapped
 NEW_PREFIX, OLD_PREFIX = ".fairl-irl-new-", ".fairl-irl-old-"
+ASIDE_INDEX = "index.json"  # in an OLD_PREFIX folder: the output path of each numbered entry set aside
 
 
 def run_irl_on_pairs(table, cfg, out_dir: Path) -> dict:
@@ -41,6 +42,8 @@ def run_irl_on_pairs(table, cfg, out_dir: Path) -> dict:
     """
     out_dir = Path(out_dir)
     with workdir_lock(out_dir, command="fairl irl", after_wait="its outputs will be replaced by this run's"):
+        for leftover in out_dir.glob(OLD_PREFIX + "*"):  # a run killed mid-swap: put back what it had set aside
+            restore_aside(out_dir, leftover)
         for leftover in [*out_dir.glob(NEW_PREFIX + "*"), *out_dir.glob(OLD_PREFIX + "*")]:  # of a killed run
             shutil.rmtree(leftover, ignore_errors=True)
         new = Path(tempfile.mkdtemp(prefix=NEW_PREFIX, dir=out_dir))
@@ -86,6 +89,19 @@ def made_entries(out_dir: Path) -> list[str]:
     return [m for m in made if isinstance(m, str) and m and ".." not in Path(m).parts and not Path(m).is_absolute()]
 
 
+def restore_aside(out_dir: Path, aside: Path) -> None:
+    """Put back the outputs a killed swap had moved into ``aside`` whose place in ``out_dir`` is still empty."""
+    try:
+        index = json.loads((aside / ASIDE_INDEX).read_text())
+    except (OSError, ValueError):
+        return
+    for i, rel in enumerate(index):
+        dest = out_dir / rel
+        if (aside / str(i)).exists() and not dest.exists() and ".." not in Path(rel).parts:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(aside / str(i), dest)
+
+
 def _replace_outputs(out_dir: Path, new: Path) -> list[str]:
     """Rename the complete outputs in ``new`` into ``out_dir``; remove what the last run made and this one did not.
 
@@ -96,6 +112,9 @@ def _replace_outputs(out_dir: Path, new: Path) -> list[str]:
     made = rewards + others + ["metrics.json"]
     stale = [m for m in made_entries(out_dir) if m not in made and (out_dir / m).exists()]
     aside = Path(tempfile.mkdtemp(prefix=OLD_PREFIX, dir=out_dir))
+    # Which aside entry was which output: a run killed between the two renames of an entry leaves it only aside,
+    # and the next run puts it back (restore_aside) before anything else.
+    atomic_write_bytes(aside / ASIDE_INDEX, json.dumps(made + stale).encode())
     try:
         (out_dir / "rewards").mkdir(exist_ok=True)
         for i, rel in enumerate(made + stale):

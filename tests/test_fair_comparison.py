@@ -42,15 +42,17 @@ def test_without_failures_an_fa_method_trains_to_its_base_methods_parameters(los
 
 
 def test_joint_placebo_is_an_architecture_control_and_fa_methods_differ_from_it():
-    """The joint placebo trains R_F by L_base (eq. 3 with λ ≡ 0 over all parameters): not the base method, and not
-    the FA method either — the FA method differs from it only in the failure terms."""
+    """The joint placebo trains R_F by L_base under the penalty (eq. 3 without L_fail, over all parameters): not the
+    base method, and not the FA method either — the FA method differs from it only in the failure term."""
     train = noisy_pairs(600)
     common = dict(head="mlp", hidden_dim=16, epochs=30, curriculum_rounds=8, patience=3, seed=1)
     base, placebo, fa = train_ensemble(
         train, [IRLConfig(method=m, **common) for m in ("max_margin", "fa_irl_mm_placebo", "fa_irl_mm_gt")]
     )
     assert float(placebo.params["fail.w2"].abs().max()) > 0  # L_base reached R_F
-    assert max(placebo.curve["lambda"]) == 0.0 and max(placebo.curve["failure_fraction"]) == 0.0
+    n = min(len(placebo.curve["lambda"]), len(fa.curve["lambda"]))  # (they may stop at different epochs)
+    assert placebo.curve["lambda"][:n] == fa.curve["lambda"][:n]  # the same λ_t schedule, so the same penalty
+    assert max(placebo.curve["failure_fraction"]) == 0.0
     assert max(fa.curve["failure_fraction"]) > 0
     assert not torch.allclose(fa.params["fail.w2"], placebo.params["fail.w2"])
     assert placebo_of("fa_irl_mm_gt") == "fa_irl_mm_placebo"
@@ -128,3 +130,22 @@ def test_dataset_level_bottom_k_flags_a_fraction_of_all_pairs_per_round():
         assert by_batch.curve["failure_fraction"][t] == pytest.approx(per_batch), t
     single = train_single(train, IRLConfig(method="fa_irl_me_margin", failure_ranking="dataset", **common))
     assert single.curve["failure_fraction"] == pytest.approx(by_set.curve["failure_fraction"])
+
+
+@pytest.mark.parametrize("routing", ["", "_split"])
+def test_the_placebo_is_its_fa_method_when_that_finds_no_failure(routing):
+    """Only the failures differ: an FA-IRL member whose curriculum flags nothing (bottom-k fraction 0) trains to its
+    placebo's parameters exactly, penalty and all, in both routings."""
+    train = noisy_pairs(500, seed=3)
+    common = dict(head="mlp", hidden_dim=16, epochs=25, curriculum_rounds=6, patience=3, seed=2)
+    no_failures = dict(failure_fraction_start=0.0, failure_fraction_end=0.0)
+    fa, placebo = train_ensemble(
+        train,
+        [
+            IRLConfig(method=f"fa_irl_mm_margin{routing}", **no_failures, **common),
+            IRLConfig(method=f"fa_irl_mm_placebo{routing}", **common),
+        ],
+    )
+    assert max(fa.curve["failure_fraction"]) == 0.0
+    for name, value in placebo.params.items():
+        torch.testing.assert_close(fa.params[name], value, msg=name)

@@ -69,6 +69,8 @@ def cluster_run(tmp_path_factory):
     report = workdir.parent / f"{workdir.name}-report.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])}
     env.pop("RAY_ADDRESS", None)
+    # the session's local Ray runs in Ray's single-machine mode (loopback only): this cluster is Ray's cluster mode
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
     proc = subprocess.Popen(
         [sys.executable, "-c", SCRIPT, str(workdir), str(report)],
         cwd=HERE,

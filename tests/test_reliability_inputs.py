@@ -395,3 +395,22 @@ def trained(tmp_path_factory):
 def py(code: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     return subprocess.Popen([sys.executable, "-c", code], env=env, **kwargs)
+
+
+def test_a_swap_killed_between_its_two_renames_loses_nothing(tmp_path):
+    """``fairl irl`` replaces each output by two renames (old aside, new in). Killed between them, an output exists
+    only aside: the next run puts it back before it cleans up, so the old reward is not lost."""
+    import json
+
+    from fairl_ray.irl_on_pairs import ASIDE_INDEX, OLD_PREFIX, restore_aside
+
+    out = tmp_path / "out"
+    aside = out / f"{OLD_PREFIX}x"
+    (aside / "0").mkdir(parents=True)  # rewards/b: set aside, its new copy never arrived
+    (aside / "0" / "reward.safetensors").write_bytes(b"old b")
+    (aside / "1").write_text("old metrics")  # metrics.json: set aside, and the new one is in place
+    (out / "metrics.json").write_text("new metrics")
+    (aside / ASIDE_INDEX).write_text(json.dumps(["rewards/b", "metrics.json"]))
+    restore_aside(out, aside)
+    assert (out / "rewards" / "b" / "reward.safetensors").read_bytes() == b"old b"
+    assert (out / "metrics.json").read_text() == "new metrics"

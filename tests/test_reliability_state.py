@@ -357,3 +357,17 @@ def test_local_ray_listens_on_loopback_only(tmp_path):
     loopback = ("127.0.0.1", "::1", "::ffff:127.0.0.1")  # the last: IPv4 loopback on a dual-stack socket
     exposed = [(name, ip, port) for name, ip, port in listeners if ip not in loopback]
     assert not exposed, exposed
+
+
+def test_a_copied_stage_without_its_times_is_hashed_once_then_trusted(tmp_path):
+    """``cp -r`` without ``-p`` changes every mtime: the first reuse hashes the files and records the new times, so
+    the next reuse needs no hashing (a workdir of GB-sized policies would otherwise be re-read on every run)."""
+    out = _finished(tmp_path)
+    path = out.path / "features.safetensors"
+    os.utime(path, ns=(1, 1))
+    assert out.problem() is None
+    assert json.loads((out.path / MARKER).read_text())["files"]["features.safetensors"]["mtime_ns"] == 1
+    path.write_bytes(b"\x02" * 4096)  # same size, other content
+    os.utime(path, ns=(1, 1))  # and the recorded time: only --verify can tell now
+    assert out.problem() is None
+    assert "sha256" in out.problem(verify=True)

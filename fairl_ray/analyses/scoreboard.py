@@ -1,5 +1,5 @@
 """The scoreboard as a paired test (DESIGN §6b): for every fair comparison ``(treatment, control, kind)`` of
-``irl.methods.comparisons`` (FA-IRL vs its plain baseline, vs its λ ≡ 0 placebo, joint vs split routing) and every
+``irl.methods.comparisons`` (FA-IRL vs its plain baseline, vs its no-failure placebo, joint vs split routing) and every
 metric, the per-seed difference treatment − control on the same split, its mean with a 95% CI over seeds (t interval
 and paired bootstrap, ``metrics.paired.paired_comparison``), and a verdict only where the t interval excludes 0 and
 at least 5 seeds are paired. Also the probability of improvement (rliable): P(treatment run beats control run).
@@ -27,7 +27,11 @@ METRICS = {
 
 class Scoreboard(Analysis):
     name = "scoreboard"
-    title = "Scoreboard: paired difference treatment − control per seed (95% CI; a verdict only where it excludes 0)"
+    title = (
+        "Scoreboard: paired difference treatment − control per IRL seed (95% CI; a verdict only where it excludes 0). "
+        "The seeds vary the IRL initialisation and minibatch order on this run's one draw of pairs and split; "
+        "no correction for the number of comparisons"
+    )
 
     def compute(self, ctx: EvalContext) -> dict:
         out = {}

@@ -55,10 +55,11 @@ class IRLConfig:
     """the training protocol. ``fa_irl`` (FA-IRL §5): every epoch is a pass over all training pairs in minibatches of
     ``batch_size``, the classification threshold is fit on the train outputs. ``insights`` (Insights §4 and its
     review answers: "at most 60 iterations, each iteration processing a batch of just 50 toxic + 50 non-toxic
-    examples"): every epoch is ONE minibatch of ``batch_size`` pairs drawn at random from the training pairs (set
-    ``batch_size: 50`` for the paper's 50 + 50 outputs), ``epochs`` <= 60, and the classification threshold is 0 on
-    the normalised reward (i.e. the train outputs' mean: a pairwise loss never trains the raw reward's offset, so a
-    raw 0 would be arbitrary)."""
+    examples"): every epoch is ONE minibatch of ``batch_size`` pairs drawn at random from the training pairs
+    (``batch_size: 50`` is 50 chosen + 50 rejected outputs: the paper's 50 non-toxic + 50 toxic when the pair mix is
+    toxic→non-toxic, ``pairs.toxic_to_nontoxic_fraction: 1``), ``epochs`` <= 60, and the classification threshold
+    is 0 on the normalised reward (i.e. the train outputs' mean: a pairwise loss never trains the raw reward's
+    offset, so a raw 0 would be arbitrary)."""
     min_epochs: int | None = None
     """the budget every method shares: no member (plain, FA-IRL or placebo) stops early or returns a checkpoint
     before this epoch; ``None`` = ``curriculum_rounds`` (so FA-IRL's curriculum runs to its end and the methods it is

@@ -16,11 +16,14 @@ failures, IRL-margin failures}. Each FA-IRL variant exists in two routings (``ob
 
 Controls (so every FA-IRL result has one that differs only in the thing tested):
 
-* the PLACEBO ``fa_irl_{mm,me}_placebo[_split]``: the FA-IRL method's dual-path head, routing, schedules and gate
-  with λ_t ≡ 0 — no failures, no penalty. Without failures the curriculum (γ_t or k_t) selects nothing, so one
-  placebo per (base loss, routing) serves both failure sources. The split placebo is the base method itself,
-  exactly: its failure path starts at zero output and nothing trains it (``tests/test_fair_comparison.py`` pins
-  equal parameters); the joint placebo is the dual-path head trained on L_base alone, an architecture control.
+* the PLACEBO ``fa_irl_{mm,me}_placebo[_split]``: the FA-IRL method's dual-path head, routing, λ_t schedule,
+  penalty (λ_t/2)·‖w_F‖² and gate, with S_t ≡ ∅ — eq. 3 without its failure term, so it differs from the FA-IRL
+  method ONLY in the failures. Without failures the curriculum (γ_t or k_t) selects nothing, so one placebo per
+  (base loss, routing) serves both failure sources. The split placebo is the base method itself, exactly: its
+  failure path starts at zero output and nothing moves it (``tests/test_fair_comparison.py`` pins equal
+  parameters); the joint placebo is the dual-path head trained on L_base + the penalty. (A first version set
+  λ_t ≡ 0, which also dropped the joint penalty: its R_F then grew unregularised, w_F norm 0.43 against 0.02 for an
+  FA member that found no failure — a control that differed in more than the failures.)
 * the base method, under the SAME budget and stopping rule (``IRLConfig.min_epochs``, one gate for every method).
 """
 
@@ -52,7 +55,7 @@ class Method:
     routing: str | None = None
     """FA-IRL gradient routing, ``joint`` (eq. 3 as printed) or ``split`` (§4.1); None for a single-path method."""
     placebo: bool = False
-    """A control: the dual-path head, routing, schedules and gate of FA-IRL with λ_t ≡ 0 (no failures, no penalty)."""
+    """A control: FA-IRL's dual-path head, routing, λ_t schedule, penalty and gate, with no failures (S_t ≡ ∅)."""
 
     @property
     def dual_path(self) -> bool:
@@ -93,7 +96,7 @@ def _fa_variants() -> list[Method]:
                     loss,
                     None,
                     base_hp,
-                    f"placebo of FA-IRL ({short}, {how}): λ_t ≡ 0, no failures",
+                    f"placebo of FA-IRL ({short}, {how}): no failures (S_t ≡ ∅), all else equal",
                     routing=routing,
                     placebo=True,
                 )
@@ -157,7 +160,7 @@ def baseline_of(name: str) -> str | None:
 
 
 def placebo_of(name: str) -> str | None:
-    """The placebo of an FA-IRL variant: same base loss and routing, λ_t ≡ 0. None for anything else."""
+    """The placebo of an FA-IRL variant: same base loss and routing, no failures. None for anything else."""
     m = get_method(name)
     if not m.is_failure_aware:
         return None
@@ -187,7 +190,7 @@ def other_routing_of(name: str) -> str | None:
 
 def comparisons(methods) -> list[tuple[str, str, str]]:
     """Every fair comparison among ``methods`` (names that ran): ``(treatment, control, kind)`` with kind
-    ``baseline`` (FA-IRL vs its plain method), ``placebo`` (FA-IRL vs its λ ≡ 0 twin: only the failures differ) or
+    ``baseline`` (FA-IRL vs its plain method), ``placebo`` (FA-IRL vs its no-failure twin: only the failures differ) or
     ``routing`` (joint vs split of one variant; listed once, joint first). In the order of ``methods``."""
     present = list(dict.fromkeys(methods))
     out = []

@@ -30,9 +30,9 @@ FA-IRL choices (the paper leaves them open):
   Adam holds w_F near zero while λ_t is large): the gain comes from L_fail reaching R_D, i.e. from a stricter,
   up-weighted loss on the failures, not from a separate correction head. Under split the two paths are large and
   cancel (share 0.7–2.7), as the audit of the first landing found.
-* The PLACEBO (``Method.placebo``) is its FA-IRL method with λ_t ≡ 0: no L_fail in either routing, no penalty. The
-  same holds for any FA-IRL method run with ``lambda_0: 0`` (split's L_fail is on while λ_t > 0, which an
-  exponential decay never ends).
+* The PLACEBO (``Method.placebo``) is its FA-IRL method with S_t ≡ ∅: the same λ_t and penalty, no L_fail
+  (``MemberHyperparameters.failures`` flags nothing for it). A member run with ``lambda_0: 0`` has neither L_fail
+  nor the penalty (split's L_fail is on while λ_t > 0, which an exponential decay never ends).
 * The failure path's readout starts at ZERO (``heads.init_member_params``), so R_F contributes nothing until a
   failure trains it (§4.1: initialisation "keep[s] early estimates near zero, preventing spurious margins before
   failures have been identified"); its other parameters are drawn from their own RNG stream, so an FA-IRL member
@@ -203,7 +203,8 @@ def pair_objective(
     fail = hp.fail(torch.where(joint, delta_D, delta_D.detach()) + delta_F, failed)
     sq_norm = sum(w.pow(2).reshape(w.shape[0], -1).sum(-1) for w in fail_weights)
     # What is differentiated: joint = eq. 3 itself; split = L_base + L_fail (λ_t acts through the decoupled
-    # penalty), and L_fail only while λ_t > 0, so that λ_t ≡ 0 (a placebo, or λ_0 = 0) is L_base alone in both routings.
+    # penalty), and L_fail only while λ_t > 0, so that λ_0 = 0 is L_base alone in both routings (a placebo flags no
+    # failure, so its L_fail is 0 whatever its weight).
     fail_weight = torch.where(hp.joint, lam, (lam > 0).to(lam.dtype))
     grad_loss = base + fail_weight * fail + torch.where(hp.joint, 0.5 * lam * sq_norm, torch.zeros_like(sq_norm))
     total = fa_irl_loss(base, fail, lam, sq_norm.detach())

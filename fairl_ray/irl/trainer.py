@@ -146,7 +146,7 @@ def split_validation(train: PairFeatures, val_fraction: float) -> tuple[PairFeat
 
 
 def _schedule_tensors(cfgs: list[IRLConfig], epoch: int, device):
-    lam = [lambda_schedule(epoch, c.lambda_0, c.lambda_decay) if c.is_failure_aware else 0.0 for c in cfgs]
+    lam = [lambda_schedule(epoch, c.lambda_0, c.lambda_decay) if c.dual_path else 0.0 for c in cfgs]
     gam = [gamma_schedule(epoch, c.gamma_start, c.gamma_end, c.curriculum_rounds) for c in cfgs]
     frac = [
         failure_fraction_schedule(epoch, c.failure_fraction_start, c.failure_fraction_end, c.curriculum_rounds)

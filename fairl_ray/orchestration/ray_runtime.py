@@ -78,6 +78,7 @@ def configure_log_environment() -> None:
 
 #: Ray's switch to its single-machine mode (node IP 127.0.0.1, its Windows/macOS default) when set to 0.
 SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_cluster_mode_before: tuple[str | None, bool] | None = None  # what _single_machine_ray changed, for the restore
 
 
 def _single_machine_ray() -> None:
@@ -93,8 +94,28 @@ def _single_machine_ray() -> None:
     environment uses the same mode; a driver joining a cluster from a fresh shell is in Ray's cluster mode."""
     from ray._private import ray_constants
 
+    global _cluster_mode_before
+    if _cluster_mode_before is None:
+        _cluster_mode_before = (os.environ.get(SINGLE_MACHINE_ENV), ray_constants.ENABLE_RAY_CLUSTER)
     os.environ[SINGLE_MACHINE_ENV] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def _restore_cluster_mode() -> None:
+    """Undo :func:`_single_machine_ray` once its local Ray is shut down (a later ``--address`` join in this process,
+    or a child started now, is in the mode it had before)."""
+    from ray._private import ray_constants
+
+    global _cluster_mode_before
+    if _cluster_mode_before is None:
+        return
+    env, enabled = _cluster_mode_before
+    if env is None:
+        os.environ.pop(SINGLE_MACHINE_ENV, None)
+    else:
+        os.environ[SINGLE_MACHINE_ENV] = env
+    ray_constants.ENABLE_RAY_CLUSTER = enabled
+    _cluster_mode_before = None
 
 
 def init_ray(
@@ -178,6 +199,7 @@ def shutdown_ray(remove_session: bool) -> None:
 
     session = local_session_dir() if remove_session else None
     ray.shutdown()
+    _restore_cluster_mode()
     if session is not None:
         shutil.rmtree(session, ignore_errors=True)
 

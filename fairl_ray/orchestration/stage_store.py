@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fairl_ray.atomic_io import atomic_write_bytes
+
 MARKER = "stage.json"
 LOCK_FILE = ".fairl.lock"
 # Bump when a stage's output format or semantics change, so old cached outputs are not reused.
@@ -87,6 +89,7 @@ def output_problem(stage_dir: str | Path, verify: bool = False) -> str | None:
         recorded["summary"]
     except (OSError, ValueError, KeyError, AttributeError):
         return f"{MARKER}: unreadable or truncated"
+    touched = False
     for rel, want in files.items():
         path = stage_dir / rel
         try:
@@ -96,8 +99,16 @@ def output_problem(stage_dir: str | Path, verify: bool = False) -> str | None:
         if st.st_size != want["size"]:
             return f"{rel}: size {st.st_size}, recorded {want['size']}"
         # An unchanged modification time means an unchanged file (cheap); a changed one is hashed to be sure.
-        if (verify or st.st_mtime_ns != want["mtime_ns"]) and file_sha256(path) != want["sha256"]:
-            return f"{rel}: content differs from the recorded sha256"
+        if verify or st.st_mtime_ns != want["mtime_ns"]:
+            if file_sha256(path) != want["sha256"]:
+                return f"{rel}: content differs from the recorded sha256"
+            touched |= st.st_mtime_ns != want["mtime_ns"]
+            want["mtime_ns"] = st.st_mtime_ns
+    if touched:  # e.g. a workdir copied without its times: record the new ones so the next reuse hashes nothing
+        try:
+            atomic_write_bytes(marker, json.dumps(recorded, indent=1).encode())
+        except OSError:  # a read-only workdir is reused all the same (and hashed again next time)
+            pass
     return None
 
 

@@ -176,7 +176,7 @@ class TextsWorld(JudgedWorld):
             labels = human
             if not all(human):  # texts without a human label: the judge's threshold labels them
                 labels = [h or j for h, j in zip(human, self.score(texts).label)]
-            rng = np.random.default_rng(c.seed)
+            rng = np.random.default_rng([c.seed, 0])
             held: list[int] = []
             for lab in (-1, 1):
                 idx = [i for i, y in enumerate(labels) if y == lab]
@@ -202,7 +202,7 @@ class TextsWorld(JudgedWorld):
         texts, labels, held = self.corpus()
         pool = sorted(set(range(len(texts))) - set(held))
         reward = np.asarray(self.score([texts[i] for i in pool]).reward)
-        rng = np.random.default_rng(self.cfg.seed)
+        rng = np.random.default_rng([self.cfg.seed, 1])  # its own stream (the held-out draw uses [seed, 0])
         # Train and test pairs come from disjoint texts (a share pairs.test_fraction of the pool each way), so no
         # test output was seen in training: test metrics measure generalisation, as the held-out texts do.
         order = rng.permutation(len(pool))
