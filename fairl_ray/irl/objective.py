@@ -24,12 +24,12 @@ FA-IRL choices (the paper leaves them open):
 
   Measured (``fairl run tune_configs/fa_irl_table1.yaml``: real comments, R* = 1 − 2·P(offensive), Bradley–Terry
   preferences β = 0.1, MiniLM + MLP, one budget for all, 5 seeds, paired 95% t intervals over seeds): joint beats
-  split for every variant on test STARC (by 0.027–0.080), Spearman with R* and R* agreement; split ties its base
-  method or loses (me_margin_split: STARC +0.018 [+0.006, +0.030] worse). So the default configs list the joint
-  methods. Under joint the failure path carries almost nothing (std R_F / std R 0.001–0.011: the penalty inside
-  Adam holds w_F near zero while λ_t is large): the gain comes from L_fail reaching R_D, i.e. from a stricter,
-  up-weighted loss on the failures, not from a separate correction head. Under split the two paths are large and
-  cancel (share 0.7–2.7), as the audit of the first landing found.
+  split for every variant on test STARC (by 0.029–0.102) and Spearman with R*; split ties its base method or loses
+  (mm_gt_split: STARC +0.058 [+0.028, +0.088] worse). So the default configs list the joint methods. Under joint
+  the failure path carries almost nothing (std R_F / std R 0.001–0.010: the penalty inside Adam holds w_F near zero
+  while λ_t is large): the gain comes from L_fail reaching R_D, i.e. from a stricter, up-weighted loss on the
+  failures, not from a separate correction head. Under split the two paths are large and cancel (share 0.8–4.6), as
+  the audit of the first landing found.
 * The PLACEBO (``Method.placebo``) is its FA-IRL method with S_t ≡ ∅: the same λ_t and penalty, no L_fail
   (``MemberHyperparameters.failures`` flags nothing for it). A member run with ``lambda_0: 0`` has neither L_fail
   nor the penalty (split's L_fail is on while λ_t > 0, which an exponential decay never ends).

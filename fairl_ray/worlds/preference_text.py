@@ -30,7 +30,7 @@ Settings chosen before any IRL result was seen (and not tuned after):
 
 * β = 0.1, the value DESIGN §6b measured: R* ranks the human labels at ROC-AUC .82 (.820 over the 3,933 distinct
   comments), so recovery has room both above and below R*; on the 2,000 pairs of
-  ``tune_configs/fa_irl_table1.yaml`` 11.8% of preferences are expected against R* (246 drawn, 12.3%; one exact
+  ``tune_configs/fa_irl_table1.yaml`` 11.5% of preferences are expected against R* (227 drawn, 11.4%; one exact
   tie) — noise of the order FA-IRL's failures are meant to catch;
 * 2,000 pairs keep an end-to-end run to minutes on 2 CPU cores;
 * 300 held-out texts per class leave 739 of the 1,039 distinct insults to the pairs;
