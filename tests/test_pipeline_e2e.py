@@ -159,6 +159,17 @@ def test_mlflow_has_parent_child_per_stage_and_artifacts(first_run):
     } <= artifacts("evaluate")
     assert "subtype_transfer.json" in artifacts("subtype_transfer")
     assert "fa_irl_mm_margin.f1_toxic_positive" in parent.data.metrics  # the parent's flat summary, kept
+    # each method's first-seed reward is an MLflow pyfunc of the IRL run, predicting what the reward folder does
+    from fairl_ray.irl.mlflow_model import load_reward_model
+    from fairl_ray.irl.reward import RewardModel
+
+    irl_run = by_name["irl"].info.run_id
+    logged = client.search_logged_models([results["mlflow"]["experiment_id"]], f"source_run_id = '{irl_run}'")
+    assert {m.name for m in logged} == {"reward_max_margin_seed0", "reward_fa_irl_mm_margin_seed0"}
+    pyfunc = load_reward_model(f"runs:/{irl_run}/reward_fa_irl_mm_margin_seed0", results["mlflow"]["tracking_uri"])
+    reward = RewardModel.from_dir(workdir / results["stages"]["irl"]["dir"] / "rewards" / "fa_irl_mm_margin" / "seed0")
+    texts = ["you are kind", "you are an idiot"]
+    assert pyfunc.predict(texts) == pytest.approx(reward(texts), abs=1e-5)
 
 
 def test_mlflow_has_one_run_per_method_under_evaluate(first_run):

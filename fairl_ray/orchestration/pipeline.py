@@ -864,6 +864,11 @@ class Pipeline:
                 for name in ("val_loss", "fail_share", "failure_fraction"):  # the last two: FA-IRL members only
                     if curve.get(name):
                         tracker.log_curve(run_id, f"{member.replace('/', '.')}.{name}", curve[name])
+            # Each method's first seed as an MLflow model (texts -> rewards; safetensors + JSON, no pickle).
+            for member in summary["members"]:
+                if member["seed"] == self.cfg.seeds[0]:
+                    name = reward_model_name(member["method"], member["seed"])
+                    tracker.log_reward_model(run_id, output.path / member["reward_dir"], name)
         if stage.name == "evaluate":
             self._log_method_runs(run_id, summary, ended)
         tracker.end_run(self._open_runs.pop(stage.name), end_time=ended)
@@ -990,6 +995,11 @@ def _analysis_artifacts(*files: str, names=None) -> tuple[str, ...]:
 
 
 HELDOUT = "heldout_"  # the prefix of the held-out columns in per_method (stages/evaluate.py)
+
+
+def reward_model_name(method: str, seed: int) -> str:
+    """The name of a reward's MLflow model under the IRL stage's run (``runs:/<irl run>/<name>``)."""
+    return f"reward_{method}_seed{seed}"
 
 
 def method_params(method: str, irl: dict) -> dict:
