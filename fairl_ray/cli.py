@@ -213,9 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="score texts with an extracted reward",
         description="Write one reward per input text, one per line (normalised scale of the artifact's card).",
     )
-    score.add_argument("reward_dir", help="a reward artifact directory (reward.safetensors + reward_card.json)")
+    score.add_argument(
+        "reward_dir",
+        help="a reward artifact directory (reward.safetensors + reward_card.json), or the MLflow model of one: "
+        "models:/NAME/VERSION, models:/m-ID or runs:/RUN_ID/NAME (read from --tracking-uri)",
+    )
     score.add_argument("texts_file", help="texts, one per line (.txt) or JSON lines with a 'text' field (.jsonl)")
     score.add_argument("--out", default=None, help="write scores here instead of standard output")
+    score.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI of a models:/ or runs:/ reward (default: $MLFLOW_TRACKING_URI)",
+    )
     score.set_defaults(func=cmd_score)
 
     configs = sub.add_parser(
@@ -530,7 +539,8 @@ def cmd_tune(args) -> int:
 
 def cmd_score(args) -> int:
     reward_dir, texts_file = Path(args.reward_dir), Path(args.texts_file)
-    if not (reward_dir / "reward_card.json").is_file():
+    from_mlflow = args.reward_dir.startswith(("models:/", "runs:/"))
+    if not from_mlflow and not (reward_dir / "reward_card.json").is_file():
         return _fail(f"{reward_dir} is not a reward artifact (no reward_card.json)")
     if not texts_file.is_file():
         return _fail(f"texts file not found: {texts_file}")
@@ -546,7 +556,12 @@ def cmd_score(args) -> int:
     from fairl_ray.irl.reward import RewardModel
 
     try:
-        model = RewardModel.from_dir(reward_dir)
+        if from_mlflow:  # the pyfunc of fairl_ray.irl.mlflow_model: the same RewardModel inside
+            from fairl_ray.irl.mlflow_model import load_reward_model
+
+            model = load_reward_model(args.reward_dir, args.tracking_uri).predict
+        else:
+            model = RewardModel.from_dir(reward_dir)
         if not texts:
             _warn(f"{texts_file} holds no texts; wrote no scores")
         scores = model(texts)

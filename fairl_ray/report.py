@@ -65,6 +65,18 @@ def methods_legend(methods) -> str:
     return "Methods\n\n" + markdown_table(["method", "what it is"], rows) if rows else ""
 
 
+def implicit_reward_note(methods) -> str:
+    """What the implicit-reward rows are, when the evaluation has them (``stages.implicit_reward``)."""
+    if "implicit_reward" not in methods:
+        return ""
+    return (
+        "implicit_reward is β·(log π_E − log π0) of each completion given its prompt (the KL-regularised RLHF optimum "
+        "π_E ∝ π0·exp(R/β) gives R − β·log Z(x)), β = expert_rlhf.beta; implicit_reward_per_token divides it by the "
+        "completion's token count. Nothing is trained (one seed). β only scales the reward: rank metrics do not "
+        "depend on it, and like every reward here it is normalised on train, so no metric in these tables does."
+    )
+
+
 def toxicity_table(toxicity: dict | str) -> str:
     if isinstance(toxicity, str):  # a world without a policy: why there is no table
         return f"Toxicity on held-out prompts: {toxicity}"
@@ -89,6 +101,7 @@ def format_report(results: dict) -> str:
         "# fairl-ray results",
         metrics_table(results["metrics"]["per_method"], len(results.get("seeds", []))),
         methods_legend(results["metrics"]["per_method"]),
+        implicit_reward_note(results["metrics"]["per_method"]),
         toxicity_table(results["toxicity"]),
         "## Failure analyses (FA-IRL §6)" if results.get("analyses") else "",
         analyses_report(results.get("analyses")),

@@ -29,7 +29,17 @@ TINY = [
     "realign.rlhf.max_steps=2",
     "realign.rlhf.per_device_train_batch_size=8",
 ]
-UPSTREAM_OF_IRL = ("base_policy", "prompts", "expert_rlhf", "generate", "reference_toxicity", "pairs", "features")
+UPSTREAM_OF_IRL = (
+    "base_policy",
+    "prompts",
+    "expert_rlhf",
+    "generate",
+    "reference_toxicity",
+    "pairs",
+    "features",
+    "logprobs",
+)
+IMPLICIT = ("implicit_reward", "implicit_reward_per_token")
 
 
 def run(workdir, extra=()):
@@ -52,7 +62,7 @@ def test_results_json_has_metrics_per_method_and_seed_and_toxicity(first_run):
     members = on_disk["metrics"]["per_member"]
     assert {(m["method"], m["seed"]) for m in members} == {
         (m, s) for m in ("max_margin", "fa_irl_mm_margin") for s in (0, 1)
-    }
+    } | {(m, 0) for m in IMPLICIT}  # the implicit rewards β·log π_E/π0: scored, not trained, one seed
     for m in members:
         for key in (
             "accuracy",
@@ -75,6 +85,8 @@ def test_results_json_has_metrics_per_method_and_seed_and_toxicity(first_run):
         assert 0.0 <= m["starc"] <= 2.0 and 0.0 <= m["accuracy"] <= 1.0
     per_method = on_disk["metrics"]["per_method"]
     assert per_method["max_margin"]["accuracy"]["n"] == 2
+    for name in IMPLICIT:
+        assert per_method[name]["pair_accuracy"]["n"] == 1 and 0.0 <= per_method[name]["starc"]["mean"] <= 2.0
     assert set(on_disk["toxicity"]) == {"base", "expert", "realigned:fa_irl_mm_margin"}
     for row in on_disk["toxicity"].values():
         assert 0.0 <= row["toxicity_rate"] <= 1.0 and row["n"] == 24
@@ -105,7 +117,7 @@ def test_results_json_has_metrics_per_method_and_seed_and_toxicity(first_run):
     assert set(slices["misclassified"]["metrics"]) == {"accuracy", "starc", "spearman"}  # R* known: fidelity too
     report = (workdir / "report.md").read_text()
     for text in ("balanced acc.", "F1 (toxic +)", "majority-class acc.", "R* agreement", "95% t CI", "McNemar",
-                 "dispersion"):  # fmt: skip
+                 "dispersion", "implicit_reward", "β only scales the reward"):  # fmt: skip
         assert text in report, text
 
 
@@ -113,6 +125,8 @@ def test_every_stage_ran_as_ray_work_and_wrote_its_output(first_run):
     workdir, results, log = first_run
     stages = results["stages"]
     assert set(stages) == set(UPSTREAM_OF_IRL) | {"irl", "subtype_transfer", "evaluate", "realign_fa_irl_mm_margin"}
+    logprobs_dir = workdir / "stages" / f"logprobs-{stages['logprobs']['key']}"
+    assert (logprobs_dir / "logprobs.safetensors").is_file()
     assert not any(s["reused"] for s in stages.values())
     pairs_dir = workdir / "stages" / f"pairs-{stages['pairs']['key']}"
     assert (pairs_dir / "pairs.parquet").is_file()
@@ -145,6 +159,17 @@ def test_mlflow_has_parent_child_per_stage_and_artifacts(first_run):
     } <= artifacts("evaluate")
     assert "subtype_transfer.json" in artifacts("subtype_transfer")
     assert "fa_irl_mm_margin.f1_toxic_positive" in parent.data.metrics  # the parent's flat summary, kept
+    # each method's first-seed reward is an MLflow pyfunc of the IRL run, predicting what the reward folder does
+    from fairl_ray.irl.mlflow_model import load_reward_model
+    from fairl_ray.irl.reward import RewardModel
+
+    irl_run = by_name["irl"].info.run_id
+    logged = client.search_logged_models([results["mlflow"]["experiment_id"]], f"source_run_id = '{irl_run}'")
+    assert {m.name for m in logged} == {"reward_max_margin_seed0", "reward_fa_irl_mm_margin_seed0"}
+    pyfunc = load_reward_model(f"runs:/{irl_run}/reward_fa_irl_mm_margin_seed0", results["mlflow"]["tracking_uri"])
+    reward = RewardModel.from_dir(workdir / results["stages"]["irl"]["dir"] / "rewards" / "fa_irl_mm_margin" / "seed0")
+    texts = ["you are kind", "you are an idiot"]
+    assert pyfunc.predict(texts) == pytest.approx(reward(texts), abs=1e-5)
 
 
 def test_mlflow_has_one_run_per_method_under_evaluate(first_run):
@@ -154,9 +179,14 @@ def test_mlflow_has_one_run_per_method_under_evaluate(first_run):
     evaluate_run = results["stages"]["evaluate"]["run_id"]
     runs = client.search_runs([results["mlflow"]["experiment_id"]], f"tags.mlflow.parentRunId = '{evaluate_run}'")
     by_method = {r.data.params["method"]: r for r in runs}
-    assert set(by_method) == {"max_margin", "fa_irl_mm_margin"}
+    assert set(by_method) == {"max_margin", "fa_irl_mm_margin", *IMPLICIT}
     per_method = results["metrics"]["per_method"]
-    for method, run in by_method.items():
+    implicit = by_method["implicit_reward"]
+    assert implicit.data.params["kind"] == "implicit_reward" and implicit.data.params["beta"] == "0.1"
+    assert implicit.data.metrics["test.pair_accuracy"] == pytest.approx(
+        per_method["implicit_reward"]["pair_accuracy"]["mean"]
+    )
+    for method, run in ((m, by_method[m]) for m in ("max_margin", "fa_irl_mm_margin")):
         assert run.info.status == "FINISHED"
         for name in ("roc_auc", "accuracy", "balanced_accuracy", "starc"):
             assert run.data.metrics[f"test.{name}"] == pytest.approx(per_method[method][name]["mean"])

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fairl_ray.irl.methods import comparisons
+from fairl_ray.irl.methods import METHOD_TABLE, comparisons
 from fairl_ray.metrics.classification import NO_CLASS
 
 
@@ -79,8 +79,9 @@ class EvalContext:
 
     def comparisons(self) -> list[tuple[str, str, str]]:
         """Every fair ``(treatment, control, kind)`` among the methods that ran (``irl.methods.comparisons``: kind
-        ``baseline``, ``placebo`` or ``routing``), in run order."""
-        return comparisons(self.by_method())
+        ``baseline``, ``placebo`` or ``routing``), in run order. Scored rewards that are no IRL method (the implicit
+        reward of ``stages.implicit_reward``) have no twin to be compared with fairly, and are left out."""
+        return comparisons([m for m in self.by_method() if m in METHOD_TABLE])
 
     def matched_seeds(self, a: str, b: str) -> list[int]:
         methods = self.by_method()

@@ -42,6 +42,7 @@ from fairl_ray.orchestration.stage_store import (
     workdir_lock,
 )
 from fairl_ray.orchestration.tracking import split_metrics
+from fairl_ray.stages.implicit_reward import IMPLICIT_REWARDS
 
 
 class StageError(RuntimeError):
@@ -206,14 +207,31 @@ def stage_subtype_transfer(out: Path, pairs_dir: Path, features_dir: Path, irl_c
     return result
 
 
+def stage_logprobs(out: Path, pairs_dir: Path, base_dir: Path, expert_dir: Path) -> dict:
+    """Summed log-probs of every pair's completions under π0 and π_E, for the implicit reward β·log π_E/π0."""
+    from fairl_ray.stages.implicit_reward import score_pairs
+
+    return score_pairs(_read_rows(pairs_dir), Path(base_dir) / "policy", Path(expert_dir) / "policy", out)
+
+
 def stage_evaluate(
-    out: Path, pairs_dir: Path, features_dir: Path, irl_dir: Path, prompts_dir: Path, encoder: str, cache_dir: Path
+    out: Path,
+    pairs_dir: Path,
+    features_dir: Path,
+    irl_dir: Path,
+    prompts_dir: Path,
+    encoder: str,
+    cache_dir: Path,
+    logprobs_dir: Path | None = None,
+    beta: float = 1.0,
 ) -> dict:
     """Test-split metrics and failure analyses; plus, when the world has held-out labelled texts (the prompts
     stage's ``heldout.json``: Jigsaw in the papers, the insults comments offline), each reward as a classifier of
-    them (FA-IRL Table 1's held-out columns)."""
+    them (FA-IRL Table 1's held-out columns). With ``logprobs_dir`` (a world with a policy), the implicit rewards
+    β·(log π_E − log π0) and its per-token variant are scored beside the IRL members."""
     from fairl_ray.stages.evaluate import evaluate_rewards
     from fairl_ray.stages.featurize import load_pair_features
+    from fairl_ray.stages.implicit_reward import implicit_rewards
 
     chosen, rejected = load_pair_features(features_dir)
     members = read_summary(irl_dir)["members"]
@@ -224,7 +242,10 @@ def stage_evaluate(
 
         held = json.loads(heldout_file.read_text())
         heldout = (encode_cached(load_encoder(encoder), held["text"], cache_dir), held["label"])
-    return evaluate_rewards(_read_rows(pairs_dir), chosen, rejected, Path(irl_dir), members, out, heldout=heldout)
+    implicit = implicit_rewards(logprobs_dir, beta) if logprobs_dir is not None else None
+    return evaluate_rewards(
+        _read_rows(pairs_dir), chosen, rejected, Path(irl_dir), members, out, heldout=heldout, scored_rewards=implicit
+    )
 
 
 def stage_reference_toxicity(
@@ -550,7 +571,19 @@ class Pipeline:
                     "cache_dir": self.workdir / "cache" / "features",
                 },
             ),
-        ]
+        ] + (
+            [
+                Stage(
+                    "logprobs",
+                    stage_logprobs,
+                    {},
+                    ["pairs", "base_policy", "expert_rlhf"],
+                    {"pairs_dir": d("pairs"), "base_dir": d("base_policy"), "expert_dir": d("expert_rlhf")},
+                )
+            ]
+            if has_policy
+            else []
+        )
         first_seed = cfg.seeds[0]
         yield [
             Stage(
@@ -576,12 +609,14 @@ class Pipeline:
                 artifacts=_analysis_artifacts("subtype_transfer.json", names=["subtype_transfer"]),
             ),
         ]
+        # The implicit reward's β: the KL coefficient that trained π_E (it only scales the reward).
+        implicit = {"logprobs_dir": d("logprobs"), "beta": cfg.expert_rlhf.beta} if has_policy else {}
         yield [
             Stage(
                 "evaluate",
                 stage_evaluate,
-                {},
-                ["pairs", "features", "irl", "prompts"],
+                {"beta": cfg.expert_rlhf.beta} if has_policy else {},
+                ["pairs", "features", "irl", "prompts"] + (["logprobs"] if has_policy else []),
                 {
                     "pairs_dir": d("pairs"),
                     "features_dir": d("features"),
@@ -589,6 +624,7 @@ class Pipeline:
                     "prompts_dir": d("prompts"),
                     "encoder": encoder,
                     "cache_dir": self.workdir / "cache" / "features",
+                    **implicit,
                 },
                 uses_model=False,
                 artifacts=_analysis_artifacts(
@@ -828,6 +864,11 @@ class Pipeline:
                 for name in ("val_loss", "fail_share", "failure_fraction"):  # the last two: FA-IRL members only
                     if curve.get(name):
                         tracker.log_curve(run_id, f"{member.replace('/', '.')}.{name}", curve[name])
+            # Each method's first seed as an MLflow model (texts -> rewards; safetensors + JSON, no pickle).
+            for member in summary["members"]:
+                if member["seed"] == self.cfg.seeds[0]:
+                    name = reward_model_name(member["method"], member["seed"])
+                    tracker.log_reward_model(run_id, output.path / member["reward_dir"], name)
         if stage.name == "evaluate":
             self._log_method_runs(run_id, summary, ended)
         tracker.end_run(self._open_runs.pop(stage.name), end_time=ended)
@@ -839,9 +880,19 @@ class Pipeline:
         failure_path = summary.get("analyses", {}).get("failure_path", {})
         for method, stats in summary["per_method"].items():
             run_id = self.tracker.start_run(
-                method, parent_run_id=evaluate_run, tags={"fairl.kind": "method", "fairl.method": method}, start_time=at
+                method,
+                parent_run_id=evaluate_run,
+                tags={
+                    "fairl.kind": "implicit_reward" if method in IMPLICIT_REWARDS else "method",
+                    "fairl.method": method,
+                },
+                start_time=at,
             )
-            self.tracker.log_params(run_id, {**method_params(method, irl), "seeds": list(self.cfg.seeds)})
+            if method in IMPLICIT_REWARDS:  # a scored reward, not an IRL method: nothing trained, one seed
+                params = {"method": method, "kind": "implicit_reward", "beta": self.cfg.expert_rlhf.beta, "seeds": [0]}
+            else:
+                params = {**method_params(method, irl), "seeds": list(self.cfg.seeds)}
+            self.tracker.log_params(run_id, params)
             self.tracker.log_metrics(run_id, method_metrics(stats, failure_path.get(method)))
             self.tracker.end_run(run_id, end_time=at)
 
@@ -944,6 +995,11 @@ def _analysis_artifacts(*files: str, names=None) -> tuple[str, ...]:
 
 
 HELDOUT = "heldout_"  # the prefix of the held-out columns in per_method (stages/evaluate.py)
+
+
+def reward_model_name(method: str, seed: int) -> str:
+    """The name of a reward's MLflow model under the IRL stage's run (``runs:/<irl run>/<name>``)."""
+    return f"reward_{method}_seed{seed}"
 
 
 def method_params(method: str, irl: dict) -> dict:

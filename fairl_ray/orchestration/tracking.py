@@ -281,6 +281,12 @@ class Tracker:
         elif path.is_file():
             self.client.log_artifact(run_id, str(path), artifact_path)
 
+    def log_reward_model(self, run_id: str, reward_dir: str | Path, name: str, registered_model_name=None):
+        """An extracted reward as an MLflow pyfunc model of ``run_id`` (see :mod:`fairl_ray.irl.mlflow_model`)."""
+        from fairl_ray.irl.mlflow_model import log_reward_model
+
+        return log_reward_model(self.tracking_uri, run_id, reward_dir, name, registered_model_name)
+
     def end_run(self, run_id: str, status: str = "FINISHED", end_time: float | None = None) -> None:
         """End a run; ``end_time`` (``time.time()`` seconds, default now) when its work ended, so a run whose
         artifacts are uploaded afterwards still lasts as long as the work did."""

@@ -24,6 +24,7 @@ from fairl_ray.irl.reward import RewardModel
 from fairl_ray.metrics.classification import (
     NO_CLASS,
     classification_metrics,
+    fit_threshold_labelled,
     majority_baseline_accuracy,
     pair_accuracy,
     rstar_pair_agreement,
@@ -118,9 +119,15 @@ def evaluate_rewards(
     plots: bool = True,
     analyses: bool = True,
     heldout: tuple[np.ndarray, list[int]] | None = None,
+    scored_rewards: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict:
     """Score the test split with each member's reward; write metrics.json (and, unless switched off as in search
-    trials, the analyses and plots); return the summary (``per_member``, ``per_method``, ``analyses``)."""
+    trials, the analyses and plots); return the summary (``per_member``, ``per_method``, ``analyses``).
+
+    ``scored_rewards``: rewards that are not IRL members, given as their values on every pair
+    (``{name: (chosen [N], rejected [N])}``, e.g. the implicit reward of ``stages.implicit_reward``). Each is one
+    member (seed 0), normalised and thresholded on train as ``irl_fit`` does an IRL reward, with the same metrics
+    and analyses; it has no held-out columns (the held-out texts have no prompt to condition a policy on)."""
     test = [i for i, r in enumerate(rows) if r.get("split") == "test"]
     train = [i for i, r in enumerate(rows) if r.get("split", "train") != "test"]
     test_rows, train_rows = [rows[i] for i in test], [rows[i] for i in train]
@@ -145,6 +152,15 @@ def evaluate_rewards(
         if heldout is not None:
             row.update(heldout_metrics(reward.score_features(heldout[0]), heldout[1], m.threshold, train_classes))
         per_member.append(row)
+    for name, (pos, neg) in (scored_rewards or {}).items():
+        train_raw = np.concatenate([pos[train], neg[train]]).astype(np.float64)
+        mean, std = float(train_raw.mean()), float(train_raw.std()) or 1.0
+        scores = (np.concatenate([pos[test], neg[test]]).astype(np.float64) - mean) / std
+        m = MemberScores(name, 0, scores, fit_threshold_labelled((train_raw - mean) / std, train_classes))
+        scored.append(m)
+        per_member.append(
+            {"method": name, "seed": 0, **member_metrics(scores, m.threshold, test_classes, gt, train_classes)}
+        )
 
     summary = {"test_pairs": len(test), "per_member": per_member, "per_method": aggregate(per_member)}
     if analyses and test:

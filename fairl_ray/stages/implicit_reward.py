@@ -1,0 +1,95 @@
+"""The implicit reward of a KL-regularised RLHF policy (DESIGN §6b), a baseline beside the IRL methods.
+
+The optimum of max_π E[R] − β·KL(π ‖ π0) is π_E(y|x) ∝ π0(y|x)·exp(R(x,y)/β), so
+
+    β·(log π_E(y|x) − log π0(y|x)) = R(x,y) − β·log Z(x),
+
+R up to a per-prompt constant: the reward DPO and RewardBench (``--ref_model``) read off a policy pair. The
+``logprobs`` stage scores every pair's chosen and rejected completion under π0 and π_E (summed token log-probs of
+the completion given the prompt) into ``logprobs.safetensors``; :func:`implicit_rewards` turns them into the two
+scored rewards the evaluation puts beside the IRL methods. They are not IRL methods (nothing is trained; one
+deterministic "seed" 0), so they never enter ``irl.methods``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+LOGPROBS_FILE = "logprobs.safetensors"
+#: the scored rewards this module adds to the evaluation (names as they appear in per_method)
+IMPLICIT_REWARDS = ("implicit_reward", "implicit_reward_per_token")
+BATCH_SIZE = 16
+
+
+def completion_logprobs(
+    model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = BATCH_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
+    """Σ_t log π(y_t | x, y_<t) of each completion y given its prompt x, and the completion's token count.
+
+    The prompt and completion are tokenised separately and concatenated (as TRL's DPO does), so a completion's
+    tokens are the same under both policies (π0 and π_E share the tokenizer). An empty prompt is given the EOS
+    token as context, so the first completion token has something to be predicted from."""
+    import torch
+
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    sums, counts = [], []
+    for start in range(0, len(prompts), batch_size):
+        seqs, spans = [], []
+        for x, y in zip(prompts[start : start + batch_size], completions[start : start + batch_size]):
+            p = tokenizer(x, add_special_tokens=True)["input_ids"] or [tokenizer.eos_token_id]
+            c = tokenizer(y, add_special_tokens=False)["input_ids"]
+            seqs.append(p + c)
+            spans.append((len(p), len(c)))
+        width = max(len(s) for s in seqs)
+        # Right padding: positions stay those of an unpadded forward (GPT-2's absolute positions need that).
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        with torch.no_grad():
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None].to(device))[..., 0].cpu()
+        for i, (n_prompt, n_completion) in enumerate(spans):
+            # token j of the sequence is predicted at position j-1
+            sums.append(float(logp[i, n_prompt - 1 : n_prompt - 1 + n_completion].double().sum()))
+            counts.append(n_completion)
+    return np.array(sums, dtype=np.float64), np.array(counts, dtype=np.int64)
+
+
+def score_pairs(rows: list[dict], base_policy: Path, expert_policy: Path, out: Path) -> dict:
+    """Write ``logprobs.safetensors``: ``{chosen,rejected}_{base,expert}`` (summed log-probs, float64) and
+    ``{chosen,rejected}_tokens`` per pair, in the pairs file's row order. On the GPU Ray assigned to this task
+    (else the CPU), in float32: the reward is a difference of two sums of log-probs, which bf16 rounding swamps."""
+    from safetensors.numpy import save_file
+
+    from fairl_ray.policy_io import load_policy
+
+    prompts = [r["prompt"] for r in rows]
+    tensors, device = {}, None
+    for name, policy in (("base", base_policy), ("expert", expert_policy)):
+        model, tokenizer = load_policy(policy, device="auto", dtype="float32")
+        device = str(model.device)
+        for side in ("chosen", "rejected"):
+            logp, n = completion_logprobs(model, tokenizer, prompts, [r[side] for r in rows])
+            tensors[f"{side}_{name}"], tensors[f"{side}_tokens"] = logp, n
+        del model
+    save_file(tensors, str(Path(out) / LOGPROBS_FILE))
+    return {"pairs": len(rows), "device": device}
+
+
+def implicit_rewards(logprobs_dir: Path, beta: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{name: (chosen [N], rejected [N])}`` for :data:`IMPLICIT_REWARDS`: β·(log π_E − log π0), and the same
+    divided by the completion's token count (an empty completion counts as one token: its reward is 0)."""
+    from safetensors.numpy import load_file
+
+    t = load_file(str(Path(logprobs_dir) / LOGPROBS_FILE))
+    full = {s: beta * (t[f"{s}_expert"] - t[f"{s}_base"]) for s in ("chosen", "rejected")}
+    per_token = {s: full[s] / np.maximum(t[f"{s}_tokens"], 1) for s in ("chosen", "rejected")}
+    return {
+        "implicit_reward": (full["chosen"], full["rejected"]),
+        "implicit_reward_per_token": (per_token["chosen"], per_token["rejected"]),
+    }
