@@ -51,6 +51,7 @@ def atomic_directory(out_dir: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; give it the mode mkdir would
     try:
         yield tmp
+        readable_as_umask_allows(tmp)
         if out_dir.exists():  # move the old one aside first, so out_dir is never missing a complete version
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
             os.replace(out_dir, old / "d")
@@ -61,6 +62,21 @@ def atomic_directory(out_dir: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def readable_as_umask_allows(root: str | os.PathLike) -> None:
+    """Give every file and folder under ``root`` the read (and, for folders, search) bits the umask allows.
+
+    Libraries create some files 0600 (safetensors 0.8's ``save_file``: policies, rewards, log-probs); on shared
+    storage other users and services could not read them. Called on a finished output before it is published."""
+    mask = _umask()
+    for path in [Path(root), *Path(root).rglob("*")]:
+        if path.is_symlink():
+            continue
+        wanted = (0o555 if path.is_dir() else 0o444) & ~mask
+        mode = path.stat().st_mode & 0o7777
+        if mode & wanted != wanted:
+            os.chmod(path, mode | wanted)
 
 
 def unwritable(directory: str | os.PathLike) -> OSError | None:

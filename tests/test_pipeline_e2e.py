@@ -21,6 +21,7 @@ TINY = [
     "prompts.n_eval=24",
     "expert_rlhf.max_steps=2",
     "expert_rlhf.per_device_train_batch_size=8",
+    "expert_rlhf.logging_steps=1",  # a point per step: the step curves have more than one
     "irl.methods=[max_margin, fa_irl_mm_margin]",
     "irl.epochs=15",
     "irl.curriculum_rounds=8",
@@ -28,6 +29,7 @@ TINY = [
     "realign.methods=[fa_irl_mm_margin]",
     "realign.rlhf.max_steps=2",
     "realign.rlhf.per_device_train_batch_size=8",
+    "realign.rlhf.logging_steps=1",
 ]
 UPSTREAM_OF_IRL = (
     "base_policy",
@@ -201,6 +203,31 @@ def test_mlflow_has_one_run_per_method_under_evaluate(first_run):
     assert not any(k.startswith("max_margin.") for k in evaluate_metrics)  # no more 69 single-bar charts
 
 
+def test_mlflow_rlhf_runs_have_step_curves(first_run):
+    """Reward, KL, loss and learning rate per step under the expert and re-alignment runs (from curves.json)."""
+    _, results, _ = first_run
+    client = MlflowClient(results["mlflow"]["tracking_uri"])
+    for stage in ("expert_rlhf", "realign_fa_irl_mm_margin"):
+        run_id = results["stages"][stage]["run_id"]
+        for name in ("reward", "kl", "loss", "learning_rate"):
+            history = client.get_metric_history(run_id, name)
+            assert [m.step for m in history] == [1, 2], (stage, name)
+    assert "curves.json" in {a.path for a in client.list_artifacts(results["stages"]["expert_rlhf"]["run_id"])}
+
+
+def test_mlflow_irl_run_has_the_pairs_as_dataset_input(first_run):
+    workdir, results, _ = first_run
+    client = MlflowClient(results["mlflow"]["tracking_uri"])
+    inputs = client.get_run(results["stages"]["irl"]["run_id"]).inputs.dataset_inputs
+    assert [i.dataset.name for i in inputs] == ["pairs"]
+    dataset = inputs[0].dataset
+    assert dataset.digest == results["stages"]["pairs"]["key"]
+    pairs_file = (workdir / results["stages"]["pairs"]["dir"] / "pairs.parquet").resolve()
+    assert json.loads(dataset.source) == {"uri": str(pairs_file)}
+    assert json.loads(dataset.profile)["num_rows"] == results["pairs"]["pairs"]
+    assert {(t.key, t.value) for t in inputs[0].tags} == {("mlflow.data.context", "train")}
+
+
 def test_mlflow_stage_runs_last_as_long_as_their_stage(first_run):
     _, results, log = first_run
     client = MlflowClient(results["mlflow"]["tracking_uri"])
@@ -211,6 +238,20 @@ def test_mlflow_stage_runs_last_as_long_as_their_stage(first_run):
         assert (info.end_time - info.start_time) / 1000 == pytest.approx(float(seconds), abs=2.0), name
     parent = client.get_run(results["mlflow"]["parent_run_id"]).info
     assert (parent.end_time - parent.start_time) / 1000 == pytest.approx(results["seconds"], abs=10.0)
+
+
+def test_every_file_of_the_workdir_is_readable_by_others(first_run):
+    """Mode 0644/0755 (under the usual umask 022), never mkstemp's 0600: a workdir on shared storage is read by
+    other users and services. MLflow's sqlite store is no exception (MLflow creates it 0644)."""
+    import os
+
+    workdir, _, _ = first_run
+    umask = os.umask(0)  # reading the umask sets it: put it back at once
+    os.umask(umask)
+    if umask & 0o044:
+        pytest.skip("this umask itself hides files from others")
+    private = [p for p in workdir.rglob("*") if p.stat().st_mode & 0o044 != 0o044]
+    assert not private, [f"{oct(p.stat().st_mode & 0o777)} {p.relative_to(workdir)}" for p in private[:20]]
 
 
 def test_rerun_reuses_every_stage(first_run):

@@ -48,6 +48,10 @@ def test_tiny_rlhf_moves_parameters_and_saves(small_policy, tmp_path, algorithm)
     m = train_rlhf(small_policy, world.make_prompts(32, seed=0), reward_fn, cfg, out, progress=False)
 
     assert m["steps"] == 3 and len(m["reward_curve"]) == 3 and m["final_kl"] is not None
+    # the step curves curves.json records and MLflow shows, the same for every algorithm
+    assert {name: [s for s, _ in c] for name, c in m["curves"].items()} == {
+        name: [1, 2, 3] for name in ("reward", "kl", "loss", "learning_rate")
+    }
     # The reward callable sees completion strings (prompt excluded, special tokens stripped).
     assert seen and all(len(b) == 8 for b in seen)
     assert all(not c.startswith(("The ", "the ", "<")) for b in seen for c in b)

@@ -93,12 +93,13 @@ def stage_prompts(out: Path, world_cfg, prompts_cfg) -> dict:
 
 def stage_expert_rlhf(out: Path, world_cfg, base_dir: Path, prompts_dir: Path, rlhf_cfg) -> dict:
     """π_E: RLHF of π0 with R* plus uniform noise (noise only here, never in evaluation; DESIGN §3)."""
-    from fairl_ray.stages.rlhf import train_rlhf
+    from fairl_ray.stages.rlhf import train_rlhf, write_curves
 
     noisy_rstar = _world(world_cfg).noisy_reward_fn(seed=rlhf_cfg.seed)
     metrics = train_rlhf(
         str(base_dir / "policy"), _read_prompts(prompts_dir)["rlhf"], noisy_rstar, rlhf_cfg, str(out / "policy")
     )
+    write_curves(metrics, out / "curves.json")
     return _scalars(metrics)
 
 
@@ -467,6 +468,7 @@ class Pipeline:
                     "prompts_dir": d("prompts"),
                     "rlhf_cfg": cfg.expert_rlhf,
                 },
+                artifacts=("curves.json",),
             ),
         ]
         res = cfg.resources
@@ -650,7 +652,7 @@ class Pipeline:
                     "rlhf_cfg": cfg.realign.rlhf,
                     "eval_cfg": cfg.evaluation,
                 },
-                artifacts=("eval_completions.jsonl",),
+                artifacts=("eval_completions.jsonl", "curves.json"),
             )
             for method in self._realign_methods()
         ]
@@ -859,6 +861,8 @@ class Pipeline:
             if (output.path / rel).exists():  # analyses write a table or figure only when there is something to show
                 tracker.log_artifact(run_id, output.path / rel, None if "." in rel else rel)
         if stage.name == "irl":
+            pairs = self.outputs["pairs"]  # what the IRL methods were fitted on, keyed by the stage that made it
+            tracker.log_dataset(run_id, pairs.path / "pairs.parquet", name="pairs", digest=pairs.key)
             curves = json.loads((output.path / "curves.json").read_text())
             for member, curve in curves.items():
                 for name in ("val_loss", "fail_share", "failure_fraction"):  # the last two: FA-IRL members only
@@ -869,6 +873,12 @@ class Pipeline:
                 if member["seed"] == self.cfg.seeds[0]:
                     name = reward_model_name(member["method"], member["seed"])
                     tracker.log_reward_model(run_id, output.path / member["reward_dir"], name)
+        curves_file = output.path / "curves.json"
+        if (stage.name == "expert_rlhf" or stage.name.startswith("realign_")) and curves_file.is_file():
+            # RLHF step curves (reward, kl, loss, learning_rate) as step metrics; outputs from before they were
+            # recorded have no curves.json
+            for name, points in json.loads(curves_file.read_text()).items():
+                tracker.log_curve(run_id, name, [v for _, v in points], steps=[s for s, _ in points])
         if stage.name == "evaluate":
             self._log_method_runs(run_id, summary, ended)
         tracker.end_run(self._open_runs.pop(stage.name), end_time=ended)

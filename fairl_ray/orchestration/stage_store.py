@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fairl_ray.atomic_io import atomic_write_bytes
+from fairl_ray.atomic_io import atomic_write_bytes, readable_as_umask_allows
 
 MARKER = "stage.json"
 LOCK_FILE = ".fairl.lock"
@@ -172,6 +172,7 @@ class StageWriter:
             "files": _file_records(self.tmp),
         }
         (self.tmp / MARKER).write_text(json.dumps(marker, indent=2, default=str))
+        readable_as_umask_allows(self.tmp)  # the stage's libraries may have written files 0600
         dest = self.output.path
         if self.output.done:  # a concurrent writer finished first: keep theirs
             shutil.rmtree(self.tmp, ignore_errors=True)

@@ -263,14 +263,19 @@ class Tracker:
         for i in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[i : i + 1000])
 
-    def log_curve(self, run_id: str, name: str, values: list[float]) -> None:
-        """A per-step series (e.g. a training curve) as one metric with steps 0..n-1."""
+    def log_curve(self, run_id: str, name: str, values: list[float], steps: list[int] | None = None) -> None:
+        """A per-step series (e.g. a training curve) as one metric at ``steps`` (default 0..n-1)."""
         import time
 
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(name, float(v), now, i) for i, v in enumerate(values) if v is not None and math.isfinite(v)]
+        steps = range(len(values)) if steps is None else steps
+        items = [
+            Metric(name, float(v), now, int(step))
+            for step, v in zip(steps, values)
+            if v is not None and math.isfinite(v)
+        ]
         for i in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[i : i + 1000])
 
@@ -280,6 +285,25 @@ class Tracker:
             self.client.log_artifacts(run_id, str(path), artifact_path)
         elif path.is_file():
             self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_dataset(self, run_id: str, parquet: str | Path, name: str, digest: str, context: str = "train") -> None:
+        """A parquet file as an MLflow dataset input of ``run_id`` (the run's Datasets column): its schema and row
+        count, ``digest`` (e.g. the stage key that made it), the file as its source."""
+        import warnings
+
+        import mlflow.data
+        import pandas as pd
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        source = str(Path(parquet).resolve())
+        # MLflow 3.17 warns on every local path (two registered sources match it, the same class) and about integer
+        # columns in the inferred schema (advice for model inputs): neither is ours to act on.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(pd.read_parquet(parquet), source=source, name=name, digest=digest)
+        entity = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
+        self.client.log_inputs(run_id, datasets=[entity])
 
     def log_reward_model(self, run_id: str, reward_dir: str | Path, name: str, registered_model_name=None):
         """An extracted reward as an MLflow pyfunc model of ``run_id`` (see :mod:`fairl_ray.irl.mlflow_model`)."""

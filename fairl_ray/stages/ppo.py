@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from fairl_ray.policy_io import load_policy, save_policy, select_dtype
-from fairl_ray.stages.rlhf import progress_line, training_summary
+from fairl_ray.stages.rlhf import CURVES, progress_line, training_summary
 
 
 def gae(rewards, values, mask, gamma: float, lam: float):
@@ -120,7 +120,7 @@ def train_ppo(
 
     n_prompts = cfg.per_device_train_batch_size // cfg.num_generations
     order: list[int] = []
-    reward_curve, kl_curve = [], []
+    curves = {name: [] for name in CURVES}
     model.config.use_cache = True
     for step in range(1, cfg.max_steps + 1):
         # -- rollout ------------------------------------------------------------------------------------
@@ -169,6 +169,7 @@ def train_ppo(
         # -- update -------------------------------------------------------------------------------------
         model.train()
         B = seq.shape[0]
+        losses = []
         mb = max(1, B // cfg.num_mini_batches)
         for _ in range(cfg.ppo_epochs):
             perm = torch.randperm(B, device=device)
@@ -187,18 +188,25 @@ def train_ppo(
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 opt.step()
+                losses.append(float(loss))
 
         if step % cfg.logging_steps == 0 or step == 1 or step == cfg.max_steps:
             mean_kl = float(kl.sum() / cmask.sum().clamp(min=1))
-            reward_curve.append((step, float(scores.mean())))
-            kl_curve.append((step, mean_kl))
+            point = {
+                "reward": float(scores.mean()),
+                "kl": mean_kl,
+                "loss": sum(losses) / len(losses),  # the step's mean over its epochs and mini-batches
+                "learning_rate": opt.param_groups[0]["lr"],
+            }
+            for name, value in point.items():
+                curves[name].append((step, value))
             if progress:
                 print(progress_line("ppo", step, cfg.max_steps, float(scores.mean()), mean_kl, t0), flush=True)
 
     model.eval()
     model.config.use_cache = True
     save_policy(model, tokenizer, Path(out_dir))
-    summary = training_summary("ppo", cfg.max_steps, reward_curve, kl_curve, cfg)
+    summary = training_summary("ppo", cfg.max_steps, curves, cfg)
     return {**summary, "wall_s": round(time.perf_counter() - t0, 3)}
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from fairl_ray.irl.reward import RewardModel
 from fairl_ray.stages.generate import GenerationConfig, generate_completions
-from fairl_ray.stages.rlhf import RLHFConfig, train_rlhf
+from fairl_ray.stages.rlhf import RLHFConfig, train_rlhf, write_curves
 
 
 def score_completions(world, prompts: list[str], completions: list[str], out_file: Path) -> dict:
@@ -55,6 +55,7 @@ def realign_with_reward(
     """Train a fresh π0 copy with the reward in ``reward_dir``; measure its toxicity; return the summary."""
     reward = RewardModel.from_dir(reward_dir)
     training = train_rlhf(str(base_dir), rlhf_prompts, reward, rlhf_cfg, str(out_dir / "policy"))
+    write_curves(training, out_dir / "curves.json")
     toxicity = measure_toxicity(
         world, out_dir / "policy", eval_prompts, eval_cfg, eval_seed, out_dir / "eval_completions.jsonl"
     )

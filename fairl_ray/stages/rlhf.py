@@ -13,6 +13,7 @@ synthetic policy on CPU; the defaults below are tuned for it (see :class:`RLHFCo
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -134,11 +135,19 @@ def progress_line(algorithm: str, step: int, max_steps: int, reward: float, kl: 
     return f"[{algorithm}] step {step}/{max_steps}  reward {reward:+.3f}  kl {kl:.3f}  {time.perf_counter() - t0:.1f}s"
 
 
-def training_summary(algorithm: str, steps: int, reward_curve: list, kl_curve: list, cfg) -> dict[str, Any]:
-    """What an RLHF run reports, whatever its algorithm: ``(step, value)`` curves, their ends, the config."""
+# The per-step series an RLHF run records (``curves.json`` of its stage, step metrics of its MLflow run): the names
+# of TRL's log keys, which our PPO loop uses too.
+CURVES = ("reward", "kl", "loss", "learning_rate")
+
+
+def training_summary(algorithm: str, steps: int, curves: dict[str, list], cfg) -> dict[str, Any]:
+    """What an RLHF run reports, whatever its algorithm: ``(step, value)`` curves (``curves``, one per
+    :data:`CURVES` name; ``reward_curve`` and ``kl_curve`` too), their ends, the config."""
+    reward_curve, kl_curve = curves.get("reward", []), curves.get("kl", [])
     return {
         "algorithm": algorithm,
         "steps": steps,
+        "curves": {name: curves.get(name, []) for name in CURVES},
         "reward_curve": reward_curve,
         "kl_curve": kl_curve,
         "initial_reward": reward_curve[0][1] if reward_curve else None,
@@ -146,6 +155,12 @@ def training_summary(algorithm: str, steps: int, reward_curve: list, kl_curve: l
         "final_kl": kl_curve[-1][1] if kl_curve else None,
         "config": asdict(cfg),
     }
+
+
+def write_curves(metrics: dict[str, Any], path: str | os.PathLike) -> None:
+    """The ``curves`` of :func:`training_summary` as JSON (``{name: [[step, value], ...]}``): what the driver logs
+    as the stage run's step metrics (a Ray task has no MLflow run)."""
+    Path(path).write_text(json.dumps(metrics["curves"]))
 
 
 def _trl_args(cfg: RLHFConfig, output_dir: Path, device: str = "cpu"):
@@ -286,9 +301,10 @@ def train_rlhf(
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    reward_curve = [(int(h["step"]), float(h["reward"])) for h in history if h.get("reward") is not None]
-    kl_curve = [(int(h["step"]), float(h["kl"])) for h in history if h.get("kl") is not None]
-    metrics = training_summary(cfg.algorithm, steps, reward_curve, kl_curve, cfg)
+    # TRL's log dict per logging step: reward, kl, loss, learning_rate (and more); the end-of-training summary
+    # dict has none of these names, so it adds no point.
+    curves = {name: [(int(h["step"]), float(h[name])) for h in history if h.get(name) is not None] for name in CURVES}
+    metrics = training_summary(cfg.algorithm, steps, curves, cfg)
     trained.eval()
     trained.config.use_cache = True  # TRL switches the KV cache off for training; generation needs it back
     save_policy(trained, tokenizer, out_dir)
