@@ -38,6 +38,9 @@ examples:
   fairl irl pairs.jsonl --out rewards/                       # default methods, 3 seeds
   fairl irl pairs.parquet --method max_margin --method fa_irl_mm_margin --set irl.epochs=200 --out out/
   fairl score out/rewards/max_margin/seed0 texts.txt > scores.txt
+
+Outputs (<out>): rewards/, metrics.json, report.md, the analyses and plots; an MLflow run `irl` with a child run
+per method in sqlite:///<out>/mlflow.db (open it with `fairl ui --workdir <out>`).
 """
 
 EPILOG_TUNE = """\
@@ -430,6 +433,7 @@ def cmd_irl(args) -> int:
         f"\n[fairl] {summary['test_pairs']} test pairs held out; rewards in {out.resolve() / 'rewards'}, "
         f"metrics in {out.resolve() / 'metrics.json'}"
     )
+    print(f"[fairl] MLflow run {summary['mlflow']['run_id']} in {summary['mlflow']['tracking_uri']}")
     return 0
 
 

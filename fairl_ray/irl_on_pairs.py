@@ -7,6 +7,9 @@ The ``--out`` folder is shared with its earlier runs and with whatever the user 
   outputs renamed into place, so a run killed mid-way leaves the earlier rewards and metrics.json as they were;
 * ``manifest.json`` records what the command made; a rerun removes only entries an earlier run recorded there
   and does not make again (reward folders of other methods), never folders the user put under ``rewards/``.
+
+Each run is also an MLflow run ``irl`` in ``<out>/mlflow.db`` (artifacts in ``<out>/mlartifacts``, both kept
+across runs like the feature cache), with a child run per method named and measured as ``fairl run``'s are.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from fairl_ray.analyses import SUBTYPE_TRANSFER, write_outputs
-from fairl_ray.atomic_io import atomic_write_bytes
+from fairl_ray.atomic_io import atomic_write_bytes, readable_as_umask_allows
 from fairl_ray.orchestration.stage_store import workdir_lock
 from fairl_ray.report import analyses_report, metrics_table
 from fairl_ray.stages.evaluate import evaluate_rewards
@@ -37,8 +41,8 @@ def run_irl_on_pairs(table, cfg, out_dir: Path) -> dict:
     A ``split`` column is honoured; without one a seeded test split is held out. Writes ``rewards/``,
     ``features.safetensors``, ``metrics.json``, ``report.md``, the failure analyses (``analyses.json``, CSVs,
     figures; the cross-subtype transfer when pairs carry a ``subtype``), the plots and ``manifest.json`` into
-    ``out_dir``;
-    returns the summary, whose ``removed`` lists the entries of an earlier run that this one replaced by nothing.
+    ``out_dir``, and logs an MLflow run there (:func:`track_irl_run`); returns the summary, whose ``removed``
+    lists the entries of an earlier run that this one replaced by nothing and ``mlflow`` the run.
     """
     out_dir = Path(out_dir)
     with workdir_lock(out_dir, command="fairl irl", after_wait="its outputs will be replaced by this run's"):
@@ -47,12 +51,44 @@ def run_irl_on_pairs(table, cfg, out_dir: Path) -> dict:
         for leftover in [*out_dir.glob(NEW_PREFIX + "*"), *out_dir.glob(OLD_PREFIX + "*")]:  # of a killed run
             shutil.rmtree(leftover, ignore_errors=True)
         new = Path(tempfile.mkdtemp(prefix=NEW_PREFIX, dir=out_dir))
+        started = time.time()
         try:
             summary = _train_and_evaluate(table, cfg, new, out_dir / CACHE_DIR)
+            readable_as_umask_allows(new)  # mkdtemp's 0700 aside, safetensors writes features 0600
             summary["removed"] = _replace_outputs(out_dir, new)
         finally:
             shutil.rmtree(new, ignore_errors=True)
+        # After the swap: the run's artifacts are the outputs now in place.
+        summary["mlflow"] = track_irl_run(summary, cfg, out_dir, started)
     return summary
+
+
+def track_irl_run(summary: dict, cfg, out_dir: Path, started: float) -> dict:
+    """The MLflow record of one ``fairl irl``: a run ``irl`` (the config as params, metrics.json and report.md as
+    artifacts) with one child per method whose params and ``test.<metric>`` names are the pipeline's method runs'
+    (so MLflow compares them with ``fairl run``'s and ``fairl tune``'s). Returns the store's URI and run id."""
+    from fairl_ray.config import flatten, to_dict
+    from fairl_ray.orchestration.pipeline import method_metrics, method_params
+    from fairl_ray.orchestration.tracking import Tracker, default_tracking_uri
+
+    uri = default_tracking_uri(out_dir)
+    tracker = Tracker(uri, out_dir / "mlartifacts")
+    ended = time.time()
+    run_id = tracker.start_run("irl", tags={"fairl.command": "fairl irl"}, start_time=started)
+    # The config sections `fairl irl` reads (the rest of the pipeline config plays no part).
+    used = {"irl": to_dict(cfg.irl), "features": to_dict(cfg.features), "pairs": to_dict(cfg.pairs)}
+    tracker.log_params(run_id, {**flatten(used), "seeds": list(cfg.seeds)})
+    tracker.log_metrics(run_id, {"test_pairs": summary["test_pairs"]})
+    for name in ("metrics.json", "report.md"):
+        tracker.log_artifact(run_id, out_dir / name)
+    irl, failure_path = to_dict(cfg.irl), summary.get("analyses", {}).get("failure_path", {})
+    for method, stats in summary["per_method"].items():
+        child = tracker.start_run(method, parent_run_id=run_id, tags={"fairl.method": method}, start_time=started)
+        tracker.log_params(child, {**method_params(method, irl), "seeds": list(cfg.seeds)})
+        tracker.log_metrics(child, method_metrics(stats, failure_path.get(method)))
+        tracker.end_run(child, end_time=ended)
+    tracker.end_run(run_id, end_time=ended)
+    return {"tracking_uri": uri, "run_id": run_id, "experiment_id": tracker.experiment_id}
 
 
 def _train_and_evaluate(table, cfg, out_dir: Path, cache_dir: Path) -> dict:

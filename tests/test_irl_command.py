@@ -67,6 +67,32 @@ def test_fairl_irl_writes_rewards_and_metrics_and_score_uses_them(tmp_path, caps
     assert card["method"] == "fa_irl_mm_gt" and card["encoder"] == "all-MiniLM-L6-v2"
     assert (out / "reward_distributions.png").stat().st_size > 1000
 
+    # One MLflow run `irl` in <out>/mlflow.db, a child per method measured as `fairl run`'s method runs are.
+    from mlflow import MlflowClient
+
+    from fairl_ray.orchestration.tracking import default_tracking_uri
+
+    assert "MLflow run " in capsys.readouterr().out
+    client = MlflowClient(default_tracking_uri(out))
+    (run,) = client.search_runs([client.get_experiment_by_name("fairl-ray").experiment_id], "run_name = 'irl'")
+    assert run.info.status == "FINISHED" and run.data.params["irl.epochs"] == "40"
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"metrics.json", "report.md"}
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    by_method = {c.data.params["method"]: c for c in children}
+    assert set(by_method) == {"max_margin", "fa_irl_mm_gt"}
+    for method, child in by_method.items():
+        assert child.info.run_name == method and child.data.params["seeds"] == "[0, 1]"
+        roc_auc = metrics["per_method"][method]["roc_auc"]["mean"]
+        assert child.data.metrics["test.roc_auc"] == pytest.approx(roc_auc)
+    assert "test.failure_path_share" in by_method["fa_irl_mm_gt"].data.metrics
+    # and every output is readable by the group and others, as far as the umask lets files be
+    import os
+
+    umask = os.umask(0)  # reading the umask sets it: put it back at once
+    os.umask(umask)
+    readable = 0o044 & ~umask
+    assert not [p for p in out.rglob("*") if p.stat().st_mode & readable != readable]
+
     texts = tmp_path / "texts.txt"
     texts.write_text("very kind\nso stupid\nvery helpful\n")
     capsys.readouterr()
