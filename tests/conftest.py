@@ -12,6 +12,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
+# What `fairl` sets for a redirected log before it imports ray (ray_runtime.configure_log_environment): the shared
+# test session must not colour or de-duplicate worker lines either, or in-process runs print what fairl never would.
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("RAY_COLOR_PREFIX", "0")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
