@@ -439,15 +439,7 @@ class Pipeline:
         d = self._dir
         yield [
             Stage("base_policy", stage_base_policy, cfg.world.active_dict(), [], {"world_cfg": cfg.world}),
-            Stage(
-                "prompts",
-                stage_prompts,
-                {"world": cfg.world.active_dict(), "prompts": to_dict(cfg.prompts)},
-                [],
-                {"world_cfg": cfg.world, "prompts_cfg": cfg.prompts},
-                uses_model=False,
-                artifacts=("prompts.json",),
-            ),
+            self._prompts_stage({"world": cfg.world.active_dict(), "prompts": to_dict(cfg.prompts)}, "prompts.json"),
         ]
         # Keyed by what they read, not by the prompts stage: changing prompts.n_pairs re-runs neither expert RLHF
         # (its prompts are drawn on their own) nor, unless the evaluation prompts change, reference_toxicity.
@@ -527,15 +519,8 @@ class Pipeline:
         it draws itself, side by side. The expert_rlhf, generation and realign config sections go unused."""
         cfg = self.cfg
         yield [
-            Stage(
-                "prompts",
-                stage_prompts,
-                {"world": cfg.world.active_dict()},
-                [],
-                {"world_cfg": cfg.world, "prompts_cfg": cfg.prompts},
-                uses_model=False,
-                artifacts=("heldout.json",),
-            ),
+            # keyed by the world alone: it draws no prompts, only the held-out set
+            self._prompts_stage({"world": cfg.world.active_dict()}, "heldout.json"),
             Stage(
                 "pairs",
                 stage_world_pairs,
@@ -546,6 +531,19 @@ class Pipeline:
                 artifacts=("pairs.parquet",),
             ),
         ]
+
+    def _prompts_stage(self, key: dict, artifact: str) -> Stage:
+        """The world's prompt sets and held-out texts (``stage_prompts``), keyed by ``key``."""
+        cfg = self.cfg
+        return Stage(
+            "prompts",
+            stage_prompts,
+            key,
+            [],
+            {"world_cfg": cfg.world, "prompts_cfg": cfg.prompts},
+            uses_model=False,
+            artifacts=(artifact,),
+        )
 
     def _realign_methods(self) -> list[str]:
         """The methods re-aligned with their reward: none in a world without a policy."""
