@@ -68,8 +68,7 @@ def track_irl_run(summary: dict, cfg, out_dir: Path, started: float) -> dict:
     artifacts) with one child per method whose params and ``test.<metric>`` names are the pipeline's method runs'
     (so MLflow compares them with ``fairl run``'s and ``fairl tune``'s). Returns the store's URI and run id."""
     from fairl_ray.config import flatten, to_dict
-    from fairl_ray.orchestration.pipeline import method_metrics, method_params
-    from fairl_ray.orchestration.tracking import Tracker, default_tracking_uri
+    from fairl_ray.orchestration.tracking import Tracker, default_tracking_uri, method_metrics, method_params
 
     uri = default_tracking_uri(out_dir)
     tracker = Tracker(uri, out_dir / "mlartifacts")

@@ -30,7 +30,6 @@ from typing import Any
 
 from fairl_ray.atomic_io import atomic_write_bytes
 from fairl_ray.config import PipelineConfig, config_to_yaml, flatten, to_dict
-from fairl_ray.irl.methods import get_method, hyperparameters_read
 from fairl_ray.orchestration.stage_store import (
     StageOutput,
     StageWriter,
@@ -41,7 +40,7 @@ from fairl_ray.orchestration.stage_store import (
     stage_output,
     workdir_lock,
 )
-from fairl_ray.orchestration.tracking import split_metrics
+from fairl_ray.orchestration.tracking import method_metrics, method_params
 from fairl_ray.stages.implicit_reward import IMPLICIT_REWARDS
 
 
@@ -139,8 +138,10 @@ def stage_world_pairs(out: Path, world_cfg, pairs_cfg) -> dict:
 
     rows, drawn = _world(world_cfg).make_pairs(pairs_cfg)
     write_pairs(rows, out / "pairs.parquet")
+    from fairl_ray.metrics.classification import rstar_ties
+
     counts = _pair_counts(rows)
-    ties = sum(r["chosen_reward"] == r["rejected_reward"] for r in rows)
+    ties = rstar_ties([r["chosen_reward"] for r in rows], [r["rejected_reward"] for r in rows])
     return {**counts, "against_rstar": counts["noisy_preferences"], "rstar_ties": ties, **drawn}
 
 
@@ -1002,30 +1003,9 @@ def _analysis_artifacts(*files: str, names=None) -> tuple[str, ...]:
     return files + tuple(tables) + tuple(f"{n}.png" for n in names)
 
 
-HELDOUT = "heldout_"  # the prefix of the held-out columns in per_method (stages/evaluate.py)
-
-
 def reward_model_name(method: str, seed: int) -> str:
     """The name of a reward's MLflow model under the IRL stage's run (``runs:/<irl run>/<name>``)."""
     return f"reward_{method}_seed{seed}"
-
-
-def method_params(method: str, irl: dict) -> dict:
-    """A method run's params: what the method is (``irl/methods.py``) and the IRL hyperparameters it reads."""
-    m = get_method(method)
-    what = {"method": method, "routing": m.routing, "base_loss": m.base_loss, "failure_source": m.failure_source}
-    return {k: "none" if v is None else v for k, v in what.items()} | {k: irl[k] for k in hyperparameters_read(method)}
-
-
-def method_metrics(stats: dict, failure_path: dict | None = None) -> dict[str, float]:
-    """A method run's metrics: ``test.<metric>`` (test split; with the failure-path share and ablations of an FA-IRL
-    method) and ``heldout.<metric>`` (the held-out labelled texts, where the world has them)."""
-    test = {k: v for k, v in stats.items() if not k.startswith(HELDOUT)}
-    heldout = {k[len(HELDOUT) :]: v for k, v in stats.items() if k.startswith(HELDOUT)}
-    if failure_path:
-        test["failure_path_share"] = failure_path["share"]
-        test.update({f"ablated_{k}": v for k, v in failure_path["ablated"].items()})
-    return split_metrics("test", test) | split_metrics("heldout", heldout)
 
 
 def _metric_view(stage: str, summary: dict) -> dict:

@@ -331,6 +331,28 @@ def split_metrics(split: str, stats: dict[str, dict[str, float]]) -> dict[str, f
     return out
 
 
+def method_params(method: str, irl: dict) -> dict:
+    """A method run's params: what the method is (``irl/methods.py``) and the IRL hyperparameters it reads."""
+    from fairl_ray.irl.methods import get_method, hyperparameters_read
+
+    m = get_method(method)
+    what = {"method": method, "routing": m.routing, "base_loss": m.base_loss, "failure_source": m.failure_source}
+    return {k: "none" if v is None else v for k, v in what.items()} | {k: irl[k] for k in hyperparameters_read(method)}
+
+
+def method_metrics(stats: dict, failure_path: dict | None = None) -> dict[str, float]:
+    """A method run's metrics: ``test.<metric>`` (test split; with the failure-path share and ablations of an FA-IRL
+    method) and ``heldout.<metric>`` (the held-out labelled texts, where the world has them)."""
+    from fairl_ray.stages.evaluate import HELDOUT_PREFIX
+
+    test = {k: v for k, v in stats.items() if not k.startswith(HELDOUT_PREFIX)}
+    heldout = {k[len(HELDOUT_PREFIX) :]: v for k, v in stats.items() if k.startswith(HELDOUT_PREFIX)}
+    if failure_path:
+        test["failure_path_share"] = failure_path["share"]
+        test.update({f"ablated_{k}": v for k, v in failure_path["ablated"].items()})
+    return split_metrics("test", test) | split_metrics("heldout", heldout)
+
+
 def _ms(seconds: float | None) -> int | None:
     return None if seconds is None else int(seconds * 1000)
 

@@ -24,7 +24,6 @@ from fairl_ray.irl.reward import RewardModel
 from fairl_ray.metrics.classification import (
     NO_CLASS,
     classification_metrics,
-    fit_threshold_labelled,
     majority_baseline_accuracy,
     pair_accuracy,
     rstar_pair_agreement,
@@ -32,7 +31,7 @@ from fairl_ray.metrics.classification import (
 )
 from fairl_ray.metrics.correlation import correlations
 from fairl_ray.metrics.starc import affine_mse, starc_distance
-from fairl_ray.stages.irl_fit import output_classes
+from fairl_ray.stages.irl_fit import calibration, output_classes
 
 
 def output_subtypes(rows: list[dict]) -> list[str]:
@@ -86,6 +85,7 @@ def member_metrics(
 
 
 #: the held-out columns (FA-IRL Table 1's Jigsaw set): ``heldout_<key>`` in per_member / per_method
+HELDOUT_PREFIX = "heldout_"
 HELDOUT_METRICS = ("accuracy", "balanced_accuracy", "f1", "f1_toxic_positive", "recall_toxic", "roc_auc")
 
 
@@ -97,9 +97,9 @@ def heldout_metrics(scores, labels, threshold: float, train_classes: np.ndarray)
     known = labels != 0
     classes = (labels[known] > 0).astype(np.int8)
     held = classification_metrics(np.asarray(scores, dtype=np.float64)[known], classes, threshold)
-    out = {f"heldout_{k}": held[k] for k in HELDOUT_METRICS}
+    out = {HELDOUT_PREFIX + k: held[k] for k in HELDOUT_METRICS}
     train_labelled = train_classes[train_classes != NO_CLASS]
-    out["heldout_majority_baseline_accuracy"] = majority_baseline_accuracy(train_labelled, classes)
+    out[HELDOUT_PREFIX + "majority_baseline_accuracy"] = majority_baseline_accuracy(train_labelled, classes)
     return out
 
 
@@ -153,10 +153,9 @@ def evaluate_rewards(
             row.update(heldout_metrics(reward.score_features(heldout[0]), heldout[1], m.threshold, train_classes))
         per_member.append(row)
     for name, (pos, neg) in (scored_rewards or {}).items():
-        train_raw = np.concatenate([pos[train], neg[train]]).astype(np.float64)
-        mean, std = float(train_raw.mean()), float(train_raw.std()) or 1.0
+        mean, std, threshold = calibration(np.concatenate([pos[train], neg[train]]), train_classes)
         scores = (np.concatenate([pos[test], neg[test]]).astype(np.float64) - mean) / std
-        m = MemberScores(name, 0, scores, fit_threshold_labelled((train_raw - mean) / std, train_classes))
+        m = MemberScores(name, 0, scores, threshold)
         scored.append(m)
         per_member.append(
             {"method": name, "seed": 0, **member_metrics(scores, m.threshold, test_classes, gt, train_classes)}

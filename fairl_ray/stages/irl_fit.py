@@ -64,18 +64,24 @@ def resolve_device(device: str) -> str:
     return select_device(device)
 
 
+def calibration(raw_train: np.ndarray, train_classes: np.ndarray) -> tuple[float, float, float]:
+    """``(mean, std, threshold)`` of a reward from its raw values on the training outputs: normalisation by their
+    mean/std, threshold fit for accuracy on the labelled ones (unlabelled outputs have no class), in normalised
+    units. Every evaluated reward is calibrated so: the IRL members and the scored rewards of ``evaluate``."""
+    raw_train = np.asarray(raw_train, dtype=np.float64)
+    mean, std = float(raw_train.mean()), float(raw_train.std()) or 1.0
+    return mean, std, float(fit_threshold_labelled((raw_train - mean) / std, train_classes))
+
+
 def save_calibrated(member, train_x: torch.Tensor, train_classes: np.ndarray, out: Path, encoder: str) -> None:
-    """Write ``member`` as a reward artifact with the calibration of the module docstring: normalisation by the
-    mean/std of its raw rewards on the training outputs ``train_x``, threshold fit on them for accuracy (0 under the
-    insights protocol)."""
+    """Write ``member`` as a reward artifact with its :func:`calibration` on the training outputs ``train_x``
+    (threshold 0 under the insights protocol)."""
     with torch.no_grad():
         raw = reward_from_params({k: v.cpu() for k, v in member.params.items()}, train_x).numpy()
-    mean, std = float(raw.mean()), float(raw.std()) or 1.0
-    # Insights' protocol classifies at 0 of the normalised reward (the train mean); FA-IRL fits it for accuracy on
-    # the labelled train outputs (unlabelled outputs have no class)
-    insights = member.config.protocol == "insights"
-    threshold = 0.0 if insights else fit_threshold_labelled((raw - mean) / std, train_classes)
-    save_reward(out, member, encoder=encoder, normalisation={"mean": mean, "std": std}, threshold=float(threshold))
+    mean, std, threshold = calibration(raw, train_classes)
+    if member.config.protocol == "insights":  # Insights classifies at 0 of the normalised reward (the train mean)
+        threshold = 0.0
+    save_reward(out, member, encoder=encoder, normalisation={"mean": mean, "std": std}, threshold=threshold)
 
 
 def fit_rewards(
