@@ -73,7 +73,9 @@ def test_members_in_one_call_equal_members_alone():
     train, val = split_validation(noisy_pairs(400, seed=1), 0.2)
     cfgs = [
         IRLConfig(method="max_entropy", head="linear", seed=0),
-        IRLConfig(method="max_entropy", head="linear", temperature=0.3, temperature_fail=0.3, epochs=4, patience=0, seed=1),
+        IRLConfig(
+            method="max_entropy", head="linear", temperature=0.3, temperature_fail=0.3, epochs=4, patience=0, seed=1
+        ),
         IRLConfig(method="max_margin", head="linear", margin=0.5, patience=3, seed=2),
         IRLConfig(method="asymmetric_margin", head="linear", epochs=6, patience=0, seed=3),
         IRLConfig(method="max_margin", head="linear", epochs=2, patience=0, min_delta=0.0, seed=4),
