@@ -166,7 +166,8 @@ def test_insights_protocol_trains_one_minibatch_per_iteration(tmp_path):
     from fairl_ray.irl.reward import RewardModel
     from fairl_ray.stages.irl_fit import save_calibrated
 
-    common = dict(method="asymmetric_margin", head="linear", batch_size=50, epochs=5, patience=0, seed=3)
+    # the protocol is the Adam trainer's (the exact solver is full-batch whatever the protocol)
+    common = dict(method="asymmetric_margin", head="linear", batch_size=50, epochs=5, patience=0, seed=3, solver="adam")
     train, val = make_pairs(50, seed=4)[0], make_pairs(20, seed=5)[0]
     ins, full = train_ensemble(train, [IRLConfig(protocol="insights", **common), IRLConfig(**common)], val=val)
     for n, t in full.params.items():

@@ -32,6 +32,11 @@ HEADS = ("linear", "mlp")
 FAILURE_RANKINGS = ("minibatch", "dataset")
 PROTOCOLS = ("fa_irl", "insights")
 INSIGHTS_MAX_EPOCHS = 60
+SOLVERS = ("auto", "adam", "exact")
+#: Base losses (``methods.Method.base_loss``) whose linear-head objective is convex in θ AND attains its minimum
+#: or tends to it along a ray (bounded below): the ones the full-batch solver of ``exact.py`` takes. Not
+#: ``asym_released``: −Δ / −2Δ is convex but unbounded below (no optimum to solve for).
+CONVEX_BASE_LOSSES = ("mm", "me", "asym_margin")
 
 
 @dataclass
@@ -110,6 +115,16 @@ class IRLConfig:
     """p_t: each failure enters S_t independently with this probability (Alg. 1 line 10); constant over t."""
     seed: int = 0
     """seeds this member's initialisation, minibatch order and failure sampling (not the validation split)."""
+    solver: str = "auto"
+    """how the member is fit. ``adam``: the minibatch Adam trainer (``trainer.py``: ``lr``, ``batch_size``, the
+    protocol's minibatches). ``exact``: the full-batch solver of ``exact.py``, for a convex member only (linear head,
+    single-path method, base loss in ``CONVEX_BASE_LOSSES``, and ``min_margin`` > 0 for ``asymmetric_margin``): its
+    iterates are full-batch steps from the same initialisation (gradient flow, then Newton to the optimum when the
+    validation loss still improves at the end of ``epochs`` steps), each one an epoch of the curve; ``epochs``,
+    ``patience`` and ``min_delta`` keep their meaning per iterate, ``min_epochs`` does not apply (the gate is the
+    Adam comparisons' shared budget; see ``exact.py``), ``lr`` and ``batch_size`` are not read. ``auto``: ``exact``
+    for a convex member of an ensemble without dual-path (FA-IRL / placebo) members, else ``adam`` (a method and its
+    FA-IRL variants are compared under one optimiser and one budget)."""
 
     def __post_init__(self) -> None:
         def bad(field: str, msg: str) -> ValueError:
@@ -180,6 +195,10 @@ class IRLConfig:
                 f"must be <= min_epochs ({self.min_epochs}) so the curriculum runs to its end inside the budget every "
                 f"method shares, got {self.curriculum_rounds!r}",
             )
+        if self.solver not in SOLVERS:
+            raise bad("solver", f"unknown solver {self.solver!r}; choose one of {', '.join(SOLVERS)}")
+        if self.solver == "exact" and self.not_convex_because is not None:
+            raise bad("solver", f"exact needs a convex member, and {self.method!r} is not: {self.not_convex_because}")
         if self.temperature_fail > self.temperature:
             raise bad(
                 "temperature_fail",
@@ -211,6 +230,20 @@ class IRLConfig:
     def failure_source(self) -> str | None:
         """``"gt"``, ``"margin"`` or ``None`` (not FA-IRL)."""
         return get_method(self.method).failure_source
+
+    @property
+    def not_convex_because(self) -> str | None:
+        """Why the full-batch solver cannot take this member (None: it can): its objective must be convex in θ and
+        bounded below, i.e. a linear head, one path and a loss in ``CONVEX_BASE_LOSSES``."""
+        if self.head != "linear":
+            return f"the {self.head} head makes the objective non-convex in its parameters (head: linear does not)"
+        if self.dual_path:
+            return "a dual-path (FA-IRL / placebo) objective mixes failure sets and a penalty schedule over epochs"
+        if self.base_loss not in CONVEX_BASE_LOSSES:
+            return f"its loss ({self.base_loss}) is unbounded below, there is no optimum"
+        if self.base_loss == "asym_margin" and self.min_margin == 0:
+            return "with min_margin 0 its minimisers include θ = 0 (a constant reward)"
+        return None
 
     @property
     def pairs_per_epoch(self) -> int | None:

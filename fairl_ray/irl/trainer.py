@@ -39,6 +39,10 @@ Semantics (FA-IRL §4, Algorithm 1; choices the paper leaves open are marked CHO
 
 Members are grouped into batched computations by (head, hidden_dim, batch_size, dual-path); within a group
 methods, losses, hyperparameters, schedules, seeds and epoch limits may all differ.
+
+Solver (``IRLConfig.solver``): the members ``exact.solves_exactly`` picks (convex: linear head, single-path method)
+are fit full-batch by ``exact.fit_exact``, all in one batched computation, with the same outputs; the rest (MLP
+heads, FA-IRL and placebo members, ``solver: adam``) train here as described above.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .exact import fit_exact, solves_exactly
 from .failures import bottom_k_failure_mask
 from .heads import (
     batched_path_forward,
@@ -182,10 +187,12 @@ def train_ensemble(
 ) -> list[TrainedMember]:
     """Train every member of ``members`` (one ``IRLConfig`` each: method × hyperparameters × seed) on ``train``.
 
-    Members sharing (head, hidden_dim, batch_size, dual-path) train as ONE batched computation (bmm over a
-    leading member dim, batched Adam); each keeps its own hyperparameters, schedules, failure sets, minibatch
-    order and early stopping, and ends up with exactly what ``train_single`` gives it alone (up to float
-    rounding). Returns one ``TrainedMember`` per config, in input order.
+    The convex members ``exact.solves_exactly`` picks are fit by ``exact.fit_exact`` (one batched computation for
+    all of them); the others train with minibatch Adam. Members sharing (head, hidden_dim, batch_size, dual-path)
+    train as ONE batched computation (bmm over a leading member dim, batched Adam); each keeps its own
+    hyperparameters, schedules, failure sets, minibatch order and early stopping, and ends up with exactly what
+    ``train_single`` (or, exact members, ``fit_exact``) gives it alone (up to float rounding). Returns one
+    ``TrainedMember`` per config, in input order.
     """
     if not members:
         return []
@@ -193,12 +200,19 @@ def train_ensemble(
         train, val = split_validation(train, val_fraction)
     if val.dim != train.dim:
         raise ValueError(f"val feature dim {val.dim} != train feature dim {train.dim}")
-    groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(members):
         if not isinstance(c, IRLConfig):
             raise TypeError(f"members[{i}] must be an IRLConfig, got {type(c).__name__}")
-        groups.setdefault(_group_key(c), []).append(i)
     out: list[TrainedMember | None] = [None] * len(members)
+    exact = [i for i, c in enumerate(members) if solves_exactly(c, members)]
+    if exact:
+        z_train, z_val = train.chosen - train.rejected, val.chosen - val.rejected
+        for i, f in zip(exact, fit_exact(z_train, z_val, [members[i] for i in exact], device)):
+            out[i] = TrainedMember(members[i], f.params, f.curve, f.best_epoch, f.epochs_run)
+    groups: dict[tuple, list[int]] = {}
+    for i, c in enumerate(members):
+        if i not in exact:
+            groups.setdefault(_group_key(c), []).append(i)
     for gi, idxs in enumerate(groups.values()):
         res = _train_group(
             train,
