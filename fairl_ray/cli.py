@@ -384,7 +384,8 @@ def _first_comment(path: Path) -> str:
 
 def cmd_irl(args) -> int:
     from fairl_ray.config import ConfigError
-    from fairl_ray.pairs_io import PairsFileError, drop_degenerate, read_pairs, split_pairs, split_warnings
+    from fairl_ray.pairs_io import PairsFileError, drop_degenerate, read_pairs, split_warnings
+    from fairl_ray.recovery.data import TooFewPairs, hold_out
 
     try:
         cfg = load_irl_command_config(args.overrides, args.method)
@@ -401,15 +402,11 @@ def cmd_irl(args) -> int:
         return _fail(problem)
     try:
         table, notes = drop_degenerate(read_pairs(args.pairs), args.pairs)
-        train, test = split_pairs(table, cfg.pairs.test_fraction, cfg.pairs.seed)
+        train, test = hold_out(table, cfg.pairs.test_fraction, cfg.pairs.seed)  # the one split of `fairl irl`
     except (PairsFileError, OSError) as err:
         return _fail(str(err))
-    if train.num_rows < 2 or test.num_rows < 1:
-        return _fail(
-            f"{args.pairs}: {table.num_rows} usable pairs give {train.num_rows} train and {test.num_rows} "
-            "test pairs; IRL needs at least 2 train pairs and 1 test pair (add pairs, or set "
-            "pairs.test_fraction or a split column)"
-        )
+    except TooFewPairs as err:
+        return _fail(f"{args.pairs}: {err}")
     notes += split_warnings(train, test, cfg.irl.methods, args.pairs)
     for note in notes:
         _warn(note)
@@ -418,7 +415,7 @@ def cmd_irl(args) -> int:
     from fairl_ray.report import analyses_report, metrics_table
 
     try:
-        summary = run_irl_on_pairs(table, cfg, out)
+        summary = run_irl_on_pairs(train, test, cfg, out)
     except EncoderLoadError as err:
         return _fail(str(err))
     if summary["removed"]:

@@ -21,12 +21,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from fairl_ray.analyses import SUBTYPE_TRANSFER, write_outputs
+import pyarrow as pa
+
+from fairl_ray.analyses import SUBTYPE_TRANSFER
 from fairl_ray.atomic_io import atomic_write_bytes, readable_as_umask_allows
 from fairl_ray.orchestration.stage_store import workdir_lock
+from fairl_ray.recovery.featurize import featurize
+from fairl_ray.recovery.fit import fit
+from fairl_ray.recovery.score import score
+from fairl_ray.recovery.transfer import subtype_transfer
 from fairl_ray.report import analyses_report, metrics_table
-from fairl_ray.stages.evaluate import evaluate_rewards
-from fairl_ray.stages.irl_fit import featurize_table, fit_rewards, resolve_device
+from fairl_ray.stages.evaluate import write_evaluation
 
 MANIFEST = "manifest.json"
 CACHE_DIR = "feature_cache"  # kept across runs (a per-text cache), never swapped
@@ -34,11 +39,12 @@ NEW_PREFIX, OLD_PREFIX = ".fairl-irl-new-", ".fairl-irl-old-"
 ASIDE_INDEX = "index.json"  # in an OLD_PREFIX folder: the output path of each numbered entry set aside
 
 
-def run_irl_on_pairs(table, cfg, out_dir: Path) -> dict:
-    """``fairl irl``: features → batched IRL → evaluation on a user's (already validated) pairs table.
+def run_irl_on_pairs(train: pa.Table, test: pa.Table, cfg, out_dir: Path) -> dict:
+    """``fairl irl``: features → batched IRL → evaluation on a user's (already validated) pairs, split once by
+    the caller (``recovery.data.hold_out``: the file's ``split`` column, else ``pairs.test_fraction`` /
+    ``pairs.seed``) into ``train`` and ``test``.
 
-    Uses the pipeline config's ``features``, ``irl``, ``seeds`` and ``pairs.test_fraction`` / ``pairs.seed``.
-    A ``split`` column is honoured; without one a seeded test split is held out. Writes ``rewards/``,
+    Uses the pipeline config's ``features``, ``irl`` and ``seeds``. Writes ``rewards/``,
     ``features.safetensors``, ``metrics.json``, ``report.md``, the failure analyses (``analyses.json``, CSVs,
     figures; the cross-subtype transfer when pairs carry a ``subtype``), the plots and ``manifest.json`` into
     ``out_dir``, and logs an MLflow run there (:func:`track_irl_run`); returns the summary, whose ``removed``
@@ -53,7 +59,7 @@ def run_irl_on_pairs(table, cfg, out_dir: Path) -> dict:
         new = Path(tempfile.mkdtemp(prefix=NEW_PREFIX, dir=out_dir))
         started = time.time()
         try:
-            summary = _train_and_evaluate(table, cfg, new, out_dir / CACHE_DIR)
+            summary = _train_and_evaluate(pa.concat_tables([train, test]), cfg, new, out_dir / CACHE_DIR)
             readable_as_umask_allows(new)  # mkdtemp's 0700 aside, safetensors writes features 0600
             summary["removed"] = _replace_outputs(out_dir, new)
         finally:
@@ -90,18 +96,18 @@ def track_irl_run(summary: dict, cfg, out_dir: Path, started: float) -> dict:
     return {"tracking_uri": uri, "run_id": run_id, "experiment_id": tracker.experiment_id}
 
 
-def _train_and_evaluate(table, cfg, out_dir: Path, cache_dir: Path) -> dict:
-    rows, chosen, rejected, encoder = featurize_table(table, cfg, out_dir, cache_dir)
-    members = cfg.irl.member_configs(list(cfg.seeds))
-    fitted = fit_rewards(rows, chosen, rejected, members, encoder, out_dir, cfg.irl.device)
-    summary = evaluate_rewards(rows, chosen, rejected, out_dir, fitted["members"], out_dir)
-    if any(r.get("subtype") for r in rows):  # FA-IRL §6 cross-subtype transfer, first seed
-        transfer = SUBTYPE_TRANSFER.train_and_score(
-            rows, chosen, rejected, cfg.irl.member_configs(list(cfg.seeds)[:1]), resolve_device(cfg.irl.device)
-        )
-        write_outputs(SUBTYPE_TRANSFER, transfer, out_dir)
+def _train_and_evaluate(table: pa.Table, cfg, out_dir: Path, cache_dir: Path) -> dict:
+    """Featurise (train rows first, as ``features.safetensors`` keeps them), fit, save, score and write."""
+    data = featurize(table, cfg.features.encoder, cache_dir, cfg.features.batch_size)
+    data.save_features(out_dir)
+    fitted = fit(data, cfg.irl.member_configs(list(cfg.seeds)), cfg.irl.device)
+    fitted.save(out_dir)
+    evaluation = score(fitted, data)
+    summary = evaluation.summary
+    if data.has_subtypes:  # FA-IRL §6 cross-subtype transfer, first seed
+        transfer = subtype_transfer(data, cfg.irl.member_configs(list(cfg.seeds)[:1]), cfg.irl.device)
         summary.setdefault("analyses", {})[SUBTYPE_TRANSFER.name] = transfer
-        (out_dir / "analyses.json").write_text(json.dumps(summary["analyses"], indent=2))
+    write_evaluation(evaluation, out_dir, curves=fitted.curves)  # every analysis of the summary, transfer too
     (out_dir / "report.md").write_text(irl_report(summary, len(cfg.seeds)))
     return summary
 

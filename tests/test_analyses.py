@@ -4,14 +4,23 @@ import json
 import math
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from fairl_ray.analyses import ANALYSES, SUBTYPE_TRANSFER, EvalContext, MemberScores, render
 from fairl_ray.analyses.dispersion import dispersion
 from fairl_ray.irl.hyperparameters import IRLConfig
 from fairl_ray.metrics.classification import NO_CLASS
-from fairl_ray.stages.evaluate import member_metrics, output_subtypes
-from fairl_ray.stages.irl_fit import output_classes
+from fairl_ray.recovery.data import PairData, output_classes, output_subtypes
+from fairl_ray.recovery.fit import fit
+from fairl_ray.recovery.score import member_metrics, score
+from fairl_ray.recovery.transfer import subtype_transfer
+
+
+def pair_data(rows, chosen, rejected) -> PairData:
+    """Rows (dicts with the pairs-file columns, ``split`` among them) and their features as the recovery's data."""
+    return PairData.from_table(pa.Table.from_pylist(rows), chosen, rejected, "none")
+
 
 # 4 test pairs → 8 outputs (o⁺ of pairs 0..3, then o⁻ of pairs 0..3); classes: o⁺ good, o⁻ bad
 CLASSES = np.array([1, 1, 1, 1, 0, 0, 0, 0])
@@ -86,10 +95,11 @@ def test_unlabelled_outputs_are_left_out_of_classification_counts():
 
 def test_output_classes_come_from_each_outputs_own_label():
     rows = [{"chosen_label": 1, "rejected_label": 0}, {"chosen_label": 0, "rejected_label": -1}, {}]
-    chosen, rejected = output_classes(rows)
+    chosen, rejected = np.split(output_classes(pa.Table.from_pylist(rows)), 2)
     # an unlabelled output is NO_CLASS on either side (it used to be 1 when chosen and 0 when rejected)
     assert chosen.tolist() == [1, NO_CLASS, NO_CLASS] and rejected.tolist() == [NO_CLASS, 0, NO_CLASS]
-    assert output_classes([{"chosen_label": -1, "rejected_label": 1}])[0].tolist() == [0]  # a noisy pair
+    noisy = pa.Table.from_pylist([{"chosen_label": -1, "rejected_label": 1}])
+    assert np.split(output_classes(noisy), 2)[0].tolist() == [0]  # a noisy pair
 
 
 # R* of the 8 test outputs (for the slice fidelity): outputs 3, 6, 7 → [1, 0, −1]; outputs 2, 6 → [0.5, 0]
@@ -232,10 +242,14 @@ def test_tables_render_every_analysis():
 
 
 def test_output_subtypes_from_pair_columns():
-    rows = [
+    # A table without per-output subtype columns: the pair-level subtype goes to the pair's toxic output.
+    pair_level = [
         {"chosen_label": 1, "rejected_label": -1, "subtype": "insult"},
         {"chosen_label": -1, "rejected_label": 1, "subtype": "threat"},  # noisy pair: the chosen output is toxic
         {"chosen_label": -1, "rejected_label": -1, "subtype": "obscene"},  # o⁺'s own subtype is unknown here
+    ]
+    # A table with them: each output's own subtype.
+    per_output = [
         {
             "chosen_label": 0,
             "rejected_label": -1,
@@ -244,16 +258,15 @@ def test_output_subtypes_from_pair_columns():
             "rejected_subtype": "insult",
         },
     ]
-    assert output_subtypes(rows) == [
+    assert output_subtypes(pa.Table.from_pylist(pair_level)) == [
         "non-toxic",
         "threat",
         "toxic",
-        "unlabelled",
         "insult",
         "non-toxic",
         "obscene",
-        "insult",
     ]
+    assert output_subtypes(pa.Table.from_pylist(per_output)) == ["unlabelled", "insult"]
 
 
 def test_subtype_transfer_trains_on_one_subtype_and_tests_on_each():
@@ -276,11 +289,10 @@ def test_subtype_transfer_trains_on_one_subtype_and_tests_on_each():
     rows.append({"subtype": "obscene", "split": "train", "chosen_label": 1, "rejected_label": -1})  # too few
     ch.append(np.zeros(d))
     rj.append(np.zeros(d))
-    out = SUBTYPE_TRANSFER.train_and_score(
-        rows,
-        np.array(ch, np.float32),
-        np.array(rj, np.float32),
+    out = subtype_transfer(
+        pair_data(rows, np.array(ch, np.float32), np.array(rj, np.float32)),
         [IRLConfig(method="max_margin", head="linear", epochs=60, lr=0.05, seed=0)],
+        "cpu",
     )
     assert out["train_subtypes"] == ["insult", "threat"] and out["skipped"] == ["obscene"]
     assert out["n_train"] == {"insult": 30, "obscene": 1, "threat": 30} and out["n_test"] == {
@@ -363,8 +375,6 @@ def test_fairl_irl_on_labelled_pairs_prints_failure_path_and_writes_analyses(tmp
 def test_evaluation_scores_held_out_labelled_texts(tmp_path):
     """A world's held-out labelled set (Jigsaw / insults): each reward classifies it with its train threshold."""
     from fairl_ray.report import metrics_table
-    from fairl_ray.stages.evaluate import evaluate_rewards
-    from fairl_ray.stages.irl_fit import fit_rewards
 
     rng = np.random.default_rng(0)
     w = rng.normal(size=6)
@@ -380,26 +390,15 @@ def test_evaluation_scores_held_out_labelled_texts(tmp_path):
         for i, (c, r) in enumerate(zip(chosen, rejected))
     ]
     members = [IRLConfig(method="max_margin", head="linear", epochs=40, lr=0.02, seed=0)]
-    fitted = fit_rewards(rows, chosen, rejected, members, "none", tmp_path, "cpu")
+    data = pair_data(rows, chosen, rejected)
+    fitted = fit(data, members, "cpu")
     held = rng.normal(size=(300, 6)).astype(np.float32)
     labels = [1 if v > 0 else -1 for v in held @ w]
-    summary = evaluate_rewards(
-        rows,
-        chosen,
-        rejected,
-        tmp_path,
-        fitted["members"],
-        tmp_path,
-        plots=False,
-        analyses=False,
-        heldout=(held, labels),
-    )
+    summary = score(fitted, data, heldout=(held, labels), analyses=False).summary
     row = summary["per_member"][0]
     assert row["heldout_accuracy"] > 0.85 and row["heldout_roc_auc"] > 0.95
     assert "held-out ROC-AUC" in metrics_table(summary["per_method"], 1)
-    without = evaluate_rewards(
-        rows, chosen, rejected, tmp_path, fitted["members"], tmp_path, plots=False, analyses=False
-    )
+    without = score(fitted, data, analyses=False).summary
     assert "heldout_accuracy" not in without["per_member"][0]
     assert "held-out acc." not in metrics_table(without["per_method"], 1)
 
@@ -407,8 +406,6 @@ def test_evaluation_scores_held_out_labelled_texts(tmp_path):
 def test_unlabelled_pairs_keep_rank_metrics_and_skip_classification(tmp_path):
     """Outputs without a label of their own are out of the classification metrics and the threshold fit, in the rank
     and fidelity ones; a file with no label at all still evaluates (threshold 0, classification nan)."""
-    from fairl_ray.stages.evaluate import evaluate_rewards
-    from fairl_ray.stages.irl_fit import fit_rewards
 
     rng = np.random.default_rng(0)
     w = rng.normal(size=6)
@@ -427,8 +424,8 @@ def test_unlabelled_pairs_keep_rank_metrics_and_skip_classification(tmp_path):
         for i, (c, r) in enumerate(zip(chosen, rejected))
     ]
     members = [IRLConfig(method=m, head="linear", epochs=20, lr=0.02, seed=s) for m in ("max_margin",) for s in (0, 1)]
-    fitted = fit_rewards(rows, chosen, rejected, members, "none", tmp_path, "cpu")
-    summary = evaluate_rewards(rows, chosen, rejected, tmp_path, fitted["members"], tmp_path, plots=False)
+    data = pair_data(rows, chosen, rejected)
+    summary = score(fit(data, members, "cpu"), data).summary
     test_rows = [r for r in rows if r["split"] == "test"]
     labelled = sum((r["chosen_label"] != 0) + (r["rejected_label"] != 0) for r in test_rows)
     row = summary["per_member"][0]
@@ -437,8 +434,8 @@ def test_unlabelled_pairs_keep_rank_metrics_and_skip_classification(tmp_path):
     for r in rows:
         r["chosen_label"] = r["rejected_label"] = 0
     members.append(IRLConfig(method="fa_irl_mm_margin", head="linear", epochs=20, lr=0.02, curriculum_rounds=10))
-    fitted = fit_rewards(rows, chosen, rejected, members, "none", tmp_path, "cpu")
-    summary = evaluate_rewards(rows, chosen, rejected, tmp_path, fitted["members"], tmp_path, plots=False)
+    data = pair_data(rows, chosen, rejected)
+    summary = score(fit(data, members, "cpu"), data).summary
     row = summary["per_member"][0]
     assert row["n"] == 0 and math.isnan(row["accuracy"]) and row["pair_accuracy"] > 0.8
     disagreement = summary["analyses"]["disagreement"]["fa_irl_mm_margin vs max_margin"]

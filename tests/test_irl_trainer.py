@@ -164,7 +164,7 @@ def test_insights_protocol_trains_one_minibatch_per_iteration(tmp_path):
     import numpy as np
 
     from fairl_ray.irl.reward import RewardModel
-    from fairl_ray.stages.irl_fit import save_calibrated
+    from fairl_ray.recovery.fit import calibrate
 
     # the protocol is the Adam trainer's (the exact solver is full-batch whatever the protocol)
     common = dict(method="asymmetric_margin", head="linear", batch_size=50, epochs=5, patience=0, seed=3, solver="adam")
@@ -181,5 +181,5 @@ def test_insights_protocol_trains_one_minibatch_per_iteration(tmp_path):
         IRLConfig(protocol="insights", epochs=61)
     x = torch.cat([bigger.chosen, bigger.rejected])
     classes = np.r_[np.ones(len(bigger)), np.zeros(len(bigger))].astype(int)
-    save_calibrated(ins, x, classes, tmp_path / "r", encoder="e")
+    calibrate(ins, x, classes).save(tmp_path / "r", encoder="e")
     assert RewardModel.from_dir(tmp_path / "r").threshold == 0.0

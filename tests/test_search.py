@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import torch
 import yaml
@@ -140,7 +141,12 @@ def test_val_objective_does_not_depend_on_the_test_pairs(workdir):
     rng = np.random.default_rng(1)
     for i in data.test_index:
         data.chosen[i], data.rejected[i] = rng.normal(size=DIM) * 50, rng.normal(size=DIM) * 50
-        data.rows[i].update(chosen_label=-1, rejected_label=1, chosen_reward=-9.0, rejected_reward=9.0)
+    scrambled = {"chosen_label": -1, "rejected_label": 1, "chosen_reward": -9.0, "rejected_reward": 9.0}
+    for column, value in scrambled.items():
+        values = np.where(data.test, value, data.table.column(column).to_numpy(zero_copy_only=False))
+        data.table = data.table.set_column(
+            data.table.column_names.index(column), column, pa.array(values, type=data.table.schema.field(column).type)
+        )
     after = evaluate_config(data, irl, [0], "val")
     assert {k: v["mean"] for k, v in after.items()} == {k: v["mean"] for k, v in before.items()}
 

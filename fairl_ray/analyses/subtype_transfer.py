@@ -1,69 +1,21 @@
-"""Cross-subtype transfer (FA-IRL §6, Figure 3): train each method on ONE toxic subtype's training pairs, test its
+"""Cross-subtype transfer (FA-IRL §6, Figure 3): each method trained on ONE toxic subtype's training pairs, its
 pair ranking accuracy on the test pairs of every subtype.
 
-A pair's subtype is the pairs file's ``subtype`` column (the toxic subtype of o−, else of o+). Subtypes with fewer
-than ``MIN_TRAIN_PAIRS`` training pairs are skipped (too few to train on), and so are test subtypes without a test
-pair. Unlike the other analyses this one trains: one batched ensemble per training subtype (every method of the
-run, first seed), so it runs as its own pipeline stage.
+This analysis trains, so it is computed by the reward recovery (``recovery.transfer.subtype_transfer``: one fit
+per training subtype) and runs as its own pipeline stage; here are its tables and its figure, read from that
+result's JSON like every other analysis's.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
-
-from fairl_ray.irl.heads import reward_from_params
-from fairl_ray.irl.hyperparameters import IRLConfig
 
 from .base import Analysis, plt
-
-MIN_TRAIN_PAIRS = 8
-
-
-def _subtype(row: dict) -> str | None:
-    return row.get("subtype") or None
 
 
 class SubtypeTransfer(Analysis):
     name = "subtype_transfer"
     title = "Cross-subtype transfer: pair accuracy on each test subtype (rows: the subtype trained on)"
-
-    def train_and_score(
-        self, rows: list[dict], chosen: np.ndarray, rejected: np.ndarray, members: list[IRLConfig], device: str = "cpu"
-    ) -> dict:
-        from fairl_ray.irl.trainer import train_ensemble
-        from fairl_ray.stages.irl_fit import pair_features
-
-        train_idx: dict[str, list[int]] = {}
-        test_idx: dict[str, list[int]] = {}
-        for i, r in enumerate(rows):
-            s = _subtype(r)
-            if s is None:
-                continue
-            (test_idx if r.get("split") == "test" else train_idx).setdefault(s, []).append(i)
-        trainable = sorted(s for s, idx in train_idx.items() if len(idx) >= MIN_TRAIN_PAIRS)
-        testable = sorted(test_idx)
-        result = {
-            "train_subtypes": trainable,
-            "test_subtypes": testable,
-            "n_train": {s: len(train_idx[s]) for s in sorted(train_idx)},
-            "n_test": {s: len(test_idx[s]) for s in testable},
-            "skipped": sorted(s for s in train_idx if s not in trainable),
-            "methods": {},
-        }
-        if not trainable or not testable:
-            return result
-        x = {t: (torch.from_numpy(chosen[idx]), torch.from_numpy(rejected[idx])) for t, idx in test_idx.items()}
-        for s in trainable:
-            idx = train_idx[s]
-            train = pair_features(chosen[idx], rejected[idx], [rows[i] for i in idx])
-            for member in train_ensemble(train, members, device=device):
-                accs = result["methods"].setdefault(member.config.method, {}).setdefault(s, {})
-                with torch.no_grad():
-                    for t, (xc, xr) in x.items():
-                        delta = reward_from_params(member.params, xc) - reward_from_params(member.params, xr)
-                        accs[t] = float((delta > 0).float().mean())
-        return result
 
     def tables(self, result: dict):
         tables = []

@@ -65,10 +65,11 @@ def _read_prompts(prompts_dir: Path) -> dict[str, list[str]]:
     return json.loads((Path(prompts_dir) / "prompts.json").read_text())
 
 
-def _read_rows(pairs_dir: Path) -> list[dict]:
+def _read_pairs(pairs_dir: Path):
+    """The pairs stage's table (``pyarrow.Table``, validated)."""
     from fairl_ray.pairs_io import read_pairs
 
-    return read_pairs(Path(pairs_dir) / "pairs.parquet").to_pylist()
+    return read_pairs(Path(pairs_dir) / "pairs.parquet")
 
 
 def stage_base_policy(out: Path, world_cfg) -> dict:
@@ -179,31 +180,29 @@ def pairs_note(summary: dict, pairs_cfg) -> str | None:
 
 
 def stage_features(out: Path, pairs_dir: Path, encoder: str, batch_size: int, cache_dir: Path) -> dict:
-    from fairl_ray.stages.featurize import featurize_pairs
+    from fairl_ray.recovery.featurize import features_summary, featurize
 
-    return featurize_pairs(_read_rows(pairs_dir), encoder, cache_dir, out, batch_size)
+    data = featurize(_read_pairs(pairs_dir), encoder, cache_dir, batch_size)
+    data.save_features(out)
+    return features_summary(data)
 
 
 def stage_irl(out: Path, pairs_dir: Path, features_dir: Path, irl_cfg, seeds: list[int], encoder: str) -> dict:
-    from fairl_ray.stages.featurize import load_pair_features
-    from fairl_ray.stages.irl_fit import fit_rewards
+    from fairl_ray.recovery.data import PairData
+    from fairl_ray.recovery.fit import fit
 
-    chosen, rejected = load_pair_features(features_dir)
-    return fit_rewards(
-        _read_rows(pairs_dir), chosen, rejected, irl_cfg.member_configs(seeds), encoder, out, irl_cfg.device
-    )
+    data = PairData.read(Path(pairs_dir) / "pairs.parquet", features_dir, encoder)
+    return fit(data, irl_cfg.member_configs(seeds), irl_cfg.device).save(out)
 
 
 def stage_subtype_transfer(out: Path, pairs_dir: Path, features_dir: Path, irl_cfg, seed: int) -> dict:
     """FA-IRL §6 cross-subtype transfer: every IRL method (first seed) trained on one subtype's pairs at a time."""
     from fairl_ray.analyses import SUBTYPE_TRANSFER, write_outputs
-    from fairl_ray.stages.featurize import load_pair_features
-    from fairl_ray.stages.irl_fit import resolve_device
+    from fairl_ray.recovery.data import PairData
+    from fairl_ray.recovery.transfer import subtype_transfer
 
-    chosen, rejected = load_pair_features(features_dir)
-    result = SUBTYPE_TRANSFER.train_and_score(
-        _read_rows(pairs_dir), chosen, rejected, irl_cfg.member_configs([seed]), resolve_device(irl_cfg.device)
-    )
+    data = PairData.read(Path(pairs_dir) / "pairs.parquet", features_dir, read_summary(features_dir)["encoder"])
+    result = subtype_transfer(data, irl_cfg.member_configs([seed]), irl_cfg.device)
     (out / "subtype_transfer.json").write_text(json.dumps(result, indent=2))
     write_outputs(SUBTYPE_TRANSFER, result, out)
     return result
@@ -213,7 +212,7 @@ def stage_logprobs(out: Path, pairs_dir: Path, base_dir: Path, expert_dir: Path)
     """Summed log-probs of every pair's completions under π0 and π_E, for the implicit reward β·log π_E/π0."""
     from fairl_ray.stages.implicit_reward import score_pairs
 
-    return score_pairs(_read_rows(pairs_dir), Path(base_dir) / "policy", Path(expert_dir) / "policy", out)
+    return score_pairs(_read_pairs(pairs_dir).to_pylist(), Path(base_dir) / "policy", Path(expert_dir) / "policy", out)
 
 
 def stage_evaluate(
@@ -231,12 +230,14 @@ def stage_evaluate(
     stage's ``heldout.json``: Jigsaw in the papers, the insults comments offline), each reward as a classifier of
     them (FA-IRL Table 1's held-out columns). With ``logprobs_dir`` (a world with a policy), the implicit rewards
     β·(log π_E − log π0) and its per-token variant are scored beside the IRL members."""
-    from fairl_ray.stages.evaluate import evaluate_rewards
-    from fairl_ray.stages.featurize import load_pair_features
+    from fairl_ray.recovery.data import PairData
+    from fairl_ray.recovery.fit import FittedRewards
+    from fairl_ray.recovery.score import score
+    from fairl_ray.stages.evaluate import write_evaluation
     from fairl_ray.stages.implicit_reward import implicit_rewards
 
-    chosen, rejected = load_pair_features(features_dir)
-    members = read_summary(irl_dir)["members"]
+    data = PairData.read(Path(pairs_dir) / "pairs.parquet", features_dir, encoder)
+    fitted = FittedRewards.load(irl_dir, read_summary(irl_dir))
     heldout = None
     heldout_file = Path(prompts_dir) / "heldout.json"
     if heldout_file.is_file():
@@ -245,9 +246,9 @@ def stage_evaluate(
         held = json.loads(heldout_file.read_text())
         heldout = (encode_cached(load_encoder(encoder), held["text"], cache_dir), held["label"])
     implicit = implicit_rewards(logprobs_dir, beta) if logprobs_dir is not None else None
-    return evaluate_rewards(
-        _read_rows(pairs_dir), chosen, rejected, Path(irl_dir), members, out, heldout=heldout, scored_rewards=implicit
-    )
+    evaluation = score(fitted, data, heldout=heldout, scored_rewards=implicit)
+    write_evaluation(evaluation, out, curves=fitted.curves)
+    return evaluation.summary
 
 
 def stage_reference_toxicity(

@@ -343,7 +343,7 @@ def method_params(method: str, irl: dict) -> dict:
 def method_metrics(stats: dict, failure_path: dict | None = None) -> dict[str, float]:
     """A method run's metrics: ``test.<metric>`` (test split; with the failure-path share and ablations of an FA-IRL
     method) and ``heldout.<metric>`` (the held-out labelled texts, where the world has them)."""
-    from fairl_ray.stages.evaluate import HELDOUT_PREFIX
+    from fairl_ray.recovery.score import HELDOUT_PREFIX
 
     test = {k: v for k, v in stats.items() if not k.startswith(HELDOUT_PREFIX)}
     heldout = {k[len(HELDOUT_PREFIX) :]: v for k, v in stats.items() if k.startswith(HELDOUT_PREFIX)}

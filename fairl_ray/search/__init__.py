@@ -3,7 +3,7 @@
 Modules, by job:
 
 * :mod:`~fairl_ray.search.space` — the search config (what to search, over which models, packing, pruning).
-* :mod:`~fairl_ray.search.data` — pairs + cached features per model, the seeded validation carve.
+* :mod:`~fairl_ray.search.data` — pairs + cached features per model (a ``PairData``), the seeded validation carve.
 * :mod:`~fairl_ray.search.study` — the searcher state: one Optuna study per model in a shared journal file.
 * :mod:`~fairl_ray.search.trial` — one Tune trial = a pack of configs × seeds trained as one batched ensemble.
 * :mod:`~fairl_ray.search.tracking` — live MLflow children (one per config) and their reconciliation.
@@ -14,22 +14,13 @@ Modules, by job:
 This package imports nothing heavy at import time; Ray, Optuna and torch load when a search runs.
 """
 
-from fairl_ray.search.data import (
-    SearchData,
-    carve_validation,
-    data_from_pairs,
-    data_from_workdir,
-    load_models,
-    resolve_objective,
-)
+from fairl_ray.search.data import data_from_pairs, data_from_workdir, load_models, resolve_objective
 from fairl_ray.search.space import OBJECTIVES, SearchConfig, default_search_path, load_search_config
 from fairl_ray.search.trial import evaluate_config, evaluate_pack
 
 __all__ = [
     "OBJECTIVES",
     "SearchConfig",
-    "SearchData",
-    "carve_validation",
     "data_from_pairs",
     "data_from_workdir",
     "default_search_path",

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fairl_ray.irl.hyperparameters import IRLConfig
-from fairl_ray.search.data import SearchData
+from fairl_ray.recovery.data import PairData
 from fairl_ray.search.space import SearchConfig
 
 STATUS = {"COMPLETE": "ok", "PRUNED": "pruned", "FAIL": "error", "RUNNING": "running", "WAITING": "waiting"}
@@ -46,7 +46,7 @@ def best_of(trials: list[dict], metric: str, mode: str) -> dict | None:
 
 
 def write_outputs(
-    out: Path, cfg: SearchConfig, models: dict[str, SearchData], trials: list[dict], summary: dict, metric: str
+    out: Path, cfg: SearchConfig, models: dict[str, PairData], trials: list[dict], summary: dict, metric: str
 ) -> list[Path]:
     """best.json, best_irl.yaml (the primary model's), trials.csv, splits.json, search.png; with several models
     also models.md (the side-by-side table) and models/<model>/{best_irl.yaml, search.png}. Returns the files."""
@@ -136,7 +136,7 @@ def _fmt(v) -> str:
 
 
 def compare_models(
-    models: dict[str, SearchData],
+    models: dict[str, PairData],
     best_configs: dict[str, dict],
     seeds: list[int],
     objective: str,

@@ -1,7 +1,7 @@
 """``fairl tune --realign-top N``: the N best rewards of a search re-align a fresh π0 (FA-IRL §5, downstream use).
 
 For each of the N best finished configs of the search's primary model (a finished ``fairl run`` workdir): the
-config is trained on the whole train split with the first fresh seed (``stages.irl_fit.fit_rewards``, one reward
+config is trained on the whole train split with the first fresh seed (``recovery.fit``, one reward
 artifact), then a fresh copy of the run's π0 is RLHF'd with it and its toxicity measured on the run's held-out
 prompts — by the pipeline's own re-RLHF stage (``pipeline.stage_realign`` → ``stages.realign``), as Ray tasks
 side by side, with the run's ``realign.rlhf`` and ``evaluation`` settings. Outputs are content-addressed under
@@ -16,13 +16,13 @@ import json
 import time
 from pathlib import Path
 
-from fairl_ray.search.data import SearchData
+from fairl_ray.recovery.data import PairData
 from fairl_ray.search.space import SearchConfig
 
 
 def realign_top_rewards(
     cfg: SearchConfig,
-    data: SearchData,
+    data: PairData,
     ranked: list[tuple[str, dict]],
     top: int,
     workdir: str | Path | None,
@@ -37,9 +37,8 @@ def realign_top_rewards(
     from fairl_ray.irl.hyperparameters import IRLConfig
     from fairl_ray.orchestration.pipeline import _execute, stage_realign
     from fairl_ray.orchestration.stage_store import stage_key, stage_output
+    from fairl_ray.recovery.fit import fit
     from fairl_ray.report import markdown_table
-    from fairl_ray.search.trial import _split_rows
-    from fairl_ray.stages.irl_fit import fit_rewards
 
     if workdir is None:
         raise ValueError("--realign-top needs a finished `fairl run` workdir (its π0, prompts and world)")
@@ -63,9 +62,8 @@ def realign_top_rewards(
         reward_root = out / "rewards" / f"top{rank}-{trial_id.replace('/', '-')}"
         reward_dir = reward_root / "rewards" / member.method / f"seed{seed}"
         if not (reward_dir / "reward_card.json").is_file():
-            rows, index = _split_rows(data, "test")
             reward_root.mkdir(parents=True, exist_ok=True)
-            fit_rewards(rows, data.chosen[index], data.rejected[index], [member], data.encoder, reward_root, cfg.device)
+            fit(data.without_validation(), [member], cfg.device).save(reward_root)
         key = stage_key(
             f"realign_top{rank}",
             {

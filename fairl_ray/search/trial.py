@@ -5,7 +5,8 @@ config pays Tune's per-trial overhead for a few members' work. A packed trial in
 study for ``pack_size`` configs (:mod:`fairl_ray.search.study`), and at each rung (a fraction of the epochs):
 
 1. trains every live config × ``seeds`` with ``train_ensemble`` in one call (``evaluate_pack``);
-2. scores each member on the validation pairs with the pipeline's own evaluation (``evaluate_rewards``);
+2. scores each member on the validation pairs with the pipeline's own evaluation (``recovery.score``), all in
+   memory;
 3. reports each config's mean objective to its Optuna trial (``trial.report``) and asks the pruner whether
    it should stop (pruned configs leave the next rung's ensemble); finished configs are told to Optuna;
 4. reports the pack's best value to Tune (``tune.report``), so a Tune scheduler (ASHA) can stop the whole pack,
@@ -20,30 +21,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import warnings
-from pathlib import Path
 from typing import Literal
 
 from fairl_ray.irl.hyperparameters import IRLConfig
-from fairl_ray.search.data import SearchData
-
-
-def _split_rows(data: SearchData, on: Literal["val", "test"]) -> tuple[list[dict], list[int]]:
-    """Rows and their indices into the feature arrays, marked as the stage functions expect: ``on="val"`` trains
-    on train − val and scores val (test rows are not passed at all); ``on="test"`` trains on the whole train
-    split and scores test (the fresh-seed re-evaluation)."""
-    if on == "val":
-        val = set(data.val_index)
-        fit_idx = [i for i in data.train_index if i not in val]
-        index = fit_idx + data.val_index
-        rows = [{**data.rows[i], "split": "train"} for i in fit_idx] + [
-            {**data.rows[i], "split": "test"} for i in data.val_index
-        ]
-    else:
-        index = data.train_index + data.test_index
-        rows = [data.rows[i] for i in index]
-    return rows, index
+from fairl_ray.recovery.data import PairData
 
 
 def at_budget(config: dict, fraction: float) -> dict:
@@ -60,13 +42,8 @@ def at_budget(config: dict, fraction: float) -> dict:
     }
 
 
-# Trials need the metrics only: no plots, and none of the evaluation's analyses (they also read each member's
-# "method" as a real method name, where a pack labels its configs cfg0, cfg1, ...).
-_METRICS_ONLY = {"plots": False, "analyses": False}
-
-
 def evaluate_pack(
-    data: SearchData,
+    data: PairData,
     configs: list[dict],
     seeds: list[int],
     on: Literal["val", "test"],
@@ -76,29 +53,31 @@ def evaluate_pack(
     """Train every config × seed as ONE ``train_ensemble`` call and score each; per config ``{metric: {mean, std,
     n}}`` over its seeds. ``budget`` < 1 trains every config at that fraction of its epochs (:func:`at_budget`).
 
-    Members are trained and calibrated by ``stages.irl_fit.fit_rewards`` (each config labelled ``cfg<i>``, since a
-    pack may hold several configs of one method); the metrics are ``stages.evaluate.evaluate_rewards``'s, with each
-    config as one "method".
+    In memory, as the pipeline fits and scores (``recovery.fit`` / ``recovery.score``, each config labelled
+    ``cfg<i>`` since a pack may hold several configs of one method, each one "method" of the metrics):
+    ``on="val"`` trains on the train pairs outside the validation split and scores the validation pairs (the
+    test pairs play no part); ``on="test"`` trains on the whole train split and scores the test pairs (the
+    fresh-seed re-evaluation). Metrics only: none of the evaluation's analyses (they read each member's label as
+    a method name).
     """
-    from fairl_ray.stages.evaluate import evaluate_rewards
-    from fairl_ray.stages.irl_fit import fit_rewards
+    from fairl_ray.recovery.fit import fit
+    from fairl_ray.recovery.score import score
 
-    rows, index = _split_rows(data, on)
-    chosen, rejected = data.chosen[index], data.rejected[index]
     members, labels = [], []
     for i, c in enumerate(configs):
         c = at_budget(c, budget)
         for s in seeds:
             members.append(IRLConfig(**{**c, "seed": int(s)}))
             labels.append(f"cfg{i}")
-    with tempfile.TemporaryDirectory(prefix="fairl-pack-") as tmp:
-        fitted = fit_rewards(rows, chosen, rejected, members, data.encoder, Path(tmp), device, labels, progress=False)
-        summary = evaluate_rewards(rows, chosen, rejected, Path(tmp), fitted["members"], Path(tmp), **_METRICS_ONLY)
+    if on == "test":
+        data = data.without_validation()
+    fitted = fit(data, members, device, labels, progress=False)
+    summary = score(fitted, data, split=on, analyses=False).summary
     return [summary["per_method"][f"cfg{i}"] for i in range(len(configs))]
 
 
 def evaluate_config(
-    data: SearchData, irl: dict, seeds: list[int], on: Literal["val", "test"], device: str = "cpu"
+    data: PairData, irl: dict, seeds: list[int], on: Literal["val", "test"], device: str = "cpu"
 ) -> dict[str, dict[str, float]]:
     """One config × ``seeds`` (a pack of one): ``{metric: {mean, std, n}}``."""
     return evaluate_pack(data, [irl], seeds, on, device)[0]

@@ -30,7 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fairl_ray.config import flatten, to_dict
-from fairl_ray.search.data import SearchData, resolve_objective, save_data
+from fairl_ray.recovery.data import PairData
+from fairl_ray.search.data import resolve_objective, save_data
 from fairl_ray.search.space import OBJECTIVES, SearchConfig
 from fairl_ray.search.study import journal_path, open_study, pack_sizes, stop_unfinished
 
@@ -50,7 +51,7 @@ def _write_state(out: Path, state: dict) -> None:
     atomic_write_bytes(Path(out) / "state" / "search.json", json.dumps(state, indent=2).encode())
 
 
-def check_resumable(cfg: SearchConfig, out: str | Path, models: dict[str, SearchData] | None = None) -> dict | None:
+def check_resumable(cfg: SearchConfig, out: str | Path, models: dict[str, PairData] | None = None) -> dict | None:
     """The interrupted search in ``out`` (None if there is none); raises :class:`SearchStateError` if its config —
     or, given ``models``, its data (pairs, features, splits) — differs (checked before anything starts)."""
     state = read_state(Path(out))
@@ -74,7 +75,7 @@ def check_resumable(cfg: SearchConfig, out: str | Path, models: dict[str, Search
 
 def run_search(
     cfg: SearchConfig,
-    models: dict[str, SearchData],
+    models: dict[str, PairData],
     out: str | Path,
     tracking_uri: str,
     artifact_root: str | Path | None = None,
@@ -98,7 +99,7 @@ def run_search(
 
 def _run_search_locked(
     cfg: SearchConfig,
-    models: dict[str, SearchData],
+    models: dict[str, PairData],
     out: Path,
     tracking_uri: str,
     artifact_root: str | Path | None,
@@ -147,7 +148,7 @@ def _run_search_locked(
                 "objective_resolved": objective,
                 "models_resolved": ",".join(f"{m}={d.source}" for m, d in models.items()),
                 "packs_per_model": n_packs,
-                "pairs.train": len(first.train_index) - len(first.val_index),
+                "pairs.train": len(first.train_index),
                 "pairs.val": len(first.val_index),
                 "pairs.test": len(first.test_index),
             },
@@ -278,7 +279,7 @@ def _set_aside(experiment: Path) -> None:
 
 def _winners(
     cfg: SearchConfig,
-    models: dict[str, SearchData],
+    models: dict[str, PairData],
     trials: list[dict],
     objective: str,
     mode: str,
@@ -331,7 +332,7 @@ def _winners(
                 "failed": sum(t["status"] == "error" for t in mine),
             },
             "pairs": {
-                "train": len(data.train_index) - len(data.val_index),
+                "train": len(data.train_index),
                 "val": len(data.val_index),
                 "test": len(data.test_index),
             },
