@@ -11,10 +11,14 @@ A world that draws its pairs itself (``texts``: real comments, Bradley–Terry p
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from fairl_ray.config import PairsConfig
 from fairl_ray.pairs_io import test_mask
+
+if TYPE_CHECKING:  # annotations only: the config package imports the stages' configs, not the reverse
+    from fairl_ray.config import PairsConfig
 
 
 def build_pairs(prompts: list[str], expert: list[str], base: list[str], world, cfg: PairsConfig) -> list[dict]:

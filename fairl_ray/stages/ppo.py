@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from fairl_ray.policy_io import load_policy, save_policy, select_dtype
-from fairl_ray.stages.rlhf import CURVES, progress_line, training_summary
+from fairl_ray.stages.rlhf_record import CURVES, progress_line, training_summary
 
 
 def gae(rewards, values, mask, gamma: float, lam: float):

@@ -13,20 +13,27 @@ synthetic policy on CPU; the defaults below are tuned for it (see :class:`RLHFCo
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fairl_ray.policy_io import bf16_supported, load_policy, save_policy
+from fairl_ray.stages.rlhf_record import CURVES, progress_line, training_summary
 
-ALGORITHMS: tuple[str, ...] = ("grpo", "rloo", "ppo")
+#: TRL's RLHF algorithms by ``algorithm`` name: (its config class, its trainer class), both in ``trl`` and imported
+#: when used. A new TRL algorithm that takes plain reward callables is one entry here.
+TRL_ALGORITHMS: dict[str, tuple[str, str]] = {
+    "grpo": ("GRPOConfig", "GRPOTrainer"),
+    "rloo": ("RLOOConfig", "RLOOTrainer"),
+}
+#: Every ``algorithm`` value: TRL's, and our PPO (``stages.ppo``; TRL 1.16 has none).
+ALGORITHMS: tuple[str, ...] = (*TRL_ALGORITHMS, "ppo")
 
 
 @dataclass
@@ -130,39 +137,6 @@ def precision_flags(device: str, bf16_supported: bool) -> dict[str, bool]:
     return {"use_cpu": False, "bf16": bool(bf16_supported), "fp16": not bf16_supported}
 
 
-def progress_line(algorithm: str, step: int, max_steps: int, reward: float, kl: float, t0: float) -> str:
-    """One RLHF log line, whatever the algorithm: ``[grpo] step 10/40  reward +0.712  kl 0.480  3.1s``."""
-    return f"[{algorithm}] step {step}/{max_steps}  reward {reward:+.3f}  kl {kl:.3f}  {time.perf_counter() - t0:.1f}s"
-
-
-# The per-step series an RLHF run records (``curves.json`` of its stage, step metrics of its MLflow run): the names
-# of TRL's log keys, which our PPO loop uses too.
-CURVES = ("reward", "kl", "loss", "learning_rate")
-
-
-def training_summary(algorithm: str, steps: int, curves: dict[str, list], cfg) -> dict[str, Any]:
-    """What an RLHF run reports, whatever its algorithm: ``(step, value)`` curves (``curves``, one per
-    :data:`CURVES` name; ``reward_curve`` and ``kl_curve`` too), their ends, the config."""
-    reward_curve, kl_curve = curves.get("reward", []), curves.get("kl", [])
-    return {
-        "algorithm": algorithm,
-        "steps": steps,
-        "curves": {name: curves.get(name, []) for name in CURVES},
-        "reward_curve": reward_curve,
-        "kl_curve": kl_curve,
-        "initial_reward": reward_curve[0][1] if reward_curve else None,
-        "final_reward": reward_curve[-1][1] if reward_curve else None,
-        "final_kl": kl_curve[-1][1] if kl_curve else None,
-        "config": asdict(cfg),
-    }
-
-
-def write_curves(metrics: dict[str, Any], path: str | os.PathLike) -> None:
-    """The ``curves`` of :func:`training_summary` as JSON (``{name: [[step, value], ...]}``): what the driver logs
-    as the stage run's step metrics (a Ray task has no MLflow run)."""
-    Path(path).write_text(json.dumps(metrics["curves"]))
-
-
 def _trl_args(cfg: RLHFConfig, output_dir: Path, device: str = "cpu"):
     """The TRL config object for ``cfg`` (on ``device``, no checkpoints, no reporting)."""
     bf16_ok = bf16_supported(device)
@@ -192,13 +166,9 @@ def _trl_args(cfg: RLHFConfig, output_dir: Path, device: str = "cpu"):
         dataloader_num_workers=0,
         remove_unused_columns=False,
     )
-    if cfg.algorithm == "grpo":
-        from trl import GRPOConfig
+    import trl
 
-        return GRPOConfig(**common)
-    from trl import RLOOConfig
-
-    return RLOOConfig(**common)
+    return getattr(trl, TRL_ALGORITHMS[cfg.algorithm][0])(**common)
 
 
 def _reward_adapter(reward_fn: Callable[[list[str]], list[float]]):
@@ -274,11 +244,9 @@ def train_rlhf(
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.trl.", dir=out_dir.parent))
     try:
         args = _trl_args(cfg, work / "trainer", device)
-        if cfg.algorithm == "grpo":
-            from trl import GRPOTrainer as Trainer
-        else:
-            from trl import RLOOTrainer as Trainer
-        trainer = Trainer(
+        import trl
+
+        trainer = getattr(trl, TRL_ALGORITHMS[cfg.algorithm][1])(
             model=model,
             reward_funcs=_reward_adapter(reward_fn),
             args=args,
