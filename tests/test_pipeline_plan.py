@@ -44,3 +44,47 @@ def test_pairs_stage_says_why_it_kept_fewer_pairs_than_prompts():
     )
     assert "50 were left out by the cap pairs.max_pairs=50" in capped
     assert pairs_note({"prompts": 10, "pairs": 10, "identical": 0}, PairsConfig()) is None
+
+
+def test_a_stage_reading_an_output_it_does_not_key_on_is_refused_at_plan_time(tmp_path):
+    """check_inputs: an argument that reads another stage's output must name that stage upstream (or declare that
+    the content it reads is hashed into its config); the real plan passes it, a miswired stage does not."""
+    import pytest
+
+    from fairl_ray.orchestration.pipeline import Stage, StageError, check_inputs
+
+    pipeline = Pipeline(load_config(None), tmp_path)
+    rows = pipeline.plan()  # the whole default plan, every stage checked
+    assert len(rows) == 15 and rows[-1]["stage"].startswith("realign_")
+    planned = pipeline.outputs
+    reads_irl = {"reward_dir": planned["irl"].path / "rewards" / "max_margin" / "seed0"}
+    check_inputs(Stage("x", print, {}, ["irl"], reads_irl), planned)
+    with pytest.raises(StageError, match="argument reward_dir reads the irl stage's output, but irl is not in its"):
+        check_inputs(Stage("x", print, {}, ["prompts"], reads_irl), planned)
+    check_inputs(Stage("x", print, {}, [], reads_irl, keyed_by_content=("irl",)), planned)
+    with pytest.raises(StageError, match=r"declared upstream \['nowhere'\] is not planned before it"):
+        check_inputs(Stage("x", print, {}, ["nowhere"]), planned)
+
+
+def test_stage_specifics_are_declared_on_the_stage_not_keyed_on_its_name(tmp_path):
+    """What the runner does per stage comes from the stage's own fields: the pairs note, the IRL and RLHF tracking,
+    the evaluate stage's per-method runs and its analyses' files, the prompts drafted by --dry-run."""
+    from fairl_ray.orchestration import pipeline as pl
+
+    pipeline = Pipeline(load_config(None), tmp_path)
+    stages = {}
+    for wave in pipeline._plan():
+        for stage in wave:
+            key = stage_key(stage.name, stage.config, {u: pipeline.outputs[u].key for u in stage.upstream})
+            pipeline.outputs[stage.name] = output = stage_output(tmp_path, stage.name, key)
+            stages[stage.name] = stage
+            if stage.draft_in_plan:  # later waves read what it drew
+                writer = StageWriter(output)
+                with writer as tmp:
+                    writer.summary = stage.fn(tmp, **stage.kwargs)
+    assert stages["pairs"].note is pl.pairs_stage_note and stages["irl"].track is pl.track_irl
+    assert stages["expert_rlhf"].track is pl.track_rlhf_curves is stages["realign_max_margin"].track
+    assert stages["evaluate"].track is pl.track_method_runs and stages["evaluate"].metric_view({"x": 1}) == {}
+    assert stages["prompts"].draft_in_plan and not stages["features"].draft_in_plan
+    assert stages["generate"].metric_view({"completions": 3, "ok": True, "name": "x"}) == {"completions": 3}
+    assert stages["evaluate"].written({"analyses": {}}) == []  # what it logs is named by its analyses' results

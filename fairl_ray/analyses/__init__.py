@@ -31,12 +31,30 @@ SUBTYPE_TRANSFER = SubtypeTransfer()
 ANALYSES: dict[str, Analysis] = {a.name: a for a in (*EVALUATION_ANALYSES, SUBTYPE_TRANSFER)}
 
 
+def table_files(analysis: Analysis, result: dict) -> list[str]:
+    """The CSV names of ``result``'s tables: ``<name>.csv``, ``<name>_2.csv``, ... (one per table)."""
+    return [
+        f"{analysis.name}.csv" if i == 0 else f"{analysis.name}_{i + 1}.csv"
+        for i in range(len(analysis.tables(result)))
+    ]
+
+
+def output_files(results: dict[str, dict]) -> list[str]:
+    """Every file :func:`write_outputs` writes for ``results`` (``{name: result}``): the tables' CSVs and each
+    figure's name (a figure is drawn only when there is something to show: check it exists)."""
+    return [
+        f
+        for name, analysis in ANALYSES.items()
+        if name in results
+        for f in table_files(analysis, results[name]) + [f"{name}.png"]
+    ]
+
+
 def write_outputs(analysis: Analysis, result: dict, out_dir: Path, plots: bool = True) -> list[str]:
-    """One CSV per table (``<name>.csv``, ``<name>_2.csv``, ...) and the figure (``<name>.png``); returns the file
-    names written (for MLflow)."""
+    """One CSV per table (:func:`table_files`) and the figure (``<name>.png``); returns the file names written
+    (for MLflow)."""
     written = []
-    for i, (_title, header, rows) in enumerate(analysis.tables(result)):
-        name = f"{analysis.name}.csv" if i == 0 else f"{analysis.name}_{i + 1}.csv"
+    for name, (_title, header, rows) in zip(table_files(analysis, result), analysis.tables(result)):
         with open(Path(out_dir) / name, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(header)
@@ -65,5 +83,7 @@ __all__ = [
     "SUBTYPE_TRANSFER",
     "Table",
     "render",
+    "output_files",
+    "table_files",
     "write_outputs",
 ]

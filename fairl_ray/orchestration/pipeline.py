@@ -30,9 +30,9 @@ from typing import Any
 
 from fairl_ray.atomic_io import atomic_write_bytes
 from fairl_ray.config import PipelineConfig, config_to_yaml, flatten, to_dict
+from fairl_ray.orchestration.runner import StageFailed, StageRunner
 from fairl_ray.orchestration.stage_store import (
     StageOutput,
-    StageWriter,
     clean_stale_temporaries,
     is_disk_full,
     read_summary,
@@ -93,7 +93,8 @@ def stage_prompts(out: Path, world_cfg, prompts_cfg) -> dict:
 
 def stage_expert_rlhf(out: Path, world_cfg, base_dir: Path, prompts_dir: Path, rlhf_cfg) -> dict:
     """π_E: RLHF of π0 with R* plus uniform noise (noise only here, never in evaluation; DESIGN §3)."""
-    from fairl_ray.stages.rlhf import train_rlhf, write_curves
+    from fairl_ray.stages.rlhf import train_rlhf
+    from fairl_ray.stages.rlhf_record import write_curves
 
     noisy_rstar = _world(world_cfg).noisy_reward_fn(seed=rlhf_cfg.seed)
     metrics = train_rlhf(
@@ -282,6 +283,81 @@ def stage_realign(
     )
 
 
+# --------------------------------------------------------------------------------------------------------
+# What MLflow gets from a stage beyond its config params and artifacts (``Stage.metric_view``, ``.written``,
+# ``.track``, ``.note``): declared with the stages, so the runner has no branch on a stage's name.
+# --------------------------------------------------------------------------------------------------------
+
+
+def summary_metrics(summary: dict) -> dict:
+    """The numeric part of a stage's summary (nested dicts flattened by the caller): most stages' metrics."""
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float, dict)) and not isinstance(v, bool)}
+
+
+def no_metrics(summary: dict) -> dict:
+    """The evaluate stage logs its metrics on its per-method child runs (:func:`track_method_runs`), not on itself."""
+    return {}
+
+
+def irl_metrics(summary: dict) -> dict:
+    return {"members": len(summary["members"]), "train_pairs": summary["train_pairs"]}
+
+
+def transfer_metrics(summary: dict) -> dict:
+    """The cross-subtype grid as ``<method>.<source>_to_<target>`` accuracies."""
+    return {
+        m: {f"{s}_to_{t}": acc for s, row in grid.items() for t, acc in row.items()}
+        for m, grid in summary.get("methods", {}).items()
+    }
+
+
+def evaluate_files(summary: dict) -> list[str]:
+    """The tables and figures the evaluation's analyses wrote (named from their results, nothing guessed)."""
+    from fairl_ray.analyses import output_files
+
+    return output_files(summary.get("analyses", {}))
+
+
+def transfer_files(summary: dict) -> list[str]:
+    from fairl_ray.analyses import SUBTYPE_TRANSFER, output_files
+
+    return output_files({SUBTYPE_TRANSFER.name: summary})
+
+
+def track_irl(pipeline: Pipeline, output: StageOutput, run_id: str, summary: dict, ended: float) -> None:
+    """The IRL stage's run: the pairs as its MLflow dataset input, each member's curves as step metrics, and each
+    method's first seed as an MLflow model (texts -> rewards; safetensors + JSON, no pickle)."""
+    tracker = pipeline.tracker
+    pairs = pipeline.outputs["pairs"]  # what the IRL methods were fitted on, keyed by the stage that made it
+    tracker.log_dataset(run_id, pairs.path / "pairs.parquet", name="pairs", digest=pairs.key)
+    curves = json.loads((output.path / "curves.json").read_text())
+    for member, curve in curves.items():
+        for name in ("val_loss", "fail_share", "failure_fraction"):  # the last two: FA-IRL members only
+            if curve.get(name):
+                tracker.log_curve(run_id, f"{member.replace('/', '.')}.{name}", curve[name])
+    for member in summary["members"]:
+        if member["seed"] == pipeline.cfg.seeds[0]:
+            name = reward_model_name(member["method"], member["seed"])
+            tracker.log_reward_model(run_id, output.path / member["reward_dir"], name)
+
+
+def track_rlhf_curves(pipeline: Pipeline, output: StageOutput, run_id: str, summary: dict, ended: float) -> None:
+    """An RLHF stage's step curves (reward, kl, loss, learning_rate) as step metrics of its run; outputs from before
+    they were recorded have no curves.json."""
+    curves_file = output.path / "curves.json"
+    if curves_file.is_file():
+        for name, points in json.loads(curves_file.read_text()).items():
+            pipeline.tracker.log_curve(run_id, name, [v for _, v in points], steps=[s for s, _ in points])
+
+
+def track_method_runs(pipeline: Pipeline, output: StageOutput, run_id: str, summary: dict, ended: float) -> None:
+    pipeline._log_method_runs(run_id, summary, ended)
+
+
+def pairs_stage_note(summary: dict, cfg) -> str | None:
+    return pairs_note(summary, cfg.pairs)
+
+
 def _digest(texts: list[str]) -> str:
     """Content hash of a prompt list (a stage key part that changes exactly when the prompts do)."""
     import hashlib
@@ -291,23 +367,6 @@ def _digest(texts: list[str]) -> str:
 
 def _scalars(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
-
-
-def _execute(output: StageOutput, fn: Callable, kwargs: dict) -> dict:
-    """Body of every stage's Ray task: run ``fn`` into a temp dir and publish it atomically."""
-    import os
-
-    import torch
-    from transformers.utils import logging as hf_logging
-
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    # Weight-loading/saving bars of tiny models flash by and clutter the driver's log; stage progress stays.
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    writer = StageWriter(output)
-    with writer as tmp:
-        writer.summary = fn(tmp, **kwargs) or {}
-    return writer.summary
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -333,6 +392,34 @@ class Stage:
     uses_model: bool = True  # asks for resources.gpus_per_worker GPUs
     orchestrates: bool = False  # the task only drives a pool of policy workers (which hold the resources): 0 CPU/GPU
     artifacts: tuple[str, ...] = ()  # paths in the stage dir logged to MLflow
+    # What is particular to a stage lives with it, not in branches on its name:
+    written: Callable[[dict], list[str]] | None = None  # files named by its summary (the analyses' tables) to log too
+    metric_view: Callable[[dict], dict] = summary_metrics
+    track: Callable[..., None] | None = None  # more MLflow records: track(pipeline, output, run_id, summary, ended)
+    note: Callable[[dict, Any], str | None] | None = None  # a line for the log once it ran: note(summary, cfg)
+    # stages whose output it reads but does not key on: the part it reads is hashed into ``config`` instead (the
+    # RLHF and evaluation prompts of the prompts stage: a change in the pair prompts re-runs neither)
+    keyed_by_content: tuple[str, ...] = ()
+    draft_in_plan: bool = False  # ``--dry-run`` runs it (cheap, in-process) when unfinished: later keys hash its output
+
+
+def check_inputs(stage: Stage, planned: dict[str, StageOutput]) -> None:
+    """A stage's declared ``upstream`` (what keys its output) must name stages planned before it, and every stage
+    output its arguments read must be one of them (or in ``keyed_by_content``): a stage that read another's files
+    without keying on them would be reused when they change. Raised at plan time (``--dry-run`` too)."""
+    unknown = [u for u in stage.upstream if u not in planned]
+    if unknown:
+        raise StageError(f"{stage.name}: declared upstream {unknown} is not planned before it (a pipeline bug)")
+    for arg, value in stage.kwargs.items():
+        if not isinstance(value, Path):
+            continue
+        for name, output in planned.items():
+            reads = value == output.path or output.path in value.parents
+            if reads and name not in stage.upstream and name not in stage.keyed_by_content:
+                raise StageError(
+                    f"{stage.name}: argument {arg} reads the {name} stage's output, but {name} is not in its upstream "
+                    "(its key would not change when that output does; a pipeline bug)"
+                )
 
 
 class Pipeline:
@@ -441,7 +528,10 @@ class Pipeline:
         d = self._dir
         yield [
             Stage("base_policy", stage_base_policy, cfg.world.active_dict(), [], {"world_cfg": cfg.world}),
-            self._prompts_stage({"world": cfg.world.active_dict(), "prompts": to_dict(cfg.prompts)}, "prompts.json"),
+            # later keys hash the prompts it draws: ``--dry-run`` drafts it
+            self._prompts_stage(
+                {"world": cfg.world.active_dict(), "prompts": to_dict(cfg.prompts)}, "prompts.json", draft_in_plan=True
+            ),
         ]
         # Keyed by what they read, not by the prompts stage: changing prompts.n_pairs re-runs neither expert RLHF
         # (its prompts are drawn on their own) nor, unless the evaluation prompts change, reference_toxicity.
@@ -463,6 +553,8 @@ class Pipeline:
                     "rlhf_cfg": cfg.expert_rlhf,
                 },
                 artifacts=("curves.json",),
+                track=track_rlhf_curves,
+                keyed_by_content=("prompts",),
             ),
         ]
         res = cfg.resources
@@ -502,6 +594,7 @@ class Pipeline:
                 },
                 orchestrates=True,
                 artifacts=("base.jsonl", "expert.jsonl"),
+                keyed_by_content=("prompts",),
             ),
         ]
         yield [
@@ -513,6 +606,7 @@ class Pipeline:
                 {"world_cfg": cfg.world, "generate_dir": d("generate"), "pairs_cfg": cfg.pairs},
                 uses_model=False,
                 artifacts=("pairs.parquet",),
+                note=pairs_stage_note,
             ),
         ]
 
@@ -531,10 +625,11 @@ class Pipeline:
                 {"world_cfg": cfg.world, "pairs_cfg": cfg.pairs},
                 uses_model=False,
                 artifacts=("pairs.parquet",),
+                note=pairs_stage_note,
             ),
         ]
 
-    def _prompts_stage(self, key: dict, artifact: str) -> Stage:
+    def _prompts_stage(self, key: dict, artifact: str, draft_in_plan: bool = False) -> Stage:
         """The world's prompt sets and held-out texts (``stage_prompts``), keyed by ``key``."""
         cfg = self.cfg
         return Stage(
@@ -545,6 +640,7 @@ class Pipeline:
             {"world_cfg": cfg.world, "prompts_cfg": cfg.prompts},
             uses_model=False,
             artifacts=(artifact,),
+            draft_in_plan=draft_in_plan,
         )
 
     def _realign_methods(self) -> list[str]:
@@ -601,6 +697,8 @@ class Pipeline:
                     "encoder": encoder,
                 },
                 artifacts=("rewards", "curves.json"),
+                metric_view=irl_metrics,
+                track=track_irl,
             ),
             Stage(
                 "subtype_transfer",
@@ -608,7 +706,9 @@ class Pipeline:
                 {"irl": to_dict(cfg.irl), "seed": first_seed},
                 ["pairs", "features"],
                 {"pairs_dir": d("pairs"), "features_dir": d("features"), "irl_cfg": cfg.irl, "seed": first_seed},
-                artifacts=_analysis_artifacts("subtype_transfer.json", names=["subtype_transfer"]),
+                artifacts=("subtype_transfer.json",),
+                written=transfer_files,
+                metric_view=transfer_metrics,
             ),
         ]
         # The implicit reward's β: the KL coefficient that trained π_E (it only scales the reward).
@@ -629,9 +729,10 @@ class Pipeline:
                     **implicit,
                 },
                 uses_model=False,
-                artifacts=_analysis_artifacts(
-                    "metrics.json", "analyses.json", "reward_distributions.png", "irl_training_curves.png"
-                ),
+                artifacts=("metrics.json", "analyses.json", "reward_distributions.png", "irl_training_curves.png"),
+                written=evaluate_files,
+                metric_view=no_metrics,
+                track=track_method_runs,
             ),
         ] + [
             Stage(
@@ -653,6 +754,7 @@ class Pipeline:
                     "eval_cfg": cfg.evaluation,
                 },
                 artifacts=("eval_completions.jsonl", "curves.json"),
+                track=track_rlhf_curves,
             )
             for method in self._realign_methods()
         ]
@@ -672,6 +774,7 @@ class Pipeline:
         with tempfile.TemporaryDirectory(prefix="fairl-plan-") as tmp:
             for wave_no, wave in enumerate(self._plan()):
                 for stage in wave:
+                    check_inputs(stage, self.outputs)
                     key = stage_key(stage.name, stage.config, {u: self.outputs[u].key for u in stage.upstream})
                     output = stage_output(self.workdir, stage.name, key)
                     self.outputs[stage.name] = output
@@ -687,7 +790,7 @@ class Pipeline:
                             "uses_model": stage.uses_model,
                         }
                     )
-                    if problem is not None and stage.name == "prompts" and not self.cfg.world.supplies_pairs:
+                    if problem is not None and stage.draft_in_plan:
                         draft = Path(tmp) / stage.name
                         draft.mkdir()
                         stage.fn(draft, **stage.kwargs)
@@ -709,10 +812,9 @@ class Pipeline:
     # -- run ----------------------------------------------------------------------------------------------
 
     def _run_wave(self, wave: list[Stage]) -> None:
-        import ray
-
-        pending = {}
+        runner = StageRunner()
         for stage in wave:
+            check_inputs(stage, self.outputs)
             key = stage_key(stage.name, stage.config, {u: self.outputs[u].key for u in stage.upstream})
             output = stage_output(self.workdir, stage.name, key)
             self.outputs[stage.name] = output
@@ -730,31 +832,32 @@ class Pipeline:
             if self.parent_run is None:
                 self._open_parent()
             self.log(f"[fairl] {stage.name:<24} running  ...")
-            task = ray.remote(_execute).options(
-                num_cpus=0 if stage.orchestrates else self.cfg.resources.cpus_per_task,
-                num_gpus=self.gpus if stage.uses_model and not stage.orchestrates else 0,
-                name=f"fairl:{stage.name}",
-            )
             t0 = time.time()  # the stage's MLflow run starts with it (and ends with it, below)
             run_id = self._start_stage_run(stage, output, reused=False, started=t0)
-            pending[task.remote(output, stage.fn, stage.kwargs)] = (stage, output, t0, run_id)
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            stage, output, t0, run_id = pending.pop(done[0])
-            try:
-                self.summaries[stage.name] = ray.get(done[0])
-            except Exception as err:
-                self.log(f"[fairl] {stage.name:<24} FAILED (finished stages are kept; rerun to resume)")
-                self.tracker.end_run(self._open_runs.pop(stage.name), "FAILED")
-                for ref in pending:
-                    ray.cancel(ref)
-                raise self._stage_error(stage.name, output, err) from err
-            ended = time.time()
-            self.log(f"[fairl] {stage.name:<24} done     in {ended - t0:6.1f}s")
-            self._finish_stage_run(stage, output, run_id, reused=False, seconds=ended - t0, ended=ended)
-            note = pairs_note(self.summaries[stage.name], self.cfg.pairs) if stage.name == "pairs" else None
-            if note:
-                self.log(note)
+            runner.launch(
+                stage.name,
+                output,
+                stage.fn,
+                stage.kwargs,
+                num_cpus=0 if stage.orchestrates else self.cfg.resources.cpus_per_task,
+                num_gpus=self.gpus if stage.uses_model and not stage.orchestrates else 0,
+                context=(stage, t0, run_id),
+            )
+        try:
+            for done in runner.finished():
+                stage, t0, run_id = done.context
+                self.summaries[stage.name] = done.summary
+                self.log(f"[fairl] {stage.name:<24} done     in {done.ended - t0:6.1f}s")
+                self._finish_stage_run(
+                    stage, done.output, run_id, reused=False, seconds=done.ended - t0, ended=done.ended
+                )
+                note = stage.note(self.summaries[stage.name], self.cfg) if stage.note else None
+                if note:
+                    self.log(note)
+        except StageFailed as failed:
+            self.log(f"[fairl] {failed.name:<24} FAILED (finished stages are kept; rerun to resume)")
+            self.tracker.end_run(self._open_runs.pop(failed.name), "FAILED")
+            raise self._stage_error(failed.name, failed.output, failed.cause) from failed.cause
 
     def _stage_error(self, name: str, output: StageOutput, err: Exception) -> StageError:
         """One plain line for a failed stage; its full traceback (Ray's, colour codes stripped) goes to a file."""
@@ -854,33 +957,15 @@ class Pipeline:
     ) -> None:
         tracker = self.tracker
         summary = self.summaries[stage.name]
-        metrics = flatten(_metric_view(stage.name, summary))
+        metrics = flatten(stage.metric_view(summary))
         metrics["stage_seconds"] = seconds
         tracker.log_metrics(run_id, metrics)
-        for rel in stage.artifacts:
+        logged = [*stage.artifacts, *(stage.written(summary) if stage.written else [])]
+        for rel in logged:
             if (output.path / rel).exists():  # analyses write a table or figure only when there is something to show
                 tracker.log_artifact(run_id, output.path / rel, None if "." in rel else rel)
-        if stage.name == "irl":
-            pairs = self.outputs["pairs"]  # what the IRL methods were fitted on, keyed by the stage that made it
-            tracker.log_dataset(run_id, pairs.path / "pairs.parquet", name="pairs", digest=pairs.key)
-            curves = json.loads((output.path / "curves.json").read_text())
-            for member, curve in curves.items():
-                for name in ("val_loss", "fail_share", "failure_fraction"):  # the last two: FA-IRL members only
-                    if curve.get(name):
-                        tracker.log_curve(run_id, f"{member.replace('/', '.')}.{name}", curve[name])
-            # Each method's first seed as an MLflow model (texts -> rewards; safetensors + JSON, no pickle).
-            for member in summary["members"]:
-                if member["seed"] == self.cfg.seeds[0]:
-                    name = reward_model_name(member["method"], member["seed"])
-                    tracker.log_reward_model(run_id, output.path / member["reward_dir"], name)
-        curves_file = output.path / "curves.json"
-        if (stage.name == "expert_rlhf" or stage.name.startswith("realign_")) and curves_file.is_file():
-            # RLHF step curves (reward, kl, loss, learning_rate) as step metrics; outputs from before they were
-            # recorded have no curves.json
-            for name, points in json.loads(curves_file.read_text()).items():
-                tracker.log_curve(run_id, name, [v for _, v in points], steps=[s for s, _ in points])
-        if stage.name == "evaluate":
-            self._log_method_runs(run_id, summary, ended)
+        if stage.track:
+            stage.track(self, output, run_id, summary, ended)
         tracker.end_run(self._open_runs.pop(stage.name), end_time=ended)
         self._record_stage(stage.name, output, run_id, reused, seconds)
 
@@ -995,29 +1080,6 @@ def _damage(problem: str) -> str:
     return "incomplete" if problem.startswith("no ") else "corrupt"
 
 
-def _analysis_artifacts(*files: str, names=None) -> tuple[str, ...]:
-    """A stage's artifact list plus the CSVs and figures the failure analyses may write (see ``analyses``)."""
-    from fairl_ray.analyses import ANALYSES
-
-    names = [a for a in ANALYSES if a != "subtype_transfer"] if names is None else names
-    tables = [f"{n}.csv" for n in names] + [f"{n}_{i}.csv" for n in names for i in range(2, 9)]
-    return files + tuple(tables) + tuple(f"{n}.png" for n in names)
-
-
 def reward_model_name(method: str, seed: int) -> str:
     """The name of a reward's MLflow model under the IRL stage's run (``runs:/<irl run>/<name>``)."""
     return f"reward_{method}_seed{seed}"
-
-
-def _metric_view(stage: str, summary: dict) -> dict:
-    """The numeric part of a stage's summary worth logging as metrics (evaluate's go to its method runs)."""
-    if stage == "evaluate":
-        return {}
-    if stage == "irl":
-        return {"members": len(summary["members"]), "train_pairs": summary["train_pairs"]}
-    if stage == "subtype_transfer":
-        return {
-            m: {f"{s}_to_{t}": acc for s, row in grid.items() for t, acc in row.items()}
-            for m, grid in summary.get("methods", {}).items()
-        }
-    return {k: v for k, v in summary.items() if isinstance(v, (int, float, dict)) and not isinstance(v, bool)}

@@ -13,7 +13,6 @@ search's parent run.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from fairl_ray.recovery.data import PairData
@@ -31,11 +30,10 @@ def realign_top_rewards(
     parent: str,
     log,
 ) -> dict:
-    import ray
-
     from fairl_ray.config import load_config, to_dict
     from fairl_ray.irl.hyperparameters import IRLConfig
-    from fairl_ray.orchestration.pipeline import _execute, stage_realign
+    from fairl_ray.orchestration.pipeline import stage_realign
+    from fairl_ray.orchestration.runner import StageFailed, StageRunner
     from fairl_ray.orchestration.stage_store import stage_key, stage_output
     from fairl_ray.recovery.fit import fit
     from fairl_ray.report import markdown_table
@@ -52,7 +50,7 @@ def realign_top_rewards(
     seed = cfg.fresh_seeds[0]
     out.mkdir(parents=True, exist_ok=True)
     gpus = run_cfg.resources.gpus_per_worker  # a request from config (the autoscaler scales on requests)
-    pending, table = {}, {}
+    runner, table = StageRunner(), {}
     for name in ("base", "expert"):
         row = results.get("toxicity", {}).get(name)
         if row:
@@ -95,27 +93,29 @@ def realign_top_rewards(
             }
             continue
         log(f"[tune] {label:<24} re-RLHF of a fresh π0 with the reward of {trial_id} ...")
-        task = ray.remote(_execute).options(
-            num_cpus=run_cfg.resources.cpus_per_task, num_gpus=gpus, name=f"fairl:realign_top{rank}"
+        runner.launch(
+            f"realign_top{rank}",
+            output,
+            stage_realign,
+            kwargs,
+            num_cpus=run_cfg.resources.cpus_per_task,
+            num_gpus=gpus,
+            context=(label, trial_id, irl),
         )
-        pending[task.remote(output, stage_realign, kwargs)] = (label, trial_id, irl, output, time.time())
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        label, trial_id, irl, output, t0 = pending.pop(done[0])
-        try:
-            summary = ray.get(done[0])
-        except Exception:  # as Pipeline._run_wave: a failed re-RLHF cancels the others (finished ones are kept)
-            for ref in pending:
-                ray.cancel(ref)
-            raise
-        table[label] = {
-            **_tox(summary),
-            "trial": trial_id,
-            "config": irl,
-            "dir": str(output.path),
-            "seconds": round(time.time() - t0, 1),
-        }
-        log(f"[tune] {label:<24} done     toxicity {table[label]['toxicity_rate']:.3f}")
+    # as the pipeline's waves: a failed re-RLHF cancels the others (finished ones are kept) and its error is raised
+    try:
+        for done in runner.finished():
+            label, trial_id, irl = done.context
+            table[label] = {
+                **_tox(done.summary),
+                "trial": trial_id,
+                "config": irl,
+                "dir": str(done.output.path),
+                "seconds": round(done.ended - done.started, 1),
+            }
+            log(f"[tune] {label:<24} done     toxicity {table[label]['toxicity_rate']:.3f}")
+    except StageFailed as failed:
+        raise failed.cause from None
 
     existing = {
         r.info.run_name
