@@ -138,12 +138,11 @@ def _pickles_refused(path: Path):
         ) from None
 
 
-def _default_device(device: str | None) -> str:
-    if device:
-        return device
-    import torch
+def encoder_device(device: str | None) -> str:
+    """The encoder's device: the one given, else the project's rule (``devices.select_device``: Ray's GPU first)."""
+    from fairl_ray.devices import select_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return select_device(device or "auto")
 
 
 class SentenceEncoder:
@@ -157,7 +156,7 @@ class SentenceEncoder:
         self.batch_size = int(batch_size)
         with _pickles_refused(self.path):
             self.model = SentenceTransformer(
-                str(self.path), device=_default_device(device), local_files_only=True, trust_remote_code=False
+                str(self.path), device=encoder_device(device), local_files_only=True, trust_remote_code=False
             )
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         dim = get_dim()
@@ -190,7 +189,7 @@ class HiddenStateEncoder:
         self.path = Path(path)
         self.name = HIDDEN_PREFIX + str(self.path)
         self.batch_size = int(batch_size)
-        self.device = _default_device(device)
+        self.device = encoder_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True, trust_remote_code=False)
         if self.tokenizer.pad_token is None:
             if self.tokenizer.eos_token is None:

@@ -184,8 +184,8 @@ def fit(
 
     Members are labelled by their method, or by ``labels[i]`` when given (a search pack holds several configs of
     one method: ``cfg0``, ``cfg1``, ...)."""
+    from fairl_ray.devices import select_device
     from fairl_ray.irl.trainer import train_ensemble
-    from fairl_ray.policy_io import select_device
 
     train = data.pair_features("train")
     # The device rule of every model stage: ``auto`` is the GPU Ray assigned to this worker, else the CPU.

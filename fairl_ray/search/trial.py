@@ -119,10 +119,10 @@ def run_pack(config: dict, spec: dict) -> None:
     from ray import tune
 
     from fairl_ray.config import from_dict
+    from fairl_ray.devices import select_device
     from fairl_ray.search.data import load_data
     from fairl_ray.search.space import OBJECTIVES, SearchConfig
     from fairl_ray.search.study import open_study, pack_trials
-    from fairl_ray.stages.irl_fit import resolve_device
 
     cfg = from_dict(SearchConfig, spec["cfg"])
     model, pack, objective = config["model"], int(config["pack"]), spec["objective"]
@@ -132,7 +132,7 @@ def run_pack(config: dict, spec: dict) -> None:
     study = open_study(spec["journal"], model, objective, cfg, pack)
     finished, todo = pack_trials(study, cfg, pack)
     done_values = [t.value for t in finished if t.state == TrialState.COMPLETE and t.value is not None]
-    device = resolve_device(cfg.device)
+    device = select_device(cfg.device)
     if not todo:  # every config of this pack finished in an earlier attempt
         tune.report(
             {

@@ -290,12 +290,12 @@ def _winners(
 ) -> dict:
     """Per model: best config, its fresh-seed TEST metrics (an MLflow child, once); with several models the
     cross-model comparison. Returns best.json's content."""
+    from fairl_ray.devices import select_device
     from fairl_ray.orchestration.tracking import split_metrics
     from fairl_ray.search.outputs import best_of, compare_models
     from fairl_ray.search.trial import evaluate_config
-    from fairl_ray.stages.irl_fit import resolve_device
 
-    device = resolve_device(cfg.device)
+    device = select_device(cfg.device)
     per_model = {}
     existing = {
         r.info.run_name

@@ -230,7 +230,7 @@ def train_rlhf(
     t0 = time.perf_counter()
 
     # Loaded from the local folder so that config._name_or_path points at it: TRL rebuilds the reference from there.
-    from fairl_ray.policy_io import select_device
+    from fairl_ray.devices import select_device
 
     device = select_device(device)
     if cfg.algorithm == "ppo":
