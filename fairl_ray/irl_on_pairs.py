@@ -39,6 +39,45 @@ NEW_PREFIX, OLD_PREFIX = ".fairl-irl-new-", ".fairl-irl-old-"
 ASIDE_INDEX = "index.json"  # in an OLD_PREFIX folder: the output path of each numbered entry set aside
 
 
+class PairsInputError(ValueError):
+    """A pairs file ``fairl irl`` cannot use: unreadable, malformed (the message names the row and column) or too
+    few pairs for a split."""
+
+
+def irl_command_config(overrides: list[str], methods: list[str] | None = None):
+    """Config of ``fairl irl``: the pipeline's ``irl``, ``features``, ``seeds`` and ``pairs`` sections (the default
+    config with ``--method`` / ``--set`` applied); raises ConfigError naming the key."""
+    from fairl_ray.config import ConfigError, load_config
+
+    extra = [f"irl.methods={json.dumps(methods)}"] if methods else []
+    cfg = load_config(None, extra + list(overrides))
+    if cfg.features.encoder == "hidden:base":
+        raise ConfigError(
+            "features.encoder",
+            "hidden:base means the pipeline's base policy; with `fairl irl` name it: "
+            "hidden:<local causal LM directory>",
+        )
+    return cfg
+
+
+def load_pairs(path: str | Path, cfg) -> tuple[pa.Table, pa.Table, list[str]]:
+    """The pairs of ``fairl irl``, read, cleaned (degenerate pairs dropped, with a note) and split ONCE
+    (``recovery.data.hold_out``: the file's ``split`` column, else ``pairs.test_fraction`` / ``pairs.seed``):
+    ``(train, test, notes)``; notes also warn about a split some methods cannot learn from. Raises
+    :class:`PairsInputError` naming the file (and the row and column where one is bad)."""
+    from fairl_ray.pairs_io import PairsFileError, drop_degenerate, read_pairs, split_warnings
+    from fairl_ray.recovery.data import TooFewPairs, hold_out
+
+    try:
+        table, notes = drop_degenerate(read_pairs(path), path)
+        train, test = hold_out(table, cfg.pairs.test_fraction, cfg.pairs.seed)
+    except (PairsFileError, OSError) as err:
+        raise PairsInputError(str(err)) from None
+    except TooFewPairs as err:
+        raise PairsInputError(f"{path}: {err}") from None
+    return train, test, notes + split_warnings(train, test, cfg.irl.methods, path)
+
+
 def run_irl_on_pairs(train: pa.Table, test: pa.Table, cfg, out_dir: Path) -> dict:
     """``fairl irl``: features → batched IRL → evaluation on a user's (already validated) pairs, split once by
     the caller (``recovery.data.hold_out``: the file's ``split`` column, else ``pairs.test_fraction`` /

@@ -7,6 +7,7 @@ more than 5 texts, and scores would no longer line up with their lines.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,3 +38,24 @@ def lone_surrogate(text: str) -> str | None:
     except UnicodeEncodeError as err:
         return f"lone surrogate {text[err.start]!r} at character {err.start} (not valid Unicode text)"
     return None
+
+
+def read_texts(path: Path) -> list[str]:
+    """Texts of ``fairl score``: one per line (split on "\\n" only, as ``wc -l`` counts), or JSON lines."""
+    if path.suffix != ".jsonl":
+        return list(iter_lines(path))
+    texts = []
+    for line_no, line in enumerate(iter_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: line {line_no}: not valid JSON ({err.msg})") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            raise ValueError(f"{path}: line {line_no}, column 'text': missing or not a string")
+        problem = lone_surrogate(obj["text"])
+        if problem:
+            raise ValueError(f"{path}: line {line_no}, column 'text': {problem}")
+        texts.append(obj["text"])
+    return texts
