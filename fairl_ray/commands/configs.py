@@ -10,14 +10,14 @@ from fairl_ray.commands.common import fail
 
 def add_parser(sub) -> None:
     """``fairl configs``: its arguments and help."""
-    configs = sub.add_parser(
+    parser = sub.add_parser(
         "configs",
         help="list the shipped experiment and search YAMLs, or print one to copy",
         description="Without NAME: each shipped YAML with its first comment line. With NAME (e.g. "
         "fa_irl_table1 or fa_irl_table1.yaml): print that file, e.g. `fairl configs default > my.yaml`.",
     )
-    configs.add_argument("name", nargs="?", help="a shipped config to print")
-    configs.set_defaults(func=run)
+    parser.add_argument("name", nargs="?", help="a shipped config to print")
+    parser.set_defaults(func=run)
 
 
 def run(args) -> int:

@@ -24,7 +24,7 @@ per method in sqlite:///<out>/mlflow.db (open it with `fairl ui --workdir <out>`
 
 def add_parser(sub) -> None:
     """``fairl irl``: its arguments and help."""
-    irl = sub.add_parser(
+    parser = sub.add_parser(
         "irl",
         help="recover rewards from your own preference pairs",
         description="Train IRL reward models (every method × seed as one batched ensemble) on "
@@ -32,17 +32,17 @@ def add_parser(sub) -> None:
         epilog=EPILOG_IRL,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    irl.add_argument("pairs", help="pairs file (.parquet, .jsonl or .json)")
-    irl.add_argument(
+    parser.add_argument("pairs", help="pairs file (.parquet, .jsonl or .json)")
+    parser.add_argument(
         "--method",
         action="append",
         default=None,
         metavar="NAME",
         help="IRL method (repeatable); default: the irl.methods of the default config",
     )
-    add_set(irl)
-    irl.add_argument("--out", required=True, help="output directory (reward artifacts, metrics.json, plots)")
-    irl.set_defaults(func=run)
+    add_set(parser)
+    parser.add_argument("--out", required=True, help="output directory (reward artifacts, metrics.json, plots)")
+    parser.set_defaults(func=run)
 
 
 def run(args) -> int:

@@ -23,7 +23,7 @@ re-runs IRL and the stages after it, never RLHF or generation. Results: <workdir
 
 def add_parser(sub) -> None:
     """``fairl run``: its arguments and help."""
-    run = sub.add_parser(
+    parser = sub.add_parser(
         "run",
         help="run the whole pipeline (default: the embedded synthetic world)",
         description="Run prompts → expert RLHF → generation → pairs → features → IRL → "
@@ -31,28 +31,30 @@ def add_parser(sub) -> None:
         epilog=EPILOG_RUN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("config", nargs="?", help="experiment YAML (default: tune_configs/default.yaml)")
-    add_set(run)
-    run.add_argument("--workdir", default=DEFAULT_WORKDIR, help=f"where every output goes (default: {DEFAULT_WORKDIR})")
-    run.add_argument(
+    parser.add_argument("config", nargs="?", help="experiment YAML (default: tune_configs/default.yaml)")
+    add_set(parser)
+    parser.add_argument(
+        "--workdir", default=DEFAULT_WORKDIR, help=f"where every output goes (default: {DEFAULT_WORKDIR})"
+    )
+    parser.add_argument(
         "--address", default=None, help="Ray cluster to join (e.g. auto, ray://head:10001); default: start a local Ray"
     )
-    run.add_argument(
+    parser.add_argument(
         "--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///<workdir>/mlflow.db)"
     )
-    run.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    run.add_argument(
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="list which stages would be reused and which would run, then exit (starts nothing)",
     )
-    run.add_argument(
+    parser.add_argument(
         "--verify",
         action="store_true",
         help="before reusing a finished stage, check every file's sha256 against its stage.json (default: sizes, "
         "and hashes of files changed since); a damaged stage is recomputed",
     )
-    run.set_defaults(func=run)
+    parser.set_defaults(func=run)
 
 
 def run(args) -> int:

@@ -11,24 +11,24 @@ from fairl_ray.text_lines import read_texts
 
 def add_parser(sub) -> None:
     """``fairl score``: its arguments and help."""
-    score = sub.add_parser(
+    parser = sub.add_parser(
         "score",
         help="score texts with an extracted reward",
         description="Write one reward per input text, one per line (normalised scale of the artifact's card).",
     )
-    score.add_argument(
+    parser.add_argument(
         "reward_dir",
         help="a reward artifact directory (reward.safetensors + reward_card.json), or the MLflow model of one: "
         "models:/NAME/VERSION, models:/m-ID or runs:/RUN_ID/NAME (read from --tracking-uri)",
     )
-    score.add_argument("texts_file", help="texts, one per line (.txt) or JSON lines with a 'text' field (.jsonl)")
-    score.add_argument("--out", default=None, help="write scores here instead of standard output")
-    score.add_argument(
+    parser.add_argument("texts_file", help="texts, one per line (.txt) or JSON lines with a 'text' field (.jsonl)")
+    parser.add_argument("--out", default=None, help="write scores here instead of standard output")
+    parser.add_argument(
         "--tracking-uri",
         default=None,
         help="MLflow tracking URI of a models:/ or runs:/ reward (default: $MLFLOW_TRACKING_URI)",
     )
-    score.set_defaults(func=run)
+    parser.set_defaults(func=run)
 
 
 def run(args) -> int:

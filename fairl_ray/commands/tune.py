@@ -36,7 +36,7 @@ in the search YAML several runs / pairs files are searched and compared side by 
 
 def add_parser(sub) -> None:
     """``fairl tune``: its arguments and help."""
-    tune = sub.add_parser(
+    parser = sub.add_parser(
         "tune",
         help="search IRL hyperparameters (Ray Tune + Optuna, tracked in MLflow)",
         description="Search IRL hyperparameters on cached features: Optuna proposes, Ray Tune "
@@ -44,32 +44,32 @@ def add_parser(sub) -> None:
         epilog=EPILOG_TUNE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    tune.add_argument("search", nargs="?", help="search YAML (default: tune_configs/search_fa_irl.yaml)")
-    source = tune.add_mutually_exclusive_group()
+    parser.add_argument("search", nargs="?", help="search YAML (default: tune_configs/search_fa_irl.yaml)")
+    source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--workdir",
         help="a finished `fairl run` workdir (its pairs and cached features); with "
         "`models:` in the search YAML, only where outputs and the MLflow store go",
     )
     source.add_argument("--pairs", help="your own pairs file (.parquet, .jsonl or .json), featurised into <out>")
-    add_set(tune)
-    tune.add_argument(
+    add_set(parser)
+    parser.add_argument(
         "--out",
         default=None,
         help="output directory (default: <workdir>/tune/<name>, or tune_runs/<name> with --pairs)",
     )
-    tune.add_argument(
+    parser.add_argument(
         "--tracking-uri",
         default=None,
         help="MLflow tracking URI (default: the workdir's sqlite store, or <out>/mlflow.db with --pairs)",
     )
-    tune.add_argument("--address", default=None, help="Ray cluster to join (default: start a local Ray)")
-    tune.add_argument(
+    parser.add_argument("--address", default=None, help="Ray cluster to join (default: start a local Ray)")
+    parser.add_argument(
         "--restart",
         action="store_true",
         help="start the search in <out> over (default: an interrupted search there is resumed)",
     )
-    tune.add_argument(
+    parser.add_argument(
         "--realign-top",
         type=int,
         default=0,
@@ -77,7 +77,7 @@ def add_parser(sub) -> None:
         help="after the search, re-RLHF a fresh π0 of the --workdir run with each of the N best rewards "
         "and record the toxicity table (MLflow children of the search run)",
     )
-    tune.set_defaults(func=run)
+    parser.set_defaults(func=run)
 
 
 def run(args) -> int:

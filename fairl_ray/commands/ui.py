@@ -13,12 +13,14 @@ from fairl_ray.commands.common import DEFAULT_WORKDIR, fail
 
 def add_parser(sub) -> None:
     """``fairl ui``: its arguments and help."""
-    ui = sub.add_parser("ui", help="open the MLflow UI on a workdir's runs (bound to 127.0.0.1)")
-    ui.add_argument("--workdir", default=DEFAULT_WORKDIR, help=f"workdir of a run (default: {DEFAULT_WORKDIR})")
-    ui.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the workdir's sqlite store)")
-    ui.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, this machine only)")
-    ui.add_argument("--port", type=int, default=5000)
-    ui.set_defaults(func=run)
+    parser = sub.add_parser("ui", help="open the MLflow UI on a workdir's runs (bound to 127.0.0.1)")
+    parser.add_argument("--workdir", default=DEFAULT_WORKDIR, help=f"workdir of a run (default: {DEFAULT_WORKDIR})")
+    parser.add_argument(
+        "--tracking-uri", default=None, help="MLflow tracking URI (default: the workdir's sqlite store)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, default=5000)
+    parser.set_defaults(func=run)
 
 
 def run(args) -> int:

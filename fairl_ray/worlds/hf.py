@@ -75,9 +75,6 @@ class HFPromptsConfig:
             raise ValueError("max_prompt_words: must be at least 1 (or null)")
 
 
-JUDGES = ("profanity_check", "classifier")
-
-
 @dataclass
 class HFJudgeConfig:
     """The ground truth R*: a toxicity judge run in batches."""
@@ -430,9 +427,15 @@ class ClassifierJudge:
         return p, (logit, sub)
 
 
+#: The judges by ``judge.kind``: each a class built from :class:`HFJudgeConfig`, called on a list of texts, giving
+#: ``(P(toxic) per text, extra)``. A new judge is one class and one entry here.
+JUDGE_CLASSES: dict[str, type] = {"profanity_check": ProfanityCheckJudge, "classifier": ClassifierJudge}
+JUDGES: tuple[str, ...] = tuple(JUDGE_CLASSES)
+
+
 def make_judge(cfg: HFJudgeConfig):
     """The judge ``cfg`` names: a ``texts -> (P(toxic), extra)`` callable."""
-    return ProfanityCheckJudge(cfg) if cfg.kind == "profanity_check" else ClassifierJudge(cfg)
+    return JUDGE_CLASSES[cfg.kind](cfg)
 
 
 def judge_scores(judge, cfg: HFJudgeConfig, texts: list[str]) -> Scores:
