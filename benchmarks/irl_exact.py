@@ -51,21 +51,13 @@ def stage_dir(workdir: Path, stage: str) -> Path:
 
 
 def load_pairs(workdir: Path):
-    """(train, val, test) ``PairFeatures`` as the IRL and evaluate stages see them."""
+    """(train, val, test) ``PairFeatures`` as the IRL and evaluate stages see them (``recovery.data.PairData``)."""
     from fairl_ray.irl.trainer import split_validation
-    from fairl_ray.pairs_io import read_pairs
-    from fairl_ray.stages.featurize import load_pair_features
-    from fairl_ray.stages.irl_fit import pair_features
+    from fairl_ray.recovery.data import PairData
 
-    rows = read_pairs(stage_dir(workdir, "pairs") / "pairs.parquet").to_pylist()
-    chosen, rejected = load_pair_features(stage_dir(workdir, "features"))
-
-    def subset(split):
-        idx = [i for i, r in enumerate(rows) if r.get("split", "train") == split]
-        return pair_features(chosen[idx], rejected[idx], [rows[i] for i in idx])
-
-    train, val = split_validation(subset("train"), 0.1)
-    return train, val, subset("test")
+    data = PairData.read(stage_dir(workdir, "pairs") / "pairs.parquet", stage_dir(workdir, "features"), "features")
+    train, val = split_validation(data.pair_features("train"), 0.1)
+    return train, val, data.pair_features("test")
 
 
 def main(argv=None) -> int:

@@ -50,7 +50,7 @@ class EvalContext:
 
     test_classes: np.ndarray
     """per test output ``[2n]``, from its own label: 1 = good / non-toxic, 0 = toxic, ``NO_CLASS`` (−1) =
-    unlabelled (left out of every classification count; ``stages.irl_fit.output_classes``)"""
+    unlabelled (left out of every classification count; ``recovery.data.output_classes``)"""
     train_classes: np.ndarray
     test_subtypes: list[str]
     """per test output: its toxic subtype, ``non-toxic``, ``toxic (subtype unknown)`` or ``unlabelled``"""

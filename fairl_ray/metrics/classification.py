@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 NAN = float("nan")
-#: The class of an output without a label (``stages.irl_fit.output_classes``): left out of classification metrics.
+#: The class of an output without a label (``recovery.data.output_classes``): left out of classification metrics.
 NO_CLASS = -1
 
 
