@@ -6,27 +6,11 @@ import os
 from pathlib import Path
 
 from fairl_ray.atomic_io import atomic_directory
+from fairl_ray.devices import select_device
 
-
-def resolve_device(requested: str = "auto", gpu_ids: list | None = None, cuda_available: bool = False) -> str:
-    """The torch device for model work, decided from what this process was *assigned* (pure, testable on CPU).
-
-    ``requested``: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. ``auto`` is ``cuda:0`` when Ray assigned
-    GPUs to this worker (``gpu_ids`` from ``ray.get_gpu_ids()``: Ray sets ``CUDA_VISIBLE_DEVICES``, so the first
-    assigned GPU is ``cuda:0`` inside the worker) or, outside Ray (``gpu_ids`` None), when CUDA is available;
-    a Ray worker given no GPU stays on the CPU even if the machine has one.
-    """
-    if requested == "cpu":
-        return "cpu"
-    if requested.startswith("cuda"):
-        if not cuda_available:
-            raise RuntimeError(f"device {requested!r} requested but CUDA is not available in this process")
-        return "cuda:0" if requested == "cuda" else requested
-    if requested != "auto":
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {requested!r}")
-    if gpu_ids is not None:
-        return "cuda:0" if gpu_ids and cuda_available else "cpu"
-    return "cuda:0" if cuda_available else "cpu"
+# ``select_device`` is also read from here by stages/irl_fit.py; to be removed at merge (issue 14), when it imports
+# ``fairl_ray.devices``.
+__all__ = ["bf16_supported", "load_policy", "resolve_dtype", "save_policy", "select_device", "select_dtype"]
 
 
 def resolve_dtype(device: str, requested: str = "auto", bf16_supported: bool = False):
@@ -42,21 +26,6 @@ def resolve_dtype(device: str, requested: str = "auto", bf16_supported: bool = F
     if device == "cpu":
         return torch.float32
     return torch.bfloat16 if bf16_supported else torch.float16
-
-
-def select_device(requested: str = "auto") -> str:
-    """:func:`resolve_device` for this process (Ray's GPU assignment when inside a Ray worker)."""
-    import torch
-
-    gpu_ids = None
-    try:
-        import ray
-
-        if ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE:
-            gpu_ids = list(ray.get_gpu_ids())
-    except Exception:  # pragma: no cover - Ray absent or not a worker: decide from CUDA alone
-        gpu_ids = None
-    return resolve_device(requested, gpu_ids, torch.cuda.is_available())
 
 
 def bf16_supported(device: str) -> bool:
@@ -75,8 +44,8 @@ def load_policy(policy_dir: str | os.PathLike, device: str = "cpu", dtype: str =
     """(model, tokenizer) from a local folder, eval mode, left padding, on ``device`` in ``dtype``.
 
     ``device``: ``cpu`` (default), ``auto`` (the GPU Ray assigned to this worker, else CPU; see
-    :func:`resolve_device`), ``cuda`` or ``cuda:N``. ``dtype``: ``auto`` (fp32 on CPU, bf16/fp16 on a GPU) or a
-    torch dtype name. Local files only and ``trust_remote_code`` off: a policy folder is data, never code.
+    :func:`fairl_ray.devices.select_device`), ``cuda`` or ``cuda:N``. ``dtype``: ``auto`` (fp32 on CPU, bf16/fp16 on
+    a GPU) or a torch dtype name. Local files only and ``trust_remote_code`` off: a policy folder is data, never code.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

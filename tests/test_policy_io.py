@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from fairl_ray.config import ConfigError, load_config
-from fairl_ray.policy_io import load_policy, resolve_device, resolve_dtype
+from fairl_ray.devices import resolve_device
+from fairl_ray.policy_io import load_policy, resolve_dtype
 from fairl_ray.stages.rlhf import precision_flags
 
 

@@ -20,13 +20,13 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fairl_ray.policy_io import bf16_supported, load_policy, save_policy
-
-ALGORITHMS: tuple[str, ...] = ("grpo", "rloo", "ppo")
+from fairl_ray.stages.ppo import PPO
+from fairl_ray.stages.rlhf_algorithm import CURVES, RLHF_ALGORITHMS, RLHFAlgorithm, progress_line, training_summary
 
 
 @dataclass
@@ -78,8 +78,8 @@ class RLHFConfig:
         def bad(name: str, why: str) -> None:
             raise ValueError(f"RLHFConfig.{name}: {why} (got {getattr(self, name)!r})")
 
-        if self.algorithm not in ALGORITHMS:
-            bad("algorithm", f"must be one of {ALGORITHMS}")
+        if self.algorithm not in RLHF_ALGORITHMS:
+            bad("algorithm", f"must be one of {RLHF_ALGORITHMS.names()}")
         for name in ("max_steps", "per_device_train_batch_size", "max_completion_length", "logging_steps"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -130,41 +130,15 @@ def precision_flags(device: str, bf16_supported: bool) -> dict[str, bool]:
     return {"use_cpu": False, "bf16": bool(bf16_supported), "fp16": not bf16_supported}
 
 
-def progress_line(algorithm: str, step: int, max_steps: int, reward: float, kl: float, t0: float) -> str:
-    """One RLHF log line, whatever the algorithm: ``[grpo] step 10/40  reward +0.712  kl 0.480  3.1s``."""
-    return f"[{algorithm}] step {step}/{max_steps}  reward {reward:+.3f}  kl {kl:.3f}  {time.perf_counter() - t0:.1f}s"
-
-
-# The per-step series an RLHF run records (``curves.json`` of its stage, step metrics of its MLflow run): the names
-# of TRL's log keys, which our PPO loop uses too.
-CURVES = ("reward", "kl", "loss", "learning_rate")
-
-
-def training_summary(algorithm: str, steps: int, curves: dict[str, list], cfg) -> dict[str, Any]:
-    """What an RLHF run reports, whatever its algorithm: ``(step, value)`` curves (``curves``, one per
-    :data:`CURVES` name; ``reward_curve`` and ``kl_curve`` too), their ends, the config."""
-    reward_curve, kl_curve = curves.get("reward", []), curves.get("kl", [])
-    return {
-        "algorithm": algorithm,
-        "steps": steps,
-        "curves": {name: curves.get(name, []) for name in CURVES},
-        "reward_curve": reward_curve,
-        "kl_curve": kl_curve,
-        "initial_reward": reward_curve[0][1] if reward_curve else None,
-        "final_reward": reward_curve[-1][1] if reward_curve else None,
-        "final_kl": kl_curve[-1][1] if kl_curve else None,
-        "config": asdict(cfg),
-    }
-
-
 def write_curves(metrics: dict[str, Any], path: str | os.PathLike) -> None:
     """The ``curves`` of :func:`training_summary` as JSON (``{name: [[step, value], ...]}``): what the driver logs
     as the stage run's step metrics (a Ray task has no MLflow run)."""
     Path(path).write_text(json.dumps(metrics["curves"]))
 
 
-def _trl_args(cfg: RLHFConfig, output_dir: Path, device: str = "cpu"):
-    """The TRL config object for ``cfg`` (on ``device``, no checkpoints, no reporting)."""
+def _trl_args(cfg: RLHFConfig, output_dir: Path, device: str, config_class):
+    """The TRL config object (a ``config_class``: ``GRPOConfig``, ``RLOOConfig``) for ``cfg`` (on ``device``, no
+    checkpoints, no reporting)."""
     bf16_ok = bf16_supported(device)
     common: dict[str, Any] = dict(
         output_dir=str(output_dir),
@@ -192,13 +166,7 @@ def _trl_args(cfg: RLHFConfig, output_dir: Path, device: str = "cpu"):
         dataloader_num_workers=0,
         remove_unused_columns=False,
     )
-    if cfg.algorithm == "grpo":
-        from trl import GRPOConfig
-
-        return GRPOConfig(**common)
-    from trl import RLOOConfig
-
-    return RLOOConfig(**common)
+    return config_class(**common)
 
 
 def _reward_adapter(reward_fn: Callable[[list[str]], list[float]]):
@@ -230,6 +198,66 @@ def _progress_lines(algorithm: str, max_steps: int):
     return ProgressLines()
 
 
+class TRLAlgorithm(RLHFAlgorithm):
+    """A TRL trainer that takes plain reward callables (``GRPOTrainer``, ``RLOOTrainer``), by its ``trl`` names."""
+
+    def __init__(self, name: str, config_class: str, trainer_class: str):
+        self.name, self.config_class, self.trainer_class = name, config_class, trainer_class
+
+    def train(self, policy_dir, prompts, reward_fn, cfg, out_dir, *, progress, device):
+        import trl
+        from datasets import Dataset
+
+        t0 = time.perf_counter()
+        # Loaded from the local folder so that config._name_or_path points at it: TRL rebuilds the reference there.
+        model, tokenizer = load_policy(policy_dir)  # fp32 master weights; the trainer moves them to the device
+        dataset = Dataset.from_dict({"prompt": list(prompts)})
+
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.trl.", dir=out_dir.parent))
+        try:
+            args = _trl_args(cfg, work / "trainer", device, getattr(trl, self.config_class))
+            trainer = getattr(trl, self.trainer_class)(
+                model=model,
+                reward_funcs=_reward_adapter(reward_fn),
+                args=args,
+                train_dataset=dataset,
+                processing_class=tokenizer,
+            )
+            # transformers prints every log dict (its PrinterCallback, or the tqdm bar's write): dozens of keys per
+            # step. One compact line per logging step reads better, also through Ray's log forwarding.
+            from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+            trainer.remove_callback(PrinterCallback)
+            trainer.remove_callback(ProgressCallback)
+            if progress:
+                trainer.add_callback(_progress_lines(self.name, cfg.max_steps))
+            trainer.train()
+            trained = trainer.accelerator.unwrap_model(trainer.model)
+            history = list(trainer.state.log_history)
+            steps = int(trainer.state.global_step)
+            del trainer
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+        # TRL's log dict per logging step: reward, kl, loss, learning_rate (and more); the end-of-training summary
+        # dict has none of these names, so it adds no point.
+        curves = {n: [(int(h["step"]), float(h[n])) for h in history if h.get(n) is not None] for n in CURVES}
+        metrics = training_summary(self.name, steps, curves, cfg)
+        trained.eval()
+        trained.config.use_cache = True  # TRL switches the KV cache off for training; generation needs it back
+        save_policy(trained, tokenizer, out_dir)
+        metrics["wall_s"] = round(time.perf_counter() - t0, 3)
+        return metrics
+
+
+# The RLHF algorithms, in the order ``RLHFConfig.algorithm`` lists them. A new one: a module with an
+# ``RLHFAlgorithm`` subclass and one line here.
+RLHF_ALGORITHMS.register("grpo", TRLAlgorithm("grpo", "GRPOConfig", "GRPOTrainer"))
+RLHF_ALGORITHMS.register("rloo", TRLAlgorithm("rloo", "RLOOConfig", "RLOOTrainer"))
+RLHF_ALGORITHMS.register("ppo", PPO())
+
+
 def train_rlhf(
     policy_dir: str | os.PathLike,
     prompts: list[str],
@@ -239,7 +267,8 @@ def train_rlhf(
     progress: bool = True,
     device: str = "auto",
 ) -> dict[str, Any]:
-    """RLHF a copy of the policy in ``policy_dir`` on ``prompts`` with ``reward_fn`` (called on completion strings).
+    """RLHF a copy of the policy in ``policy_dir`` on ``prompts`` with ``reward_fn`` (called on completion strings),
+    with the algorithm ``cfg.algorithm`` names (:data:`~fairl_ray.stages.rlhf_algorithm.RLHF_ALGORITHMS`).
 
     Saves the trained policy (model + tokenizer, safetensors) into ``out_dir`` (atomically: TRL works in a temp dir
     beside it, which becomes ``out_dir`` at the end) and returns metrics::
@@ -247,69 +276,18 @@ def train_rlhf(
         {"reward_curve": [(step, mean reward), ...], "kl_curve": [(step, kl), ...],
          "initial_reward": ..., "final_reward": ..., "final_kl": ..., "wall_s": ..., "steps": ..., "config": {...}}
 
-    Rewards in the curve are whatever ``reward_fn`` returned (noisy R* for the expert run). ``device``: ``auto``
-    trains on the GPU Ray assigned to this worker (``cuda:0`` inside it; bf16/fp16 autocast), else on the CPU.
+    Rewards in the curve are whatever ``reward_fn`` returned (noisy R* for the expert run). ``device``: see
+    :func:`fairl_ray.devices.select_device` (``auto``: the GPU Ray assigned to this worker, bf16/fp16 autocast,
+    else the CPU).
     """
-    from datasets import Dataset
+    from fairl_ray.devices import select_device
 
     cfg = cfg or RLHFConfig()
     if not prompts:
         raise ValueError("train_rlhf: prompts is empty")
-    policy_dir = Path(policy_dir).resolve()
-    out_dir = Path(out_dir)
-    t0 = time.perf_counter()
-
-    # Loaded from the local folder so that config._name_or_path points at it: TRL rebuilds the reference from there.
-    from fairl_ray.policy_io import select_device
-
-    device = select_device(device)
-    if cfg.algorithm == "ppo":
-        from fairl_ray.stages.ppo import train_ppo
-
-        return train_ppo(policy_dir, prompts, reward_fn, cfg, out_dir, progress=progress, device=device)
-    model, tokenizer = load_policy(policy_dir)  # fp32 master weights; the trainer moves them to the device
-    dataset = Dataset.from_dict({"prompt": list(prompts)})
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.trl.", dir=out_dir.parent))
-    try:
-        args = _trl_args(cfg, work / "trainer", device)
-        if cfg.algorithm == "grpo":
-            from trl import GRPOTrainer as Trainer
-        else:
-            from trl import RLOOTrainer as Trainer
-        trainer = Trainer(
-            model=model,
-            reward_funcs=_reward_adapter(reward_fn),
-            args=args,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-        )
-        # transformers prints every log dict (its PrinterCallback, or the tqdm bar's write): dozens of keys per
-        # step. One compact line per logging step reads better, also through Ray's log forwarding.
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-        trainer.remove_callback(PrinterCallback)
-        trainer.remove_callback(ProgressCallback)
-        if progress:
-            trainer.add_callback(_progress_lines(cfg.algorithm, cfg.max_steps))
-        trainer.train()
-        trained = trainer.accelerator.unwrap_model(trainer.model)
-        history = list(trainer.state.log_history)
-        steps = int(trainer.state.global_step)
-        del trainer
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-    # TRL's log dict per logging step: reward, kl, loss, learning_rate (and more); the end-of-training summary
-    # dict has none of these names, so it adds no point.
-    curves = {name: [(int(h["step"]), float(h[name])) for h in history if h.get(name) is not None] for name in CURVES}
-    metrics = training_summary(cfg.algorithm, steps, curves, cfg)
-    trained.eval()
-    trained.config.use_cache = True  # TRL switches the KV cache off for training; generation needs it back
-    save_policy(trained, tokenizer, out_dir)
-    metrics["wall_s"] = round(time.perf_counter() - t0, 3)
-    return metrics
+    algorithm = RLHF_ALGORITHMS.get(cfg.algorithm)
+    policy_dir, out_dir, device = Path(policy_dir).resolve(), Path(out_dir), select_device(device)
+    return algorithm.train(policy_dir, prompts, reward_fn, cfg, out_dir, progress=progress, device=device)
 
 
-__all__ = ["ALGORITHMS", "RLHFConfig", "train_rlhf"]
+__all__ = ["RLHF_ALGORITHMS", "RLHFConfig", "TRLAlgorithm", "train_rlhf", "write_curves"]

@@ -376,7 +376,7 @@ class ClassifierJudge:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from fairl_ray.policy_io import select_device
+        from fairl_ray.devices import select_device
 
         src = resolve_path(cfg.model)
         local = src.is_dir()
