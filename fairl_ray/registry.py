@@ -27,10 +27,9 @@ class UnknownNameError(ValueError):
 class Registry(Generic[T]):
     """Entries of one kind by name, in registration order (the order configs, tables and reports list them in)."""
 
-    def __init__(self, kind: str, plural: str | None = None):
+    def __init__(self, kind: str):
         self.kind = kind
         """What an entry is, for messages ("world", "RLHF algorithm")."""
-        self.plural = plural or f"{kind}s"
         self._entries: dict[str, T] = {}
 
     def register(self, name: str, entry: T | None = None):
@@ -60,14 +59,17 @@ class Registry(Generic[T]):
             raise UnknownNameError(self.unknown(name)) from None
 
     def unknown(self, name: object) -> str:
-        """The message for a name that is not registered: ``unknown world 'x'; known worlds: a, b``."""
-        return f"unknown {self.kind} {name!r}; known {self.plural}: {', '.join(self._entries)}"
+        """The message for a name that is not registered: ``unknown world 'x'; choose one of a, b``."""
+        return f"unknown {self.kind} {name!r}; choose one of {', '.join(self._entries)}"
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._entries)
 
     def items(self) -> Iterator[tuple[str, T]]:
         return iter(tuple(self._entries.items()))
+
+    def values(self) -> Iterator[T]:
+        return iter(tuple(self._entries.values()))
 
     def __iter__(self) -> Iterator[str]:
         return iter(tuple(self._entries))

@@ -25,14 +25,16 @@ import hashlib
 import json
 import math
 import os
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fairl_ray.registry import Registry
 from fairl_ray.text_lines import iter_lines
-from fairl_ray.worlds.base import Scores, World
+from fairl_ray.worlds.base import Scores, World, WorldPlugin
 
 # --------------------------------------------------------------------------------------------------------------
 # Config
@@ -75,7 +77,27 @@ class HFPromptsConfig:
             raise ValueError("max_prompt_words: must be at least 1 (or null)")
 
 
-JUDGES = ("profanity_check", "classifier")
+class Judge(ABC):
+    """A batched toxicity judge, ``world.hf.judge.kind: <name>``: ``judge(texts) -> (P(toxic), extra)`` with ``extra``
+    None or ``(toxic logit, subtypes or None)`` (:func:`judge_scores` turns that into R*, labels and subtypes)."""
+
+    default_reward: str = "logit"
+    """The R* form ``judge.reward: auto`` means for this judge (``prob`` or ``logit``)."""
+
+    @abstractmethod
+    def __init__(self, cfg: HFJudgeConfig): ...
+
+    @abstractmethod
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, tuple | None]: ...
+
+    @classmethod
+    def problem(cls, cfg: HFJudgeConfig) -> str | None:
+        """What this judge lacks (its package, its model), checked at config load rather than inside a Ray task."""
+        return None
+
+
+#: The judges by ``judge.kind`` (registered below, after their classes).
+JUDGES: Registry[type[Judge]] = Registry("judge")
 
 
 @dataclass
@@ -102,7 +124,7 @@ class HFJudgeConfig:
 
     def __post_init__(self):
         if self.kind not in JUDGES:
-            raise ValueError(f"kind: must be one of {', '.join(JUDGES)}")
+            raise ValueError(f"kind: must be one of {', '.join(JUDGES.names())}")
         if self.reward not in ("auto", "logit", "prob"):
             raise ValueError("reward: must be auto, logit or prob")
         if not 0.0 < self.threshold < 1.0:
@@ -150,9 +172,6 @@ class HFWorldConfig:
             raise ValueError("rl_noise: must be in [0, 10)")
 
 
-CONFIG = HFWorldConfig
-
-
 def check_selected(cfg: HFWorldConfig) -> str | None:
     """What is missing when ``hf`` is the selected world (checked at config load), or None."""
     if not cfg.policy:
@@ -180,6 +199,16 @@ def make_world(cfg: HFWorldConfig) -> HFWorld:
     if problem:
         raise ValueError(f"world.hf.{problem}")
     return HFWorld(cfg)
+
+
+class HFPlugin(WorldPlugin):
+    config_class = HFWorldConfig
+
+    def make_world(self, cfg: HFWorldConfig) -> HFWorld:
+        return make_world(cfg)
+
+    def check_selected(self, cfg: HFWorldConfig) -> str | None:
+        return check_selected(cfg)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -218,13 +247,7 @@ def missing_package(spec: str) -> str | None:
 
 def judge_problem(cfg: HFJudgeConfig) -> str | None:
     """What the judge lacks (its package, its model), checked at config load rather than inside a Ray task."""
-    import importlib.util
-
-    if cfg.kind == "profanity_check" and importlib.util.find_spec("profanity_check") is None:
-        return "judge.kind profanity_check needs alt-profanity-check: pip install alt-profanity-check"
-    if cfg.kind == "classifier" and not cfg.model:
-        return "judge.model must be set for a classifier judge (a model directory or hub id)"
-    return None
+    return JUDGES.get(cfg.kind).problem(cfg)
 
 
 def unescape_text(text: str) -> str:
@@ -352,8 +375,18 @@ def build_policy(cfg: HFWorldConfig, out_dir: Path) -> Path:
 # --------------------------------------------------------------------------------------------------------------
 
 
-class ProfanityCheckJudge:
+class ProfanityCheckJudge(Judge):
     """alt-profanity-check: TF-IDF + calibrated linear SVM; P(offensive) per text."""
+
+    default_reward = "prob"  # it has no logit
+
+    @classmethod
+    def problem(cls, cfg: HFJudgeConfig) -> str | None:
+        import importlib.util
+
+        if importlib.util.find_spec("profanity_check") is None:
+            return "judge.kind profanity_check needs alt-profanity-check: pip install alt-profanity-check"
+        return None
 
     def __init__(self, cfg: HFJudgeConfig):
         try:
@@ -369,8 +402,16 @@ class ProfanityCheckJudge:
         return p, None
 
 
-class ClassifierJudge:
+class ClassifierJudge(Judge):
     """Any HF sequence classifier: P(label) (softmax, or sigmoid for multi-label / one-logit models) and its logit."""
+
+    default_reward = "logit"  # the paper's R*
+
+    @classmethod
+    def problem(cls, cfg: HFJudgeConfig) -> str | None:
+        if not cfg.model:
+            return "judge.model must be set for a classifier judge (a model directory or hub id)"
+        return None
 
     def __init__(self, cfg: HFJudgeConfig):
         import torch
@@ -430,9 +471,14 @@ class ClassifierJudge:
         return p, (logit, sub)
 
 
-def make_judge(cfg: HFJudgeConfig):
+# A new judge: a ``Judge`` subclass and one line here.
+JUDGES.register("profanity_check", ProfanityCheckJudge)
+JUDGES.register("classifier", ClassifierJudge)
+
+
+def make_judge(cfg: HFJudgeConfig) -> Judge:
     """The judge ``cfg`` names: a ``texts -> (P(toxic), extra)`` callable."""
-    return ProfanityCheckJudge(cfg) if cfg.kind == "profanity_check" else ClassifierJudge(cfg)
+    return JUDGES.get(cfg.kind)(cfg)
 
 
 def judge_scores(judge, cfg: HFJudgeConfig, texts: list[str]) -> Scores:
@@ -440,7 +486,7 @@ def judge_scores(judge, cfg: HFJudgeConfig, texts: list[str]) -> Scores:
     else +1) and subtype of every text, from one batched call of ``judge``."""
     texts = [str(t) for t in texts]
     p, extra = judge(texts)
-    form = cfg.reward if cfg.reward != "auto" else ("prob" if cfg.kind == "profanity_check" else "logit")
+    form = cfg.reward if cfg.reward != "auto" else JUDGES.get(cfg.kind).default_reward
     if form == "prob":
         reward = 1.0 - 2.0 * p
     elif extra is not None:
@@ -557,7 +603,7 @@ class HFWorld(JudgedWorld):
 
 
 __all__ = [
-    "CONFIG",
+    "HFPlugin",
     "HFHeldoutConfig",
     "HFJudgeConfig",
     "HFPromptsConfig",

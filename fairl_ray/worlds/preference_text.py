@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fairl_ray.worlds.base import Scores
+from fairl_ray.worlds.base import Scores, WorldPlugin
 from fairl_ray.worlds.hf import (
     HFJudgeConfig,
     JudgedWorld,
@@ -104,9 +104,6 @@ class TextsWorldConfig:
             raise ValueError("heldout_per_class: must be >= 0")
 
 
-CONFIG = TextsWorldConfig
-
-
 def check_selected(cfg: TextsWorldConfig) -> str | None:
     """What is missing when ``texts`` is the selected world (checked at config load, not inside a Ray task)."""
     problem = missing_package(cfg.source) or judge_problem(cfg.judge)
@@ -122,6 +119,17 @@ def make_world(cfg: TextsWorldConfig) -> TextsWorld:
     if problem:
         raise ValueError(f"world.texts.{problem}")
     return TextsWorld(cfg)
+
+
+class TextsPlugin(WorldPlugin):
+    config_class = TextsWorldConfig
+    supplies_pairs = SUPPLIES_PAIRS
+
+    def make_world(self, cfg: TextsWorldConfig) -> TextsWorld:
+        return make_world(cfg)
+
+    def check_selected(self, cfg: TextsWorldConfig) -> str | None:
+        return check_selected(cfg)
 
 
 def draw_pairs(n_texts: int, n_pairs: int, rng: np.random.Generator) -> np.ndarray:
@@ -259,7 +267,7 @@ def _human_label(value) -> int:
 
 
 __all__ = [
-    "CONFIG",
+    "TextsPlugin",
     "INSULTS_TRAIN",
     "SUPPLIES_PAIRS",
     "TextsWorld",
