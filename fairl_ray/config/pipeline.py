@@ -12,7 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fairl_ray.config.loading import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+from fairl_ray.config.loading import apply_overrides, from_dict, load_yaml, to_dict
+from fairl_ray.config_error import ConfigError
 from fairl_ray.irl.hyperparameters import METHODS, IRLConfig
 from fairl_ray.stages.generate import GenerationConfig
 from fairl_ray.stages.pairs import PairsConfig
@@ -38,7 +39,7 @@ class PromptsConfig:
     def __post_init__(self):
         for name in ("n_rlhf", "n_pairs", "n_eval"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be at least 1")
+                raise ConfigError(name, "must be at least 1")
 
 
 @dataclass
@@ -53,13 +54,13 @@ class FeaturesConfig:
 
     def __post_init__(self):
         if self.batch_size < 1:
-            raise ValueError("batch_size: must be at least 1")
+            raise ConfigError("batch_size", "must be at least 1")
         from fairl_ray.features import check_encoder_spec
 
         try:  # before any work, not after RLHF and generation
             check_encoder_spec(self.encoder, allow=("hidden:base",))
         except ValueError as err:
-            raise ValueError(f"encoder: {err}") from None
+            raise ConfigError("encoder", str(err)) from None
 
 
 # Keys of IRLConfig that IRLStageConfig sets per member from ``methods`` and ``seeds``; it does not have them.
@@ -91,15 +92,18 @@ def _irl_stage_fields() -> list[tuple]:
 
 def _irl_stage_post_init(self) -> None:
     if not self.methods:
-        raise ValueError("methods: list at least one method")
+        raise ConfigError("methods", "list at least one method")
     for m in self.methods:
         if m not in METHODS:
-            raise ValueError(f"methods: unknown method {m!r}; choose from {', '.join(METHODS)}")
+            raise ConfigError("methods", f"unknown method {m!r}; choose from {', '.join(METHODS)}")
     if len(set(self.methods)) != len(self.methods):
-        raise ValueError("methods: a method is listed twice")
+        raise ConfigError("methods", "a method is listed twice")
     if self.device not in ("auto", "cpu", "cuda"):
-        raise ValueError("device: must be auto, cpu or cuda")
-    self.member_configs([0])  # every hyperparameter checked as each method will use it (IRLConfig's checks)
+        raise ConfigError("device", "must be auto, cpu or cuda")
+    try:  # every hyperparameter checked as each method will use it (IRLConfig's checks)
+        self.member_configs([0])
+    except ConfigError as err:  # IRLConfig keys its problems as this section's (irl.margin); here: the field
+        raise ConfigError(err.field, err.why) from None
 
 
 def _member_configs(self, seeds: list[int]) -> list[IRLConfig]:
@@ -169,15 +173,15 @@ class ResourcesConfig:
 
     def __post_init__(self):
         if self.node_wait_s < 0:
-            raise ValueError("node_wait_s: must be >= 0")
+            raise ConfigError("node_wait_s", "must be >= 0")
         if self.cpus_per_task <= 0:
-            raise ValueError("cpus_per_task: must be positive")
+            raise ConfigError("cpus_per_task", "must be positive")
         if self.gpus_per_worker < 0:
-            raise ValueError("gpus_per_worker: must be >= 0")
+            raise ConfigError("gpus_per_worker", "must be >= 0")
         if self.gpus_per_worker > 1 and not float(self.gpus_per_worker).is_integer():
-            raise ValueError("gpus_per_worker: above 1 it must be a whole number of GPUs")
+            raise ConfigError("gpus_per_worker", "above 1 it must be a whole number of GPUs")
         if self.generation_workers < 1:
-            raise ValueError("generation_workers: must be at least 1")
+            raise ConfigError("generation_workers", "must be at least 1")
 
 
 @dataclass
@@ -203,12 +207,12 @@ class PipelineConfig:
 
     def __post_init__(self):
         if not self.seeds:
-            raise ValueError("seeds: list at least one seed")
+            raise ConfigError("seeds", "list at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError("seeds: a seed is listed twice")
+            raise ConfigError("seeds", "a seed is listed twice")
         for m in self.realign.methods or []:
             if m not in self.irl.methods:
-                raise ValueError(f"realign: method {m!r} is not in irl.methods")
+                raise ConfigError("realign", f"method {m!r} is not in irl.methods")
         if self.world.supplies_pairs:  # no policy: no prompts to budget, no base policy to take hidden states from
             if self.features.encoder == "hidden:base":
                 why = f"hidden:base needs a base policy; world {self.world.name} has none"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fairl_ray.config_error import ConfigError
 from fairl_ray.pairs_io import test_mask
 
 
@@ -43,13 +44,13 @@ class PairsConfig:
     def __post_init__(self):
         f = self.toxic_to_nontoxic_fraction
         if f is not None and not 0.0 <= f <= 1.0:
-            raise ValueError("toxic_to_nontoxic_fraction: must be in [0, 1] or null")
+            raise ConfigError("toxic_to_nontoxic_fraction", "must be in [0, 1] or null")
         if not 0.0 < self.test_fraction < 1.0:
-            raise ValueError("test_fraction: must be strictly between 0 and 1")
+            raise ConfigError("test_fraction", "must be strictly between 0 and 1")
         if self.max_pairs is not None and self.max_pairs < 4:
-            raise ValueError("max_pairs: must be at least 4 (or null)")
+            raise ConfigError("max_pairs", "must be at least 4 (or null)")
         if not 0.0 <= self.flip_fraction < 0.5:
-            raise ValueError("flip_fraction: must be in [0, 0.5) (at 0.5 a preference says nothing)")
+            raise ConfigError("flip_fraction", "must be in [0, 0.5) (at 0.5 a preference says nothing)")
 
 
 def build_pairs(prompts: list[str], expert: list[str], base: list[str], world, cfg: PairsConfig) -> list[dict]:

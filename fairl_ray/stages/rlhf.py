@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fairl_ray.config_error import ConfigError
 from fairl_ray.policy_io import bf16_supported, load_policy, save_policy
 from fairl_ray.stages.ppo import PPO
 from fairl_ray.stages.rlhf_algorithm import CURVES, RLHF_ALGORITHMS, RLHFAlgorithm, progress_line, training_summary
@@ -76,7 +77,7 @@ class RLHFConfig:
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
-            raise ValueError(f"RLHFConfig.{name}: {why} (got {getattr(self, name)!r})")
+            raise ConfigError(name, f"{why} (got {getattr(self, name)!r})")
 
         if self.algorithm not in RLHF_ALGORITHMS:
             bad("algorithm", f"must be one of {RLHF_ALGORITHMS.names()}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from fairl_ray.config_error import ConfigError
 from fairl_ray.registry import Registry
 from fairl_ray.worlds import hf, preference_text, synthetic
 from fairl_ray.worlds.base import Scores, World, WorldPlugin
@@ -49,11 +50,11 @@ def _world_config_class():
 
     def __post_init__(self):
         if self.name not in WORLDS:
-            raise ValueError(f"name: {WORLDS.unknown(self.name)}")
+            raise ConfigError("name", WORLDS.unknown(self.name))
         # settings a world needs only when it is the selected one (e.g. hf.policy)
         problem = WORLDS.get(self.name).check_selected(getattr(self, self.name))
         if problem:
-            raise ValueError(f"{self.name}: {problem}")
+            raise ConfigError(self.name, problem)
 
     def section(self):
         """The config section of the selected world."""

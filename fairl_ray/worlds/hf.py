@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from fairl_ray.config_error import ConfigError
 from fairl_ray.registry import Registry
 from fairl_ray.text_lines import iter_lines
 from fairl_ray.worlds.base import Scores, World, WorldPlugin
@@ -70,11 +71,11 @@ class HFPromptsConfig:
         for name in ("rlhf_min_toxicity", "pairs_min_toxicity"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not -1.0 <= v <= 1.0:
-                raise ValueError(f"{name}: must be in [-1, 1]")
+                raise ConfigError(name, "must be in [-1, 1]")
         if self.min_words < 1:
-            raise ValueError("min_words: must be at least 1")
+            raise ConfigError("min_words", "must be at least 1")
         if self.max_prompt_words is not None and self.max_prompt_words < 1:
-            raise ValueError("max_prompt_words: must be at least 1 (or null)")
+            raise ConfigError("max_prompt_words", "must be at least 1 (or null)")
 
 
 class Judge(ABC):
@@ -124,13 +125,13 @@ class HFJudgeConfig:
 
     def __post_init__(self):
         if self.kind not in JUDGES:
-            raise ValueError(f"kind: must be one of {', '.join(JUDGES.names())}")
+            raise ConfigError("kind", f"must be one of {', '.join(JUDGES.names())}")
         if self.reward not in ("auto", "logit", "prob"):
-            raise ValueError("reward: must be auto, logit or prob")
+            raise ConfigError("reward", "must be auto, logit or prob")
         if not 0.0 < self.threshold < 1.0:
-            raise ValueError("threshold: must be in (0, 1)")
+            raise ConfigError("threshold", "must be in (0, 1)")
         if self.batch_size < 1 or self.max_length < 1:
-            raise ValueError("batch_size: batch_size and max_length must be positive")
+            raise ConfigError("batch_size", "batch_size and max_length must be positive")
 
 
 @dataclass
@@ -150,7 +151,7 @@ class HFHeldoutConfig:
 
     def __post_init__(self):
         if self.n_per_class < 1:
-            raise ValueError("n_per_class: must be at least 1")
+            raise ConfigError("n_per_class", "must be at least 1")
 
 
 @dataclass
@@ -169,7 +170,7 @@ class HFWorldConfig:
 
     def __post_init__(self):
         if not 0.0 <= self.rl_noise < 10.0:
-            raise ValueError("rl_noise: must be in [0, 10)")
+            raise ConfigError("rl_noise", "must be in [0, 10)")
 
 
 def check_selected(cfg: HFWorldConfig) -> str | None:

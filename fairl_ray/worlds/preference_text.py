@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fairl_ray.config_error import ConfigError
 from fairl_ray.worlds.base import Scores, WorldPlugin
 from fairl_ray.worlds.hf import (
     HFJudgeConfig,
@@ -95,13 +96,13 @@ class TextsWorldConfig:
 
     def __post_init__(self):
         if not self.source:
-            raise ValueError("source: must name a file, pkg:<package>/<file>, a saved dataset or hf:<dataset>")
+            raise ConfigError("source", "must name a file, pkg:<package>/<file>, a saved dataset or hf:<dataset>")
         if not (isinstance(self.beta, (int, float)) and self.beta > 0 and math.isfinite(self.beta)):
-            raise ValueError("beta: must be a positive finite number")
+            raise ConfigError("beta", "must be a positive finite number")
         if self.n_pairs < 4:
-            raise ValueError("n_pairs: must be at least 4")
+            raise ConfigError("n_pairs", "must be at least 4")
         if self.heldout_per_class < 0:
-            raise ValueError("heldout_per_class: must be >= 0")
+            raise ConfigError("heldout_per_class", "must be >= 0")
 
 
 def check_selected(cfg: TextsWorldConfig) -> str | None:

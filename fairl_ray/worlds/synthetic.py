@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fairl_ray.config_error import ConfigError
 from fairl_ray.policy_io import save_policy
 from fairl_ray.worlds.base import Scores, World, WorldPlugin
 
@@ -236,7 +237,7 @@ class SyntheticWorldConfig:
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
-            raise ValueError(f"SyntheticWorldConfig.{name}: {why} (got {getattr(self, name)!r})")
+            raise ConfigError(name, f"{why} (got {getattr(self, name)!r})")
 
         for name in ("n_layer", "n_embd", "n_head", "n_positions", "sft_corpus_size", "sft_epochs", "sft_batch_size"):
             v = getattr(self, name)
