@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from fairl_ray.atomic_io import atomic_write_bytes
+from fairl_ray.devices import select_device
 
 __all__ = [
     "DEFAULT_ENCODER",
@@ -138,13 +139,6 @@ def _pickles_refused(path: Path):
         ) from None
 
 
-def encoder_device(device: str | None) -> str:
-    """The encoder's device: the one given, else the project's rule (``devices.select_device``: Ray's GPU first)."""
-    from fairl_ray.devices import select_device
-
-    return select_device(device or "auto")
-
-
 class SentenceEncoder:
     """A sentence-transformers model from a local directory; ``encode`` returns its pooled embeddings."""
 
@@ -156,7 +150,7 @@ class SentenceEncoder:
         self.batch_size = int(batch_size)
         with _pickles_refused(self.path):
             self.model = SentenceTransformer(
-                str(self.path), device=encoder_device(device), local_files_only=True, trust_remote_code=False
+                str(self.path), device=select_device(device or "auto"), local_files_only=True, trust_remote_code=False
             )
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         dim = get_dim()
@@ -189,7 +183,7 @@ class HiddenStateEncoder:
         self.path = Path(path)
         self.name = HIDDEN_PREFIX + str(self.path)
         self.batch_size = int(batch_size)
-        self.device = encoder_device(device)
+        self.device = select_device(device or "auto")
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True, trust_remote_code=False)
         if self.tokenizer.pad_token is None:
             if self.tokenizer.eos_token is None:
@@ -240,7 +234,8 @@ def load_encoder(spec: str, device: str | None = None, batch_size: int = 256):
 
     ``.name`` is ``"all-MiniLM-L6-v2"`` for the packaged model (stable across machines, so caches are
     shareable), the resolved directory for a local sentence-transformers model, and ``"hidden:<resolved dir>"``
-    for hidden-state features. ``device=None`` picks CUDA when available, else CPU.
+    for hidden-state features. ``device=None`` is ``auto``
+    (:func:`fairl_ray.devices.select_device`: the GPU Ray assigned this worker, else CPU).
     """
     return _load_encoder(str(spec), device, int(batch_size))
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from fairl_ray.atomic_io import atomic_directory
 from fairl_ray.devices import select_device
 
+__all__ = ["bf16_supported", "load_policy", "resolve_dtype", "save_policy", "select_dtype"]
+
 
 def resolve_dtype(device: str, requested: str = "auto", bf16_supported: bool = False):
     """The torch dtype for inference on ``device``: ``auto`` is fp32 on CPU (bf16 is far slower there) and bf16
@@ -40,9 +42,8 @@ def load_policy(policy_dir: str | os.PathLike, device: str = "cpu", dtype: str =
     """(model, tokenizer) from a local folder, eval mode, left padding, on ``device`` in ``dtype``.
 
     ``device``: ``cpu`` (default), ``auto`` (the GPU Ray assigned to this worker, else CPU; see
-    :func:`fairl_ray.devices.resolve_device`), ``cuda`` or ``cuda:N``.
-    ``dtype``: ``auto`` (fp32 on CPU, bf16/fp16 on a GPU) or a
-    torch dtype name. Local files only and ``trust_remote_code`` off: a policy folder is data, never code.
+    :func:`fairl_ray.devices.select_device`), ``cuda`` or ``cuda:N``. ``dtype``: ``auto`` (fp32 on CPU, bf16/fp16 on
+    a GPU) or a torch dtype name. Local files only and ``trust_remote_code`` off: a policy folder is data, never code.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

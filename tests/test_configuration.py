@@ -15,7 +15,9 @@ class Inner:
 
     def __post_init__(self):
         if self.margin <= 0:
-            raise ValueError("margin: must be positive")
+            raise ConfigError("margin", "must be positive")  # keyed by the field; from_dict adds the section
+        if self.cap == 13:
+            raise ValueError("unlucky")  # not keyed: the section as a whole
 
 
 @dataclass
@@ -42,6 +44,7 @@ def test_defaults_and_nested_values():
         ({"seeds": [0, "one"]}, "seeds[1]"),
         ({"flag": "yes"}, "flag"),
         ({"inner": 3}, "inner"),
+        ({"inner": {"cap": 13}}, "inner"),
     ],
 )
 def test_errors_name_the_dotted_key(data, key):
@@ -49,6 +52,20 @@ def test_errors_name_the_dotted_key(data, key):
         from_dict(Outer, data)
     assert err.value.key == key
     assert str(err.value).startswith(key)
+
+
+def test_a_config_error_keeps_its_key_and_reason_through_pickling():
+    import pickle
+
+    with pytest.raises(ConfigError) as err:
+        from_dict(Outer, {"inner": {"margin": -1.0}})
+    assert (err.value.key, err.value.why, str(err.value)) == (
+        "inner.margin",
+        "must be positive",
+        "inner.margin: must be positive",
+    )
+    again = pickle.loads(pickle.dumps(err.value))  # as Ray returns it from a task
+    assert (again.key, again.why, str(again)) == ("inner.margin", "must be positive", str(err.value))
 
 
 def test_overrides_parse_yaml_values_and_create_sections():

@@ -55,25 +55,3 @@ def test_resources_come_from_config():
     for bad in ("resources.gpus_per_worker=-1", "resources.gpus_per_worker=1.5", "resources.generation_workers=0"):
         with pytest.raises(ConfigError, match="resources"):
             load_config(overrides=[bad])
-
-
-def test_one_device_rule_in_and_out_of_ray(ray_session):
-    """``devices.select_device`` is the rule of every model computation (policies, encoder, IRL): an explicit device
-    wins; ``auto`` in a Ray task given no GPU is the CPU; the encoder follows it (no GPU of its own choosing)."""
-    import torch
-
-    from fairl_ray.devices import select_device
-    from fairl_ray.features import encoder_device
-
-    assert select_device("cpu") == "cpu"
-    assert select_device("auto") == ("cuda:0" if torch.cuda.is_available() else "cpu")  # the driver: not a worker
-
-    @ray_session.remote(num_gpus=0)
-    def in_a_task():
-        from fairl_ray.devices import select_device
-        from fairl_ray.features import encoder_device
-
-        return select_device("auto"), encoder_device(None), ray_session.get_gpu_ids()
-
-    assert ray_session.get(in_a_task.remote()) == ("cpu", "cpu", [])
-    assert encoder_device("cpu") == "cpu"

@@ -1,104 +1,237 @@
-"""Contract tests of the extension points (CONTRIBUTING.md): every registered method, loss, failure source, world,
-judge, RLHF algorithm and analysis meets what the code that picks it up expects, so a new entry is checked here by
-being registered, with no test of its own needed for the wiring."""
+"""Every extension point's registry: each entry keeps its base contract, and a throwaway entry registered at run time
+shows up where the application lists or validates names (so a new entry needs no second list anywhere)."""
 
+from __future__ import annotations
+
+import contextlib
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
-from fairl_ray.analyses import ANALYSES, EVALUATION_ANALYSES, SUBTYPE_TRANSFER, Analysis
-from fairl_ray.irl.failures import FAILURE_SOURCES
+from fairl_ray.analyses import ANALYSES, EVALUATION_ANALYSES, render, write_outputs
+from fairl_ray.analyses.base import Analysis
+from fairl_ray.irl.failures import FAILURE_SOURCES, FailureSource
 from fairl_ray.irl.hyperparameters import IRLConfig
-from fairl_ray.irl.losses import BASE_LOSSES, FAILURE_LOSSES
-from fairl_ray.irl.methods import METHOD_TABLE, METHODS
+from fairl_ray.irl.losses import BASE_LOSSES, FAILURE_LOSSES, PairLoss
+from fairl_ray.irl.methods import METHOD_TABLE, Method
 from fairl_ray.irl.objective import MemberHyperparameters
-from fairl_ray.stages.rlhf import ALGORITHMS, TRL_ALGORITHMS, RLHFConfig
-from fairl_ray.worlds import REGISTRY, WORLD_NAMES, world_module
-from fairl_ray.worlds.base import World
-
-CONFIG_FIELDS = {f.name for f in dataclasses.fields(IRLConfig)}
-
-
-@pytest.mark.parametrize("name", METHODS)
-def test_every_method_names_registered_parts_and_its_losses_train(name):
-    """A method's row names a registered base loss (and, for FA-IRL, a failure loss and source), reads only
-    IRLConfig fields, and its losses are finite and differentiable on random reward gaps Δ [K, n]."""
-    method = METHOD_TABLE[name]
-    assert method.base_loss in BASE_LOSSES
-    assert set(method.hyperparameters) <= CONFIG_FIELDS, set(method.hyperparameters) - CONFIG_FIELDS
-    assert method.paper, "the report's method legend says where it comes from"
-    hp = MemberHyperparameters([IRLConfig(method=name)], "cpu")
-    delta = torch.randn(1, 16, requires_grad=True)
-    loss = BASE_LOSSES[method.base_loss](delta, hp)
-    assert loss.shape == (1,) and torch.isfinite(loss).all()
-    (grad,) = torch.autograd.grad(loss.sum(), delta)
-    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
-    if method.is_failure_aware:  # (its placebo has the dual-path head and no failure term)
-        assert method.failure_source in FAILURE_SOURCES and method.base_loss in FAILURE_LOSSES
-        mask = torch.rand(1, 16) < 0.5
-        fail = FAILURE_LOSSES[method.base_loss](delta, hp, mask)
-        assert fail.shape == (1,) and torch.isfinite(fail).all()
+from fairl_ray.registry import Registry, UnknownNameError
+from fairl_ray.stages.rlhf import RLHFConfig
+from fairl_ray.stages.rlhf_algorithm import RLHF_ALGORITHMS, RLHFAlgorithm
+from fairl_ray.worlds import WORLDS, World, WorldConfig, get_world
+from fairl_ray.worlds.base import WorldPlugin
+from fairl_ray.worlds.hf import JUDGES, HFJudgeConfig, Judge, judge_scores, make_judge
 
 
-def test_an_unknown_method_is_refused_naming_the_known_ones():
-    with pytest.raises(ValueError, match="max_margin"):
-        IRLConfig(method="no_such_method")
+@contextlib.contextmanager
+def registered(registry: Registry, name: str, entry):
+    registry.register(name, entry)
+    try:
+        yield entry
+    finally:
+        registry.unregister(name)
 
 
-@pytest.mark.parametrize("name", WORLD_NAMES)
-def test_every_world_has_a_config_with_defaults_and_a_world_factory(name):
-    """A world module: ``CONFIG`` (a dataclass whose defaults validate) and ``make_world(cfg) -> World``; the
-    pipeline config grows the section ``world.<name>`` from it."""
-    from fairl_ray.config import load_config
-
-    module = world_module(name)
-    cfg = module.CONFIG()
-    assert dataclasses.is_dataclass(cfg) and callable(module.make_world)
-    assert isinstance(getattr(load_config(None).world, name), module.CONFIG)
-    if name != "hf":  # the hf world's default names no policy to load; its factory is exercised in test_hf_world
-        world = module.make_world(cfg)
-        assert isinstance(world, World)
-        for method in ("prompt_sets", "score", "heldout"):
-            assert callable(getattr(world, method))
-    assert REGISTRY[name] == module.__name__
+def test_registry_basics():
+    r: Registry[int] = Registry("widget")
+    r.register("a", 1)
+    r.register("b")(2)
+    assert r.names() == ("a", "b") and list(r) == ["a", "b"] and r["b"] == 2 and "a" in r and len(r) == 2
+    assert [] not in r  # an unhashable config value is simply unknown
+    with pytest.raises(UnknownNameError, match=r"unknown widget 'c'; choose one of a, b"):
+        r.get("c")
+    with pytest.raises(ValueError, match="already registered"):
+        r.register("a", 3)
 
 
-def test_an_unknown_world_is_refused_naming_the_known_ones():
-    with pytest.raises(ValueError, match="known worlds: synthetic"):
-        world_module("nowhere")
+# ---- IRL losses, failure sources, methods -----------------------------------------------------------------
 
 
-def test_every_judge_is_a_class_the_hf_world_builds_from_its_config():
-    from fairl_ray.worlds.hf import JUDGE_CLASSES, JUDGES, HFJudgeConfig, make_judge
+def _hp(names, k=3):
+    class HP:
+        pass
 
-    assert set(JUDGES) == set(JUDGE_CLASSES) and "profanity_check" in JUDGES
-    for kind in JUDGES:
-        assert HFJudgeConfig(kind=kind).kind == kind  # each kind validates
+    hp = HP()
+    for n in names:
+        setattr(hp, n, torch.full((k,), float(getattr(IRLConfig(), n))))
+    return hp
+
+
+@pytest.mark.parametrize("registry", [BASE_LOSSES, FAILURE_LOSSES], ids=["base", "failure"])
+def test_every_loss_is_finite_and_differentiable_on_random_margins(registry):
+    for name, loss in registry.items():
+        assert isinstance(loss, PairLoss)
+        assert all(h in IRLConfig.__dataclass_fields__ for h in loss.hyperparameters), name
+        delta = (3 * torch.randn(3, 50, generator=torch.Generator().manual_seed(0))).requires_grad_(True)
+        mask = torch.rand(3, 50, generator=torch.Generator().manual_seed(1)) < 0.5
+        value = loss(delta, _hp(loss.hyperparameters), mask if registry is FAILURE_LOSSES else None)
+        assert value.shape == (3,) and torch.isfinite(value).all(), name
+        (grad,) = torch.autograd.grad(value.sum(), delta)
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+
+
+def test_every_failure_source_gives_a_mask():
+    r = torch.randn(2, 40, generator=torch.Generator().manual_seed(0))
+    state = dict(gamma=torch.tensor([0.0, 0.2]), fraction=torch.tensor([0.2, 0.1]), y_chosen=None, y_rejected=None)
+    for name, source in FAILURE_SOURCES.items():
+        assert isinstance(source, FailureSource)
+        assert all(h in IRLConfig.__dataclass_fields__ for h in source.hyperparameters), name
+        mask = source(r, r.flip(-1), **state)
+        assert mask.dtype == torch.bool and mask.shape == r.shape, name
+
+
+def test_every_method_names_registered_parts_and_real_fields():
+    for name, m in METHOD_TABLE.items():
+        assert m.base_loss in BASE_LOSSES and (m.failure_source is None or m.failure_source in FAILURE_SOURCES)
+        assert all(h in IRLConfig.__dataclass_fields__ for h in m.hyperparameters), name
+        IRLConfig(method=name)  # valid with the defaults
+
+
+def test_a_new_loss_and_method_are_one_registration_each():
+    """A throwaway loss reading an existing field, and a method using it: the config, the objective and the search
+    space's check know them with no other list edited."""
+    from fairl_ray.search.space import _unread_fields
+
+    squared = PairLoss(lambda delta, *, margin, mask=None: ((margin - delta).clamp_min(0) ** 2).mean(-1), ("margin",))
+    with (
+        registered(BASE_LOSSES, "sq", squared),
+        registered(METHOD_TABLE, "squared_margin", Method("squared_margin", "sq", None, "throwaway")),
+    ):
+        cfg = IRLConfig(method="squared_margin", margin=0.5)
+        assert METHOD_TABLE["squared_margin"].hyperparameters == ("margin",)
+        hp = MemberHyperparameters([cfg, IRLConfig(method="max_margin")], "cpu")
+        delta = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+        torch.testing.assert_close(hp.base(delta), torch.tensor([0.125, 0.4]))  # (0.5²+0)/2 and (0.8+0)/2
+        assert _unread_fields({"margin": {"uniform": [0.1, 1]}}, {"method": "squared_margin"}) == []
+    with pytest.raises(ValueError, match="unknown method 'squared_margin'"):
+        IRLConfig(method="squared_margin")
+
+
+# ---- worlds and judges --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", WORLDS.names())
+def test_every_world_config_loads_with_defaults_and_builds_a_world(name):
+    plugin = WORLDS.get(name)
+    assert isinstance(plugin, WorldPlugin) and dataclasses.is_dataclass(plugin.config_class)
+    assert isinstance(getattr(WorldConfig(), name), plugin.config_class)  # a section of its own, defaulted
+    problem = plugin.check_selected(plugin.config_class())
+    if problem:  # a world that needs settings beyond its defaults (hf: a policy) says which, at config load
+        assert isinstance(problem, str) and problem.split(" ")[0].replace(".", "").isidentifier(), problem
+        with pytest.raises(ValueError, match=f"world.{name}."):
+            get_world(name)
+        return
+    world = get_world(name)
+    assert isinstance(world, World)
+    for method in ("make_prompts", "build_base_policy", "score", "prompt_sets"):
+        assert callable(getattr(world, method))
+    scores = world.score(["you are wonderful", "you are stupid"]) if name == "synthetic" else None
+    if scores is not None:
+        assert len(scores.reward) == len(scores.label) == len(scores.subtype) == 2
+
+
+class _ToyWorld(World):
+    name = "toy"
+
+    def make_prompts(self, n, seed):
+        return [f"p{seed}-{i}" for i in range(n)]
+
+    def build_base_policy(self, out_dir):
+        raise NotImplementedError
+
+    def score(self, texts):
+        from fairl_ray.worlds.base import Scores
+
+        return Scores([0.0] * len(texts), [0] * len(texts), [None] * len(texts))
+
+
+@dataclasses.dataclass
+class _ToyConfig:
+    size: int = 1
+
+
+class _ToyPlugin(WorldPlugin):
+    config_class = _ToyConfig
+
+    def make_world(self, cfg):
+        return _ToyWorld(cfg)
+
+
+def test_a_registered_world_is_found_and_listed():
+    with registered(WORLDS, "toy", _ToyPlugin()):
+        assert get_world("toy").make_prompts(2, 0) == ["p0-0", "p0-1"]
+        with pytest.raises(ValueError, match=r"unknown world 'nope'; choose one of synthetic, hf, texts, toy"):
+            WorldConfig(name="nope")
+    with pytest.raises(ValueError, match="unknown world 'toy'"):
+        get_world("toy")
+
+
+def test_every_judge_is_a_judge_and_a_new_one_is_selectable():
+    for name, judge in JUDGES.items():
+        assert issubclass(judge, Judge) and judge.default_reward in ("prob", "logit"), name
+
+    class Constant(Judge):
+        default_reward = "prob"
+
+        def __init__(self, cfg):
+            self.cfg = cfg
+
+        def __call__(self, texts):
+            return np.full(len(texts), 0.75), None
+
     with pytest.raises(ValueError, match="kind: must be one of profanity_check, classifier"):
-        HFJudgeConfig(kind="oracle")
-    probs, _ = make_judge(HFJudgeConfig(kind="profanity_check"))(["have a nice day", "you stupid idiot"])
-    assert probs.shape == (2,) and 0 <= probs[0] < probs[1] <= 1
+        HFJudgeConfig(kind="constant")
+    with registered(JUDGES, "constant", Constant):
+        cfg = HFJudgeConfig(kind="constant")
+        scores = judge_scores(make_judge(cfg), cfg, ["a", "b"])
+        assert scores.reward == [-0.5, -0.5] and scores.label == [-1, -1]  # R* = 1 − 2·0.75; 0.75 > 0.5: toxic
 
 
-def test_every_rlhf_algorithm_is_trainable_by_name():
-    """TRL's algorithms name a config and a trainer class TRL has; PPO is ours; RLHFConfig accepts exactly these."""
-    import trl
-
-    for config_class, trainer_class in TRL_ALGORITHMS.values():
-        assert hasattr(trl, config_class) and hasattr(trl, trainer_class)
-    assert set(ALGORITHMS) == {*TRL_ALGORITHMS, "ppo"}
-    for algorithm in ALGORITHMS:
-        assert RLHFConfig(algorithm=algorithm).algorithm == algorithm
-    with pytest.raises(ValueError, match="algorithm"):
-        RLHFConfig(algorithm="dpo")
+# ---- RLHF algorithms ---------------------------------------------------------------------------------------
 
 
-def test_every_analysis_is_registered_once_under_its_name():
-    """An analysis is an Analysis with a name (its key, its CSV and figure names) and a title, and computes
-    something of its own; the evaluation runs EVALUATION_ANALYSES, the pipeline SUBTYPE_TRANSFER as a stage."""
-    assert list(ANALYSES) == [a.name for a in (*EVALUATION_ANALYSES, SUBTYPE_TRANSFER)]
+def test_rlhf_algorithms_and_a_new_one():
+    assert RLHF_ALGORITHMS.names() == ("grpo", "rloo", "ppo")
+    assert all(isinstance(a, RLHFAlgorithm) for a in RLHF_ALGORITHMS.values())
+
+    class Noop(RLHFAlgorithm):
+        def train(self, policy_dir, prompts, reward_fn, cfg, out_dir, *, progress, device):
+            return {"algorithm": cfg.algorithm, "device": device, "rewards": reward_fn(prompts)}
+
+    from fairl_ray.stages.rlhf import train_rlhf
+
+    with pytest.raises(ValueError, match="algorithm: must be one of"):
+        RLHFConfig(algorithm="noop")
+    with registered(RLHF_ALGORITHMS, "noop", Noop()):
+        out = train_rlhf("unused", ["a", "b"], lambda c: [1.0] * len(c), RLHFConfig(algorithm="noop"), device="cpu")
+        assert out == {"algorithm": "noop", "device": "cpu", "rewards": [1.0, 1.0]}
+
+
+# ---- analyses ----------------------------------------------------------------------------------------------
+
+
+def test_every_analysis_has_a_name_tables_and_the_evaluation_ones_compute():
+    assert ANALYSES.names()[-1] == "subtype_transfer"
     for name, analysis in ANALYSES.items():
-        assert isinstance(analysis, Analysis) and analysis.name == name and analysis.title
-        if analysis is not SUBTYPE_TRANSFER:  # it trains (its own stage): no compute on evaluation scores
-            assert type(analysis).compute is not Analysis.compute, name
+        assert isinstance(analysis, Analysis) and analysis.name == name and analysis.title, name
+    for analysis in EVALUATION_ANALYSES:
+        assert type(analysis).compute is not Analysis.compute, analysis.name
+
+
+def test_a_registered_analysis_is_rendered_and_written(tmp_path):
+    class Count(Analysis):
+        name, title = "count", "Members"
+
+        def compute(self, ctx):
+            return {"n": len(ctx.members)}
+
+        def tables(self, result):
+            return [(self.title, ["n"], [[result["n"]]])]
+
+    with registered(ANALYSES, "count", Count()) as count:
+        assert render({"count": {"n": 3}}) == [("Members", ["n"], [[3]])]
+        assert write_outputs(count, {"n": 3}, tmp_path) == ["count.csv"]
+        assert (tmp_path / "count.csv").read_text().splitlines() == ["n", "3"]
+    assert render({"count": {"n": 3}}) == []

@@ -1,14 +1,17 @@
 """Failure analyses of FA-IRL §6, computed for every run and written to results.json, report.md and MLflow.
 
 Each analysis is one module with an :class:`~fairl_ray.analyses.base.Analysis`; to add one, write the module and
-list an instance below. ``EVALUATION_ANALYSES`` run inside the evaluate stage on the trained members' scores;
-``SUBTYPE_TRANSFER`` trains, so the pipeline runs it as its own stage.
+register an instance below (``ANALYSES``: what the report renders and the CLI lists, in this order).
+``EVALUATION_ANALYSES`` run inside the evaluate stage on the trained members' scores; ``SUBTYPE_TRANSFER`` trains,
+so the pipeline runs it as its own stage.
 """
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
+
+from fairl_ray.registry import Registry
 
 from .base import Analysis, EvalContext, MemberScores, Table
 from .disagreement import Disagreement
@@ -28,7 +31,10 @@ EVALUATION_ANALYSES: tuple[Analysis, ...] = (
     Dispersion(),
 )
 SUBTYPE_TRANSFER = SubtypeTransfer()
-ANALYSES: dict[str, Analysis] = {a.name: a for a in (*EVALUATION_ANALYSES, SUBTYPE_TRANSFER)}
+ANALYSES: Registry[Analysis] = Registry("analysis")
+for _analysis in (*EVALUATION_ANALYSES, SUBTYPE_TRANSFER):
+    ANALYSES.register(_analysis.name, _analysis)
+del _analysis
 
 
 def table_files(analysis: Analysis, result: dict) -> list[str]:

@@ -1,6 +1,6 @@
 """What every failure analysis sees (:class:`EvalContext`) and the small interface each one implements.
 
-An analysis is one module with one :class:`Analysis` subclass, listed once in ``fairl_ray/analyses/__init__.py``.
+An analysis is one module with one :class:`Analysis` subclass, registered once in ``fairl_ray/analyses/__init__.py``.
 ``compute`` returns plain JSON (it lands in ``results.json`` and MLflow); ``tables`` turns that JSON into
 titled tables (report.md, the CLI, one CSV each); ``plot`` may draw a figure. ``tables`` and ``plot`` only read
 the JSON, so a finished run can be re-reported without recomputing anything.
@@ -8,6 +8,7 @@ the JSON, so a finished run can be re-reported without recomputing anything.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,17 +93,21 @@ Table = tuple[str, list[str], list[list]]
 """(title, header, rows)."""
 
 
-class Analysis:
-    """One failure analysis (FA-IRL §6). Subclasses set ``name`` and ``title`` and implement ``compute``."""
+class Analysis(ABC):
+    """One failure analysis (FA-IRL §6). Subclasses set ``name`` and ``title`` and implement ``tables``, and
+    ``compute`` when they run on the evaluate stage's scores (``EVALUATION_ANALYSES``; one that trains, the subtype
+    transfer, has its own entry point instead)."""
 
     name: str = ""
     title: str = ""
 
     def compute(self, ctx: EvalContext) -> dict:
-        raise NotImplementedError
+        """The analysis of the evaluated members, as plain JSON (``results.json``, MLflow)."""
+        raise NotImplementedError(f"analysis {self.name!r} does not run on the evaluate stage's scores")
 
+    @abstractmethod
     def tables(self, result: dict) -> list[Table]:
-        return []
+        """The result as titled tables (report.md, the CLI, one CSV each)."""
 
     def plot(self, result: dict, path) -> bool:
         """Draw a figure at ``path`` (PNG); return False if this analysis has none (or nothing to show)."""

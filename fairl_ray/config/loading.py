@@ -2,8 +2,9 @@
 
 Every config section is a dataclass. :func:`from_dict` builds one from plain data and rejects, by dotted
 name, any unknown key or any value of the wrong type; each dataclass's ``__post_init__`` then checks value
-ranges and raises ``ValueError`` naming its field. :class:`ConfigError` carries the dotted key so the CLI can
-say exactly what is wrong (``irl.bogus: unknown key``) and exit non-zero before Ray or MLflow start.
+ranges and raises :class:`~fairl_ray.config_error.ConfigError` with the field's key, which :func:`from_dict`
+puts under the section's own key. The error carries the dotted key so the CLI can say exactly what is wrong
+(``irl.bogus: unknown key``) and exit non-zero before Ray or MLflow start.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from fairl_ray.config_error import MAX_VALUE_REPR, ConfigError
+
 T = TypeVar("T")
-MAX_VALUE_REPR = 200  # characters of a value quoted in an error message
 
 
 class _NoAliasLoader(yaml.SafeLoader):
@@ -60,16 +62,6 @@ def short_repr(value: Any) -> str:
     limited.maxstring = limited.maxother = MAX_VALUE_REPR
     text = limited.repr(value)
     return text if len(text) <= MAX_VALUE_REPR else text[: MAX_VALUE_REPR - 1] + "…"
-
-
-class ConfigError(ValueError):
-    """A configuration problem, with the dotted key it concerns."""
-
-    def __init__(self, key: str, message: str):
-        self.key = key
-        if len(message) > 4 * MAX_VALUE_REPR:  # a value quoted whole by a section's own check
-            message = message[: 4 * MAX_VALUE_REPR - 1] + "…"
-        super().__init__(f"{key}: {message}" if key else message)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -121,16 +113,10 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
         kwargs[key] = _coerce(hints[key], value, dotted)
     try:
         return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as err:
-        # __post_init__ messages start with the field name; prefix the section so the key is fully dotted.
-        message = str(err)
-        field = message.split(":", 1)[0].strip().split(".")[-1]
-        if field in fields:
-            key = f"{prefix}.{field}" if prefix else field
-            raise ConfigError(key, message.split(":", 1)[1].strip() if ":" in message else message) from None
-        raise ConfigError(prefix, message) from None
+    except ConfigError as err:  # a check of ``cls`` (its ``__post_init__``), keyed by the field it concerns
+        raise err.under(prefix) from None
+    except (ValueError, TypeError) as err:  # anything else concerns the section as a whole
+        raise ConfigError(prefix, str(err)) from None
 
 
 def to_dict(config: Any) -> Any:
@@ -190,7 +176,7 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             try:
                 return _coerce(arg, value, key)
             except ConfigError as err:
-                errors.append(str(err).split(": ", 1)[-1])
+                errors.append(err.why)
         raise ConfigError(key, "; ".join(errors) or f"invalid value {short_repr(value)}")
     if origin is Literal:
         if value not in args:

@@ -12,9 +12,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fairl_ray.config.loading import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+from fairl_ray.config.loading import apply_overrides, from_dict, load_yaml, to_dict
+from fairl_ray.config_error import ConfigError
 from fairl_ray.irl.hyperparameters import METHODS, IRLConfig
 from fairl_ray.stages.generate import GenerationConfig
+from fairl_ray.stages.pairs import PairsConfig
 from fairl_ray.stages.rlhf import RLHFConfig
 from fairl_ray.worlds import WORLD_NAMES, WorldConfig  # one section per registered world (world.<name>)
 
@@ -37,41 +39,7 @@ class PromptsConfig:
     def __post_init__(self):
         for name in ("n_rlhf", "n_pairs", "n_eval"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be at least 1")
-
-
-@dataclass
-class PairsConfig:
-    """Preference pairs o+ = π_E(p), o− = π0(p) (FA-IRL §4 problem set-up)."""
-
-    toxic_to_nontoxic_fraction: float | None = 1.0
-    """Pair mix: fraction of kept pairs whose o− is toxic and o+ non-toxic (by the world's labels); the other
-    pairs are drawn from the rest. ``1.0`` keeps only toxic→non-toxic pairs, as Insights §3 does ("non-toxic
-    outputs of the RLHF model as expert examples, toxic outputs of the pre-RLHF model as suboptimal");
-    ``null`` keeps the natural mix. Pairs whose two texts are identical carry no preference and are always
-    dropped."""
-    test_fraction: float = 0.25
-    """Fraction of pairs held out as the test split (seeded)."""
-    max_pairs: int | None = None
-    """Cap on the number of pairs (after mixing); ``null`` for no cap."""
-    flip_fraction: float = 0.0
-    """Preference noise: this fraction of the kept pairs (seeded, after the mix and the cap) have chosen and
-    rejected swapped, as an annotator who picks the wrong output at that rate. A swapped pair whose two R* differ
-    goes against R*; the pairs summary counts every such pair (``noisy_preferences``). ``0`` keeps every pair as
-    the policies produced it."""
-    seed: int = 0
-    """Seed of mixing, preference noise and splitting."""
-
-    def __post_init__(self):
-        f = self.toxic_to_nontoxic_fraction
-        if f is not None and not 0.0 <= f <= 1.0:
-            raise ValueError("toxic_to_nontoxic_fraction: must be in [0, 1] or null")
-        if not 0.0 < self.test_fraction < 1.0:
-            raise ValueError("test_fraction: must be strictly between 0 and 1")
-        if self.max_pairs is not None and self.max_pairs < 4:
-            raise ValueError("max_pairs: must be at least 4 (or null)")
-        if not 0.0 <= self.flip_fraction < 0.5:
-            raise ValueError("flip_fraction: must be in [0, 0.5) (at 0.5 a preference says nothing)")
+                raise ConfigError(name, "must be at least 1")
 
 
 @dataclass
@@ -86,13 +54,13 @@ class FeaturesConfig:
 
     def __post_init__(self):
         if self.batch_size < 1:
-            raise ValueError("batch_size: must be at least 1")
+            raise ConfigError("batch_size", "must be at least 1")
         from fairl_ray.features import check_encoder_spec
 
         try:  # before any work, not after RLHF and generation
             check_encoder_spec(self.encoder, allow=("hidden:base",))
         except ValueError as err:
-            raise ValueError(f"encoder: {err}") from None
+            raise ConfigError("encoder", str(err)) from None
 
 
 # Keys of IRLConfig that IRLStageConfig sets per member from ``methods`` and ``seeds``; it does not have them.
@@ -124,15 +92,18 @@ def _irl_stage_fields() -> list[tuple]:
 
 def _irl_stage_post_init(self) -> None:
     if not self.methods:
-        raise ValueError("methods: list at least one method")
+        raise ConfigError("methods", "list at least one method")
     for m in self.methods:
         if m not in METHODS:
-            raise ValueError(f"methods: unknown method {m!r}; choose from {', '.join(METHODS)}")
+            raise ConfigError("methods", f"unknown method {m!r}; choose from {', '.join(METHODS)}")
     if len(set(self.methods)) != len(self.methods):
-        raise ValueError("methods: a method is listed twice")
+        raise ConfigError("methods", "a method is listed twice")
     if self.device not in ("auto", "cpu", "cuda"):
-        raise ValueError("device: must be auto, cpu or cuda")
-    self.member_configs([0])  # every hyperparameter checked as each method will use it (IRLConfig's checks)
+        raise ConfigError("device", "must be auto, cpu or cuda")
+    try:  # every hyperparameter checked as each method will use it (IRLConfig's checks)
+        self.member_configs([0])
+    except ConfigError as err:  # IRLConfig keys its problems as this section's (irl.margin); here: the field
+        raise ConfigError(err.field, err.why) from None
 
 
 def _member_configs(self, seeds: list[int]) -> list[IRLConfig]:
@@ -202,15 +173,15 @@ class ResourcesConfig:
 
     def __post_init__(self):
         if self.node_wait_s < 0:
-            raise ValueError("node_wait_s: must be >= 0")
+            raise ConfigError("node_wait_s", "must be >= 0")
         if self.cpus_per_task <= 0:
-            raise ValueError("cpus_per_task: must be positive")
+            raise ConfigError("cpus_per_task", "must be positive")
         if self.gpus_per_worker < 0:
-            raise ValueError("gpus_per_worker: must be >= 0")
+            raise ConfigError("gpus_per_worker", "must be >= 0")
         if self.gpus_per_worker > 1 and not float(self.gpus_per_worker).is_integer():
-            raise ValueError("gpus_per_worker: above 1 it must be a whole number of GPUs")
+            raise ConfigError("gpus_per_worker", "above 1 it must be a whole number of GPUs")
         if self.generation_workers < 1:
-            raise ValueError("generation_workers: must be at least 1")
+            raise ConfigError("generation_workers", "must be at least 1")
 
 
 @dataclass
@@ -236,12 +207,12 @@ class PipelineConfig:
 
     def __post_init__(self):
         if not self.seeds:
-            raise ValueError("seeds: list at least one seed")
+            raise ConfigError("seeds", "list at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError("seeds: a seed is listed twice")
+            raise ConfigError("seeds", "a seed is listed twice")
         for m in self.realign.methods or []:
             if m not in self.irl.methods:
-                raise ValueError(f"realign: method {m!r} is not in irl.methods")
+                raise ConfigError("realign", f"method {m!r} is not in irl.methods")
         if self.world.supplies_pairs:  # no policy: no prompts to budget, no base policy to take hidden states from
             if self.features.encoder == "hidden:base":
                 why = f"hidden:base needs a base policy; world {self.world.name} has none"

@@ -231,7 +231,8 @@ class _Losses:
 
     def __init__(self, configs: list[IRLConfig], device):
         self.hp = MemberHyperparameters(configs, device)
-        f64 = lambda name: getattr(self.hp, name).to(torch.float64)  # noqa: E731
+        # every member's value of each field, whichever losses are present (float32 first, as the objective holds them)
+        f64 = lambda name: torch.tensor([float(getattr(c, name)) for c in configs], device=device).to(torch.float64)  # noqa: E731
         self.tau, self.margin_mm, self.margin_am, self.c = (
             f64(n) for n in ("temperature", "margin", "min_margin", "penalty_factor")
         )

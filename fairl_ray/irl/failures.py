@@ -7,8 +7,13 @@ failure loss sees; they are not differentiated).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
+
+from fairl_ray.registry import Registry
 
 
 def margin_failure_mask(delta: Tensor, gamma) -> Tensor:
@@ -125,6 +130,25 @@ def bottom_k_failures(r_chosen: Tensor, r_rejected: Tensor, *, fraction, **_) ->
     return bottom_k_failure_mask(r_chosen - r_rejected, fraction)
 
 
-#: Failure sources by the method table's names (``methods.py``); each maps the minibatch's full rewards and the
-#: schedule state to a boolean failure mask F_t (the trainer then samples S_t with :func:`sample_failures`).
-FAILURE_SOURCES = {"gt": gt_failures, "margin": bottom_k_failures}
+@dataclass(frozen=True)
+class FailureSource:
+    """How an FA-IRL method finds its failures F_t: ``function(r_chosen, r_rejected, **state) -> [K, n] bool``
+    (``state``: the schedule values ``gamma``, ``fraction`` and the labels and zero of the supervised criterion; a
+    source takes what it needs and ignores the rest), and the ``IRLConfig`` fields its schedule reads
+    (``Method.hyperparameters`` lists them for every method with this source)."""
+
+    function: Callable[..., Tensor]
+    hyperparameters: tuple[str, ...]
+
+    def __call__(self, r_chosen: Tensor, r_rejected: Tensor, **state) -> Tensor:
+        return self.function(r_chosen, r_rejected, **state)
+
+
+#: Failure sources by the method table's names (``Method.failure_source``); the trainer then samples S_t ⊆ F_t with
+#: :func:`sample_failures`.
+FAILURE_SOURCES: Registry[FailureSource] = Registry("failure source")
+FAILURE_SOURCES.register("gt", FailureSource(gt_failures, ("gamma_start", "gamma_end")))
+FAILURE_SOURCES.register(
+    "margin",
+    FailureSource(bottom_k_failures, ("failure_fraction_start", "failure_fraction_end", "failure_ranking")),
+)

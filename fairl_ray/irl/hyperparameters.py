@@ -26,6 +26,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from fairl_ray.config_error import ConfigError
+
 from .methods import METHODS, get_method
 
 HEADS = ("linear", "mlp")
@@ -127,8 +129,8 @@ class IRLConfig:
     FA-IRL variants are compared under one optimiser and one budget)."""
 
     def __post_init__(self) -> None:
-        def bad(field: str, msg: str) -> ValueError:
-            return ValueError(f"irl.{field}: {msg}")
+        def bad(field: str, msg: str) -> ConfigError:  # keyed as the pipeline's irl section names the field
+            return ConfigError(f"irl.{field}", msg)
 
         if self.method not in METHODS:
             raise bad("method", f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")

@@ -9,9 +9,14 @@ form L_fail(S_t) of FA-IRL eq. 3).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from fairl_ray.registry import Registry
 
 
 def _hp(value, delta: Tensor):
@@ -104,22 +109,36 @@ def failure_max_entropy_loss(
 
 
 # ---- registries: the trainer looks losses up here by the method table's family names (``methods.py``) ----------
-# Each entry maps (delta, hp, mask) -> per-member loss, reading the member's hyperparameters from ``hp``
-# (an object with per-member tensors named like the ``IRLConfig`` fields).
-BASE_LOSSES = {
-    "mm": lambda delta, hp, mask=None: max_margin_loss(delta, hp.margin, mask=mask),
-    "me": lambda delta, hp, mask=None: max_entropy_loss(delta, hp.temperature, mask=mask),
-    "asym_released": lambda delta, hp, mask=None: asymmetric_released_loss(delta, mask=mask),
-    "asym_margin": lambda delta, hp, mask=None: asymmetric_margin_loss(
-        delta, hp.min_margin, hp.penalty_factor, mask=mask
-    ),
-}
-FAILURE_LOSSES = {
-    "mm": lambda delta, hp, mask: failure_max_margin_loss(delta, hp.margin, hp.margin_fail, hp.weight_fail, mask=mask),
-    "me": lambda delta, hp, mask: failure_max_entropy_loss(
-        delta, hp.temperature, hp.temperature_fail, hp.weight_fail, mask=mask
-    ),
-}
+
+
+@dataclass(frozen=True)
+class PairLoss:
+    """A loss as the objective calls it, with the ``IRLConfig`` fields it reads.
+
+    ``function(delta, *, mask, **{field: hp.<field>})``: each name in ``hyperparameters`` is both an ``IRLConfig``
+    field and a keyword of ``function``; ``hp`` holds them as per-member ``[K]`` tensors
+    (:class:`~fairl_ray.irl.objective.MemberHyperparameters` builds exactly these). The declaration is the one list:
+    the objective, ``Method.hyperparameters`` (what a method reads, hence the search space checks and the MLflow
+    params) all read it."""
+
+    function: Callable[..., Tensor]
+    hyperparameters: tuple[str, ...]
+
+    def __call__(self, delta: Tensor, hp, mask: Tensor | None = None) -> Tensor:
+        return self.function(delta, mask=mask, **{name: getattr(hp, name) for name in self.hyperparameters})
+
+
+#: L_base of each loss family (``Method.base_loss``): eq. 1, eq. 2 and the Insights asymmetric losses.
+BASE_LOSSES: Registry[PairLoss] = Registry("base loss")
+BASE_LOSSES.register("mm", PairLoss(max_margin_loss, ("margin",)))
+BASE_LOSSES.register("me", PairLoss(max_entropy_loss, ("temperature",)))
+BASE_LOSSES.register("asym_released", PairLoss(asymmetric_released_loss, ()))
+BASE_LOSSES.register("asym_margin", PairLoss(asymmetric_margin_loss, ("min_margin", "penalty_factor")))
+
+#: L_fail of the loss families FA-IRL has a stricter form of (Alg. 1 line 11), by the same names.
+FAILURE_LOSSES: Registry[PairLoss] = Registry("failure loss")
+FAILURE_LOSSES.register("mm", PairLoss(failure_max_margin_loss, ("margin_fail", "weight_fail")))
+FAILURE_LOSSES.register("me", PairLoss(failure_max_entropy_loss, ("temperature", "temperature_fail", "weight_fail")))
 
 
 def fa_irl_loss(base: Tensor, fail: Tensor, lam, fail_sq_norm: Tensor) -> Tensor:

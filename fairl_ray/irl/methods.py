@@ -1,10 +1,12 @@
 """The IRL methods: the ONE place that says what each method is.
 
-A method is a base loss (a key of :data:`fairl_ray.irl.losses.BASE_LOSSES`), optionally a failure source (a key of
-:data:`fairl_ray.irl.failures.FAILURE_SOURCES`: FA-IRL's dual-path head and eq. 3 are then used) with a gradient
-ROUTING, and the :class:`~fairl_ray.irl.hyperparameters.IRLConfig` hyperparameters it reads. The trainer, the config
-validation, the search space checks, the analyses and the report all read this table; adding a method is adding one
-entry here (and, for a new loss or failure source, one function in ``losses.py`` / ``failures.py``).
+A method is a base loss (a name in :data:`fairl_ray.irl.losses.BASE_LOSSES`), optionally a failure source (a name
+in :data:`fairl_ray.irl.failures.FAILURE_SOURCES`: FA-IRL's dual-path head and eq. 3 are then used) with a gradient
+ROUTING. The :class:`~fairl_ray.irl.hyperparameters.IRLConfig` hyperparameters it reads follow from these (each loss
+and source declares its own). The trainer, the config validation, the search space checks, the analyses and the
+report all read this table; adding a method is adding one entry here (and, for a new loss or failure source, one
+function and one registration in ``losses.py`` / ``failures.py``; a new hyperparameter is also an ``IRLConfig``
+field).
 
 FA-IRL Table 1 has six rows: ``max_margin``, ``max_entropy`` and the four FA-IRL variants {MM, ME} × {ground-truth
 failures, IRL-margin failures}. Each FA-IRL variant exists in two routings (``objective.py`` has the arithmetic):
@@ -31,7 +33,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-_FA_HP = ("lambda_0", "lambda_decay", "curriculum_rounds", "sample_rate", "weight_fail")
+from fairl_ray.registry import Registry
+
+from .failures import FAILURE_SOURCES
+from .losses import BASE_LOSSES, FAILURE_LOSSES
+
+#: The ``IRLConfig`` fields of eq. 3 itself, read by every FA-IRL method (not its placebo: see ``hyperparameters``):
+#: the λ_t schedule, the curriculum length and the sampling rate p_t of S_t.
+FA_IRL_HYPERPARAMETERS: tuple[str, ...] = ("lambda_0", "lambda_decay", "curriculum_rounds", "sample_rate")
 
 ROUTINGS = ("joint", "split")
 
@@ -47,15 +56,25 @@ class Method:
     failure_source: str | None
     """``None`` for a plain IRL method; else how failures are found (``failures.FAILURE_SOURCES`` key): ``gt``
     (margin failures {Δ ≤ γ_t} ∪ supervised failures from labels) or ``margin`` (bottom-k_t, self-supervised)."""
-    hyperparameters: tuple[str, ...]
-    """The ``IRLConfig`` fields this method reads besides the shared head / optimiser / budget fields (the search
-    space checks that a searched field is read by some searched method)."""
     paper: str
     """Where it comes from (the report's method legend)."""
     routing: str | None = None
     """FA-IRL gradient routing, ``joint`` (eq. 3 as printed) or ``split`` (§4.1); None for a single-path method."""
     placebo: bool = False
     """A control: FA-IRL's dual-path head, routing, λ_t schedule, penalty and gate, with no failures (S_t ≡ ∅)."""
+
+    @property
+    def hyperparameters(self) -> tuple[str, ...]:
+        """The ``IRLConfig`` fields this method reads besides the shared head / optimiser / budget fields, as its
+        loss and failure source declare them: L_base's; for an FA-IRL method also L_fail's, eq. 3's
+        (:data:`FA_IRL_HYPERPARAMETERS`) and its source's. The search space checks that a searched field is read by
+        some searched method; MLflow logs them as the method run's params. A placebo lists its base loss's only (as
+        it always has), although its penalty reads λ_0 and λ_decay too."""
+        own = BASE_LOSSES.get(self.base_loss).hyperparameters
+        if self.is_failure_aware:
+            own += FAILURE_LOSSES.get(self.base_loss).hyperparameters + FA_IRL_HYPERPARAMETERS
+            own += FAILURE_SOURCES.get(self.failure_source).hyperparameters
+        return tuple(dict.fromkeys(own))
 
     @property
     def dual_path(self) -> bool:
@@ -68,24 +87,21 @@ class Method:
         return self.failure_source is not None and not self.placebo
 
 
-_GT = ("gamma_start", "gamma_end")
-_BOTTOM_K = ("failure_fraction_start", "failure_fraction_end", "failure_ranking")
-_LOSS = {"mm": (("margin",), "margin_fail", "MM"), "me": (("temperature",), "temperature_fail", "ME")}
-_SOURCE = {"gt": (_GT, "ground-truth failures"), "margin": (_BOTTOM_K, "IRL margin failures")}
+_LOSS = {"mm": "MM", "me": "ME"}
+_SOURCE = {"gt": "ground-truth failures", "margin": "IRL margin failures"}
 _ROUTING = {"joint": ("", "eq. 3 as printed, one objective"), "split": ("_split", "§4.1 split routing")}
 
 
 def _fa_variants() -> list[Method]:
     out = []
     for routing, (suffix, how) in _ROUTING.items():
-        for loss, (base_hp, fail_hp, short) in _LOSS.items():
-            for source, (source_hp, what) in _SOURCE.items():
+        for loss, short in _LOSS.items():
+            for source, what in _SOURCE.items():
                 out.append(
                     Method(
                         f"fa_irl_{loss}_{source}{suffix}",
                         loss,
                         source,
-                        base_hp + (fail_hp,) + _FA_HP + source_hp,
                         f"FA-IRL Table 1 ({short}, {what}); {how}",
                         routing=routing,
                     )
@@ -95,7 +111,6 @@ def _fa_variants() -> list[Method]:
                     f"fa_irl_{loss}_placebo{suffix}",
                     loss,
                     None,
-                    base_hp,
                     f"placebo of FA-IRL ({short}, {how}): no failures (S_t ≡ ∅), all else equal",
                     routing=routing,
                     placebo=True,
@@ -104,26 +119,22 @@ def _fa_variants() -> list[Method]:
     return out
 
 
-#: Every method, in table order (FA-IRL Table 1 first).
-METHOD_TABLE: dict[str, Method] = {
-    m.name: m
-    for m in (
-        Method("max_margin", "mm", None, ("margin",), "FA-IRL eq. 1 (Max-Margin IRL)"),
-        Method("max_entropy", "me", None, ("temperature",), "FA-IRL eq. 2 (Max-Entropy IRL)"),
-        *_fa_variants(),
-        Method("asymmetric_released", "asym_released", None, (), "Insights eq. 1 as released (−Δ / −2Δ)"),
-        Method(
-            "asymmetric_margin",
-            "asym_margin",
-            None,
-            ("min_margin", "penalty_factor"),
-            "Insights §4 (penalty factor c, minimum margin m)",
-        ),
-    )
-}
+#: Every method, in table order (FA-IRL Table 1 first). A new method: one ``register`` line (here, or anywhere
+#: before configs are read); configs, the search space and the report then know it.
+METHOD_TABLE: Registry[Method] = Registry("method")
+for _method in (
+    Method("max_margin", "mm", None, "FA-IRL eq. 1 (Max-Margin IRL)"),
+    Method("max_entropy", "me", None, "FA-IRL eq. 2 (Max-Entropy IRL)"),
+    *_fa_variants(),
+    Method("asymmetric_released", "asym_released", None, "Insights eq. 1 as released (−Δ / −2Δ)"),
+    Method("asymmetric_margin", "asym_margin", None, "Insights §4 (penalty factor c, minimum margin m)"),
+):
+    METHOD_TABLE.register(_method.name, _method)
+del _method
 
-#: Method names, in table order.
-METHODS: tuple[str, ...] = tuple(METHOD_TABLE)
+#: Method names, in table order: the table itself (iterating it gives the names, ``in`` tests one), so a method
+#: registered later is valid everywhere ``METHODS`` is read.
+METHODS: Registry[Method] = METHOD_TABLE
 
 #: FA-IRL Table 1, in the paper's order (eq. 3 as printed).
 TABLE1_METHODS: tuple[str, ...] = (
@@ -144,10 +155,8 @@ def hyperparameters_read(name: str) -> tuple[str, ...]:
 
 
 def get_method(name: str) -> Method:
-    try:
-        return METHOD_TABLE[name]
-    except KeyError:
-        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}") from None
+    """The method called ``name`` (``ValueError`` naming the known ones)."""
+    return METHOD_TABLE.get(name)
 
 
 def baseline_of(name: str) -> str | None:

@@ -44,7 +44,6 @@ FA-IRL choices (the paper leaves them open):
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -54,22 +53,36 @@ from .failures import FAILURE_SOURCES, label_midpoint, sample_failures
 from .hyperparameters import IRLConfig
 from .losses import BASE_LOSSES, FAILURE_LOSSES, fa_irl_loss
 
-#: The ``IRLConfig`` fields that become ``[K]`` tensors: every float field (read off the dataclass, so a new
-#: hyperparameter of a new loss needs no second list here).
-_FLOAT_FIELDS = tuple(f.name for f in dataclasses.fields(IRLConfig) if f.type in ("float", float))
+#: The per-member ``IRLConfig`` fields this module reads itself, besides the losses' own: the learning rate (the
+#: decoupled penalty step, :func:`apply_failure_penalty_`) and p_t (S_t sampling).
+OBJECTIVE_HYPERPARAMETERS: tuple[str, ...] = ("lr", "sample_rate")
+
+
+def loss_hyperparameters(loss_families) -> tuple[str, ...]:
+    """The ``IRLConfig`` fields the losses of ``loss_families`` (base and, where there is one, failure) read, as
+    they declare them (:class:`~fairl_ray.irl.losses.PairLoss`)."""
+    names: list[str] = []
+    for family in loss_families:
+        names += BASE_LOSSES.get(family).hyperparameters
+        if family in FAILURE_LOSSES:
+            names += FAILURE_LOSSES.get(family).hyperparameters
+    return tuple(dict.fromkeys(names))
 
 
 class MemberHyperparameters:
-    """The members' hyperparameters as ``[K]`` tensors (attributes named like the ``IRLConfig`` fields), and which
-    members use which base loss and failure source (``[K]`` bool selectors)."""
+    """The members' hyperparameters as ``[K]`` tensors (attributes named like the ``IRLConfig`` fields: the ones the
+    members' losses declare, and :data:`OBJECTIVE_HYPERPARAMETERS`), and which members use which base loss and
+    failure source (``[K]`` bool selectors)."""
 
     def __init__(self, cfgs: list[IRLConfig], device):
-        for name in _FLOAT_FIELDS:
+        self.losses = self._selectors([c.base_loss for c in cfgs], device)
+        # Every member gets a value of every field a present loss reads: each loss is evaluated on all K rows and
+        # the member's own selected afterwards (``_per_member``).
+        for name in OBJECTIVE_HYPERPARAMETERS + loss_hyperparameters(self.losses):
             setattr(
                 self, name, torch.tensor([float(getattr(c, name)) for c in cfgs], dtype=torch.float32, device=device)
             )
         self.any_sampling = any(c.sample_rate < 1.0 for c in cfgs)
-        self.losses = self._selectors([c.base_loss for c in cfgs], device)
         self.sources = self._selectors([c.failure_source if c.is_failure_aware else None for c in cfgs], device)
         flag = lambda fn: torch.tensor([bool(fn(c)) for c in cfgs], device=device)  # noqa: E731
         self.joint = flag(lambda c: c.routing == "joint")

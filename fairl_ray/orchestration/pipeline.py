@@ -93,8 +93,7 @@ def stage_prompts(out: Path, world_cfg, prompts_cfg) -> dict:
 
 def stage_expert_rlhf(out: Path, world_cfg, base_dir: Path, prompts_dir: Path, rlhf_cfg) -> dict:
     """π_E: RLHF of π0 with R* plus uniform noise (noise only here, never in evaluation; DESIGN §3)."""
-    from fairl_ray.stages.rlhf import train_rlhf
-    from fairl_ray.stages.rlhf_record import write_curves
+    from fairl_ray.stages.rlhf import train_rlhf, write_curves
 
     noisy_rstar = _world(world_cfg).noisy_reward_fn(seed=rlhf_cfg.seed)
     metrics = train_rlhf(

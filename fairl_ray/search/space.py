@@ -128,8 +128,10 @@ class SearchConfig:
             raise bad(f"fixed.{overlap[0]}", "is also in space; a field is either fixed or searched")
         try:
             IRLConfig(**self.fixed)
-        except (TypeError, ValueError) as err:
-            raise bad(f"fixed.{_irl_field(err)}", str(err).split(": ", 1)[-1]) from None
+        except ConfigError as err:  # IRLConfig's own check, keyed by its field
+            raise bad(f"fixed.{err.field}", err.why) from None
+        except (TypeError, ValueError) as err:  # e.g. a comparison of a value of the wrong type
+            raise bad("fixed", str(err)) from None
         for key, spec in self.space.items():  # other searched fields at their first value / lower bound
             others = {k: _first(v) for k, v in self.space.items() if k != key and _first(v) is not None}
             _check_distribution(f"space.{key}", key, spec, {**self.fixed, **others})
@@ -176,11 +178,6 @@ def _unread_fields(space: dict, fixed: dict) -> list[str]:
     return [k for k in space if k in method_specific and k not in read]
 
 
-def _irl_field(err: Exception) -> str:
-    """``"irl.margin: must be > 0"`` → ``"margin"``."""
-    return str(err).split(":", 1)[0].split(".")[-1]
-
-
 def _check_distribution(key: str, fld: str, spec: Any, fixed: dict) -> None:
     """One ``space`` entry: exactly one known distribution, well-formed bounds, and every bound/choice a valid
     ``IRLConfig`` value on its own (with ``fixed`` applied), so a typo fails here and not in trial 7."""
@@ -219,7 +216,8 @@ def _check_distribution(key: str, fld: str, spec: Any, fixed: dict) -> None:
         try:
             IRLConfig(**{**fixed, fld: v})
         except (TypeError, ValueError) as err:
-            raise ConfigError(dotted, f"value {v!r} is not a valid {fld}: {str(err).split(': ', 1)[-1]}") from None
+            why = err.why if isinstance(err, ConfigError) else str(err)
+            raise ConfigError(dotted, f"value {v!r} is not a valid {fld}: {why}") from None
 
 
 def default_search_path() -> Path:

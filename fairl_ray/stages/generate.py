@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from fairl_ray.config_error import ConfigError
 from fairl_ray.policy_io import load_policy
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,7 +32,7 @@ class GenerationConfig:
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
-            raise ValueError(f"GenerationConfig.{name}: {why} (got {getattr(self, name)!r})")
+            raise ConfigError(name, f"{why} (got {getattr(self, name)!r})")
 
         for name in ("max_new_tokens", "batch_size"):
             v = getattr(self, name)

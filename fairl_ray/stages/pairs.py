@@ -11,14 +11,46 @@ A world that draws its pairs itself (``texts``: real comments, Bradley–Terry p
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 
+from fairl_ray.config_error import ConfigError
 from fairl_ray.pairs_io import test_mask
 
-if TYPE_CHECKING:  # annotations only: the config package imports the stages' configs, not the reverse
-    from fairl_ray.config import PairsConfig
+
+@dataclass
+class PairsConfig:
+    """Preference pairs o+ = π_E(p), o− = π0(p) (FA-IRL §4 problem set-up)."""
+
+    toxic_to_nontoxic_fraction: float | None = 1.0
+    """Pair mix: fraction of kept pairs whose o− is toxic and o+ non-toxic (by the world's labels); the other
+    pairs are drawn from the rest. ``1.0`` keeps only toxic→non-toxic pairs, as Insights §3 does ("non-toxic
+    outputs of the RLHF model as expert examples, toxic outputs of the pre-RLHF model as suboptimal");
+    ``null`` keeps the natural mix. Pairs whose two texts are identical carry no preference and are always
+    dropped."""
+    test_fraction: float = 0.25
+    """Fraction of pairs held out as the test split (seeded)."""
+    max_pairs: int | None = None
+    """Cap on the number of pairs (after mixing); ``null`` for no cap."""
+    flip_fraction: float = 0.0
+    """Preference noise: this fraction of the kept pairs (seeded, after the mix and the cap) have chosen and
+    rejected swapped, as an annotator who picks the wrong output at that rate. A swapped pair whose two R* differ
+    goes against R*; the pairs summary counts every such pair (``noisy_preferences``). ``0`` keeps every pair as
+    the policies produced it."""
+    seed: int = 0
+    """Seed of mixing, preference noise and splitting."""
+
+    def __post_init__(self):
+        f = self.toxic_to_nontoxic_fraction
+        if f is not None and not 0.0 <= f <= 1.0:
+            raise ConfigError("toxic_to_nontoxic_fraction", "must be in [0, 1] or null")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError("test_fraction", "must be strictly between 0 and 1")
+        if self.max_pairs is not None and self.max_pairs < 4:
+            raise ConfigError("max_pairs", "must be at least 4 (or null)")
+        if not 0.0 <= self.flip_fraction < 0.5:
+            raise ConfigError("flip_fraction", "must be in [0, 0.5) (at 0.5 a preference says nothing)")
 
 
 def build_pairs(prompts: list[str], expert: list[str], base: list[str], world, cfg: PairsConfig) -> list[dict]:

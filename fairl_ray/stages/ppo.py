@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from fairl_ray.policy_io import load_policy, save_policy, select_dtype
-from fairl_ray.stages.rlhf_record import CURVES, progress_line, training_summary
+from fairl_ray.stages.rlhf_algorithm import CURVES, RLHFAlgorithm, progress_line, training_summary
 
 
 def gae(rewards, values, mask, gamma: float, lam: float):
@@ -96,7 +96,7 @@ def train_ppo(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """PPO a copy of the policy in ``policy_dir`` on ``prompts`` with ``reward_fn``; same contract and metrics as
-    :func:`fairl_ray.stages.rlhf.train_rlhf` (which calls this for ``algorithm: ppo``)."""
+    :func:`fairl_ray.stages.rlhf.train_rlhf` (which calls this for ``algorithm: ppo``, through :class:`PPO`)."""
     import numpy as np
     import torch
 
@@ -210,4 +210,11 @@ def train_ppo(
     return {**summary, "wall_s": round(time.perf_counter() - t0, 3)}
 
 
-__all__ = ["gae", "masked_whiten", "train_ppo"]
+class PPO(RLHFAlgorithm):
+    """``algorithm: ppo``: :func:`train_ppo`."""
+
+    def train(self, policy_dir, prompts, reward_fn, cfg, out_dir, *, progress, device):
+        return train_ppo(policy_dir, prompts, reward_fn, cfg, out_dir, progress=progress, device=device)
+
+
+__all__ = ["PPO", "gae", "masked_whiten", "train_ppo"]

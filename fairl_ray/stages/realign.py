@@ -15,8 +15,7 @@ import numpy as np
 
 from fairl_ray.irl.reward import RewardModel
 from fairl_ray.stages.generate import GenerationConfig, generate_completions
-from fairl_ray.stages.rlhf import RLHFConfig, train_rlhf
-from fairl_ray.stages.rlhf_record import write_curves
+from fairl_ray.stages.rlhf import RLHFConfig, train_rlhf, write_curves
 
 
 def score_completions(world, prompts: list[str], completions: list[str], out_file: Path) -> dict:

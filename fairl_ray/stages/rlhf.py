@@ -13,6 +13,7 @@ synthetic policy on CPU; the defaults below are tuned for it (see :class:`RLHFCo
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -23,17 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fairl_ray.config_error import ConfigError
 from fairl_ray.policy_io import bf16_supported, load_policy, save_policy
-from fairl_ray.stages.rlhf_record import CURVES, progress_line, training_summary
-
-#: TRL's RLHF algorithms by ``algorithm`` name: (its config class, its trainer class), both in ``trl`` and imported
-#: when used. A new TRL algorithm that takes plain reward callables is one entry here.
-TRL_ALGORITHMS: dict[str, tuple[str, str]] = {
-    "grpo": ("GRPOConfig", "GRPOTrainer"),
-    "rloo": ("RLOOConfig", "RLOOTrainer"),
-}
-#: Every ``algorithm`` value: TRL's, and our PPO (``stages.ppo``; TRL 1.16 has none).
-ALGORITHMS: tuple[str, ...] = (*TRL_ALGORITHMS, "ppo")
+from fairl_ray.stages.ppo import PPO
+from fairl_ray.stages.rlhf_algorithm import CURVES, RLHF_ALGORITHMS, RLHFAlgorithm, progress_line, training_summary
 
 
 @dataclass
@@ -83,10 +77,10 @@ class RLHFConfig:
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
-            raise ValueError(f"RLHFConfig.{name}: {why} (got {getattr(self, name)!r})")
+            raise ConfigError(name, f"{why} (got {getattr(self, name)!r})")
 
-        if self.algorithm not in ALGORITHMS:
-            bad("algorithm", f"must be one of {ALGORITHMS}")
+        if self.algorithm not in RLHF_ALGORITHMS:
+            bad("algorithm", f"must be one of {RLHF_ALGORITHMS.names()}")
         for name in ("max_steps", "per_device_train_batch_size", "max_completion_length", "logging_steps"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -137,8 +131,15 @@ def precision_flags(device: str, bf16_supported: bool) -> dict[str, bool]:
     return {"use_cpu": False, "bf16": bool(bf16_supported), "fp16": not bf16_supported}
 
 
-def _trl_args(cfg: RLHFConfig, output_dir: Path, device: str = "cpu"):
-    """The TRL config object for ``cfg`` (on ``device``, no checkpoints, no reporting)."""
+def write_curves(metrics: dict[str, Any], path: str | os.PathLike) -> None:
+    """The ``curves`` of :func:`training_summary` as JSON (``{name: [[step, value], ...]}``): what the driver logs
+    as the stage run's step metrics (a Ray task has no MLflow run)."""
+    Path(path).write_text(json.dumps(metrics["curves"]))
+
+
+def _trl_args(cfg: RLHFConfig, output_dir: Path, device: str, config_class):
+    """The TRL config object (a ``config_class``: ``GRPOConfig``, ``RLOOConfig``) for ``cfg`` (on ``device``, no
+    checkpoints, no reporting)."""
     bf16_ok = bf16_supported(device)
     common: dict[str, Any] = dict(
         output_dir=str(output_dir),
@@ -166,9 +167,7 @@ def _trl_args(cfg: RLHFConfig, output_dir: Path, device: str = "cpu"):
         dataloader_num_workers=0,
         remove_unused_columns=False,
     )
-    import trl
-
-    return getattr(trl, TRL_ALGORITHMS[cfg.algorithm][0])(**common)
+    return config_class(**common)
 
 
 def _reward_adapter(reward_fn: Callable[[list[str]], list[float]]):
@@ -200,6 +199,66 @@ def _progress_lines(algorithm: str, max_steps: int):
     return ProgressLines()
 
 
+class TRLAlgorithm(RLHFAlgorithm):
+    """A TRL trainer that takes plain reward callables (``GRPOTrainer``, ``RLOOTrainer``), by its ``trl`` names."""
+
+    def __init__(self, name: str, config_class: str, trainer_class: str):
+        self.name, self.config_class, self.trainer_class = name, config_class, trainer_class
+
+    def train(self, policy_dir, prompts, reward_fn, cfg, out_dir, *, progress, device):
+        import trl
+        from datasets import Dataset
+
+        t0 = time.perf_counter()
+        # Loaded from the local folder so that config._name_or_path points at it: TRL rebuilds the reference there.
+        model, tokenizer = load_policy(policy_dir)  # fp32 master weights; the trainer moves them to the device
+        dataset = Dataset.from_dict({"prompt": list(prompts)})
+
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.trl.", dir=out_dir.parent))
+        try:
+            args = _trl_args(cfg, work / "trainer", device, getattr(trl, self.config_class))
+            trainer = getattr(trl, self.trainer_class)(
+                model=model,
+                reward_funcs=_reward_adapter(reward_fn),
+                args=args,
+                train_dataset=dataset,
+                processing_class=tokenizer,
+            )
+            # transformers prints every log dict (its PrinterCallback, or the tqdm bar's write): dozens of keys per
+            # step. One compact line per logging step reads better, also through Ray's log forwarding.
+            from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+            trainer.remove_callback(PrinterCallback)
+            trainer.remove_callback(ProgressCallback)
+            if progress:
+                trainer.add_callback(_progress_lines(self.name, cfg.max_steps))
+            trainer.train()
+            trained = trainer.accelerator.unwrap_model(trainer.model)
+            history = list(trainer.state.log_history)
+            steps = int(trainer.state.global_step)
+            del trainer
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+        # TRL's log dict per logging step: reward, kl, loss, learning_rate (and more); the end-of-training summary
+        # dict has none of these names, so it adds no point.
+        curves = {n: [(int(h["step"]), float(h[n])) for h in history if h.get(n) is not None] for n in CURVES}
+        metrics = training_summary(self.name, steps, curves, cfg)
+        trained.eval()
+        trained.config.use_cache = True  # TRL switches the KV cache off for training; generation needs it back
+        save_policy(trained, tokenizer, out_dir)
+        metrics["wall_s"] = round(time.perf_counter() - t0, 3)
+        return metrics
+
+
+# The RLHF algorithms, in the order ``RLHFConfig.algorithm`` lists them. A new one: a module with an
+# ``RLHFAlgorithm`` subclass and one line here.
+RLHF_ALGORITHMS.register("grpo", TRLAlgorithm("grpo", "GRPOConfig", "GRPOTrainer"))
+RLHF_ALGORITHMS.register("rloo", TRLAlgorithm("rloo", "RLOOConfig", "RLOOTrainer"))
+RLHF_ALGORITHMS.register("ppo", PPO())
+
+
 def train_rlhf(
     policy_dir: str | os.PathLike,
     prompts: list[str],
@@ -209,7 +268,8 @@ def train_rlhf(
     progress: bool = True,
     device: str = "auto",
 ) -> dict[str, Any]:
-    """RLHF a copy of the policy in ``policy_dir`` on ``prompts`` with ``reward_fn`` (called on completion strings).
+    """RLHF a copy of the policy in ``policy_dir`` on ``prompts`` with ``reward_fn`` (called on completion strings),
+    with the algorithm ``cfg.algorithm`` names (:data:`~fairl_ray.stages.rlhf_algorithm.RLHF_ALGORITHMS`).
 
     Saves the trained policy (model + tokenizer, safetensors) into ``out_dir`` (atomically: TRL works in a temp dir
     beside it, which becomes ``out_dir`` at the end) and returns metrics::
@@ -217,67 +277,18 @@ def train_rlhf(
         {"reward_curve": [(step, mean reward), ...], "kl_curve": [(step, kl), ...],
          "initial_reward": ..., "final_reward": ..., "final_kl": ..., "wall_s": ..., "steps": ..., "config": {...}}
 
-    Rewards in the curve are whatever ``reward_fn`` returned (noisy R* for the expert run). ``device``: ``auto``
-    trains on the GPU Ray assigned to this worker (``cuda:0`` inside it; bf16/fp16 autocast), else on the CPU.
+    Rewards in the curve are whatever ``reward_fn`` returned (noisy R* for the expert run). ``device``: see
+    :func:`fairl_ray.devices.select_device` (``auto``: the GPU Ray assigned to this worker, bf16/fp16 autocast,
+    else the CPU).
     """
-    from datasets import Dataset
+    from fairl_ray.devices import select_device
 
     cfg = cfg or RLHFConfig()
     if not prompts:
         raise ValueError("train_rlhf: prompts is empty")
-    policy_dir = Path(policy_dir).resolve()
-    out_dir = Path(out_dir)
-    t0 = time.perf_counter()
-
-    # Loaded from the local folder so that config._name_or_path points at it: TRL rebuilds the reference from there.
-    from fairl_ray.devices import select_device
-
-    device = select_device(device)
-    if cfg.algorithm == "ppo":
-        from fairl_ray.stages.ppo import train_ppo
-
-        return train_ppo(policy_dir, prompts, reward_fn, cfg, out_dir, progress=progress, device=device)
-    model, tokenizer = load_policy(policy_dir)  # fp32 master weights; the trainer moves them to the device
-    dataset = Dataset.from_dict({"prompt": list(prompts)})
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.trl.", dir=out_dir.parent))
-    try:
-        args = _trl_args(cfg, work / "trainer", device)
-        import trl
-
-        trainer = getattr(trl, TRL_ALGORITHMS[cfg.algorithm][1])(
-            model=model,
-            reward_funcs=_reward_adapter(reward_fn),
-            args=args,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-        )
-        # transformers prints every log dict (its PrinterCallback, or the tqdm bar's write): dozens of keys per
-        # step. One compact line per logging step reads better, also through Ray's log forwarding.
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-        trainer.remove_callback(PrinterCallback)
-        trainer.remove_callback(ProgressCallback)
-        if progress:
-            trainer.add_callback(_progress_lines(cfg.algorithm, cfg.max_steps))
-        trainer.train()
-        trained = trainer.accelerator.unwrap_model(trainer.model)
-        history = list(trainer.state.log_history)
-        steps = int(trainer.state.global_step)
-        del trainer
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-    # TRL's log dict per logging step: reward, kl, loss, learning_rate (and more); the end-of-training summary
-    # dict has none of these names, so it adds no point.
-    curves = {name: [(int(h["step"]), float(h[name])) for h in history if h.get(name) is not None] for name in CURVES}
-    metrics = training_summary(cfg.algorithm, steps, curves, cfg)
-    trained.eval()
-    trained.config.use_cache = True  # TRL switches the KV cache off for training; generation needs it back
-    save_policy(trained, tokenizer, out_dir)
-    metrics["wall_s"] = round(time.perf_counter() - t0, 3)
-    return metrics
+    algorithm = RLHF_ALGORITHMS.get(cfg.algorithm)
+    policy_dir, out_dir, device = Path(policy_dir).resolve(), Path(out_dir), select_device(device)
+    return algorithm.train(policy_dir, prompts, reward_fn, cfg, out_dir, progress=progress, device=device)
 
 
-__all__ = ["ALGORITHMS", "RLHFConfig", "train_rlhf"]
+__all__ = ["RLHF_ALGORITHMS", "RLHFConfig", "TRLAlgorithm", "train_rlhf", "write_curves"]

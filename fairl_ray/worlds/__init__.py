@@ -1,14 +1,10 @@
 """Worlds: where prompts, the base policy π0 and the ground-truth reward R* come from (DESIGN §3).
 
-A world is a plug-in: one module registered in :data:`REGISTRY` (one line per world) that defines
-
-* ``CONFIG`` — its config dataclass (validated in ``__post_init__``); it becomes the section ``world.<name>``
-  of the pipeline config;
-* ``make_world(cfg) -> World`` — a :class:`~fairl_ray.worlds.base.World` (prompts, base policy, batched judge);
-* optionally ``check_selected(cfg) -> str | None`` — what is missing when it is the selected world (a package, a
-  file), reported at config load;
-* optionally ``SUPPLIES_PAIRS = True`` — the world draws its preference pairs itself (``World.make_pairs``) and has
-  no policy: the pipeline then plans no base policy, RLHF, generation or re-alignment.
+A world is a plug-in: one module with a :class:`~fairl_ray.worlds.base.WorldPlugin` (its config dataclass, which
+becomes the section ``world.<name>`` of the pipeline config; ``make_world(cfg) -> World``; optionally
+``check_selected`` — what is missing when it is the selected world, reported at config load — and
+``supplies_pairs`` — the world draws its preference pairs itself and has no policy: the pipeline then plans no base
+policy, RLHF, generation or re-alignment), registered in :data:`WORLDS` by one line below.
 
 Use::
 
@@ -22,49 +18,43 @@ Use::
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from typing import Any
 
-from fairl_ray.worlds.base import Scores, World
+from fairl_ray.config_error import ConfigError
+from fairl_ray.registry import Registry
+from fairl_ray.worlds import hf, preference_text, synthetic
+from fairl_ray.worlds.base import Scores, World, WorldPlugin
 
-#: World name -> module. A new world is one module plus one line here.
-REGISTRY: dict[str, str] = {
-    "synthetic": "fairl_ray.worlds.synthetic",  # lexicon toy world; tiny GPT-2 built and SFT'd in-process
-    "hf": "fairl_ray.worlds.hf",  # any HF causal LM; prompts from a file/dataset; profanity-check or HF classifier
-    "texts": "fairl_ray.worlds.preference_text",  # real texts, no policy; Bradley–Terry preferences from a judge
-}
+#: Every world by ``world.name``. A new world is one module plus one line here (before :data:`WorldConfig` is built
+#: from this registry, below: its section is a field of that dataclass).
+WORLDS: Registry[WorldPlugin] = Registry("world")
+WORLDS.register("synthetic", synthetic.SyntheticPlugin())  # lexicon toy world; tiny GPT-2 built and SFT'd in-process
+WORLDS.register("hf", hf.HFPlugin())  # any HF causal LM; prompts from a file/dataset; profanity-check or a classifier
+WORLDS.register("texts", preference_text.TextsPlugin())  # real texts, no policy; Bradley–Terry preferences
 
-WORLD_NAMES: tuple[str, ...] = tuple(REGISTRY)
-
-
-def world_module(name: str):
-    """The module of world ``name`` (raises ValueError naming the known worlds)."""
-    if name not in REGISTRY:
-        raise ValueError(f"unknown world {name!r}; known worlds: {', '.join(WORLD_NAMES)}")
-    return importlib.import_module(REGISTRY[name])
+WORLD_NAMES: tuple[str, ...] = WORLDS.names()
 
 
 def get_world(name: str, cfg: Any = None) -> World:
     """The world called ``name`` with its config ``cfg`` (None: that world's defaults)."""
-    module = world_module(name)
+    plugin = WORLDS.get(name)
     if cfg is None:
-        cfg = module.CONFIG()
-    if not isinstance(cfg, module.CONFIG):
-        raise TypeError(f"world {name!r} needs a {module.CONFIG.__name__}, got {type(cfg).__name__}")
-    return module.make_world(cfg)
+        cfg = plugin.config_class()
+    if not isinstance(cfg, plugin.config_class):
+        raise TypeError(f"world {name!r} needs a {plugin.config_class.__name__}, got {type(cfg).__name__}")
+    return plugin.make_world(cfg)
 
 
 def _world_config_class():
-    """``WorldConfig``: ``name`` plus one section per registered world (built from :data:`REGISTRY`)."""
+    """``WorldConfig``: ``name`` plus one section per registered world (built from :data:`WORLDS`)."""
 
     def __post_init__(self):
-        if self.name not in REGISTRY:
-            raise ValueError(f"name: unknown world {self.name!r}; choose one of {', '.join(WORLD_NAMES)}")
-        check = getattr(world_module(self.name), "check_selected", None)
-        if check is not None:  # settings a world needs only when it is the selected one (e.g. hf.policy)
-            problem = check(getattr(self, self.name))
-            if problem:
-                raise ValueError(f"{self.name}: {problem}")
+        if self.name not in WORLDS:
+            raise ConfigError("name", WORLDS.unknown(self.name))
+        # settings a world needs only when it is the selected one (e.g. hf.policy)
+        problem = WORLDS.get(self.name).check_selected(getattr(self, self.name))
+        if problem:
+            raise ConfigError(self.name, problem)
 
     def section(self):
         """The config section of the selected world."""
@@ -72,7 +62,7 @@ def _world_config_class():
 
     def supplies_pairs(self) -> bool:
         """Whether the selected world draws its preference pairs itself (and so has no policy)."""
-        return bool(getattr(world_module(self.name), "SUPPLIES_PAIRS", False))
+        return WORLDS.get(self.name).supplies_pairs
 
     def active_dict(self) -> dict:
         """``{"name": ..., <name>: <section as a dict>}``: what identifies the selected world (for hashing)."""
@@ -81,9 +71,8 @@ def _world_config_class():
         return {"name": self.name, self.name: to_dict(self.section)}
 
     fields: list = [("name", str, dataclasses.field(default="synthetic"))]
-    for name in REGISTRY:
-        config_cls = world_module(name).CONFIG
-        fields.append((name, config_cls, dataclasses.field(default_factory=config_cls)))
+    for name, plugin in WORLDS.items():
+        fields.append((name, plugin.config_class, dataclasses.field(default_factory=plugin.config_class)))
     cls = dataclasses.make_dataclass(
         "WorldConfig",
         fields,
@@ -104,4 +93,4 @@ def _world_config_class():
 
 WorldConfig = _world_config_class()
 
-__all__ = ["REGISTRY", "Scores", "World", "WORLD_NAMES", "WorldConfig", "get_world", "world_module"]
+__all__ = ["WORLDS", "Scores", "World", "WORLD_NAMES", "WorldConfig", "WorldPlugin", "get_world"]

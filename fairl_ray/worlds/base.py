@@ -15,6 +15,7 @@ without a policy (``texts``) draws its pairs itself (:meth:`World.make_pairs`).
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -119,4 +120,24 @@ class World:
         return [lab == -1 for lab in self.score(list(texts)).label]
 
 
-__all__ = ["Scores", "World"]
+class WorldPlugin(ABC):
+    """One kind of world as ``world.name: <name>`` selects it (registered in :data:`fairl_ray.worlds.WORLDS`): its
+    config dataclass, which becomes the section ``world.<name>`` (validated in ``__post_init__``), and how to build
+    the :class:`World` from it."""
+
+    config_class: type
+    """The world's config dataclass (every field defaulted: an unselected world's section is its defaults)."""
+    supplies_pairs: bool = False
+    """The world draws its preference pairs itself (:meth:`World.make_pairs`) and has no policy: the pipeline then
+    plans no base policy, RLHF, generation or re-alignment."""
+
+    @abstractmethod
+    def make_world(self, cfg) -> World:
+        """The world for its config section ``cfg``."""
+
+    def check_selected(self, cfg) -> str | None:
+        """What is missing when this is the selected world (a package, a file), reported at config load; None."""
+        return None
+
+
+__all__ = ["Scores", "World", "WorldPlugin"]

@@ -25,14 +25,17 @@ import hashlib
 import json
 import math
 import os
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fairl_ray.config_error import ConfigError
+from fairl_ray.registry import Registry
 from fairl_ray.text_lines import iter_lines
-from fairl_ray.worlds.base import Scores, World
+from fairl_ray.worlds.base import Scores, World, WorldPlugin
 
 # --------------------------------------------------------------------------------------------------------------
 # Config
@@ -68,11 +71,34 @@ class HFPromptsConfig:
         for name in ("rlhf_min_toxicity", "pairs_min_toxicity"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not -1.0 <= v <= 1.0:
-                raise ValueError(f"{name}: must be in [-1, 1]")
+                raise ConfigError(name, "must be in [-1, 1]")
         if self.min_words < 1:
-            raise ValueError("min_words: must be at least 1")
+            raise ConfigError("min_words", "must be at least 1")
         if self.max_prompt_words is not None and self.max_prompt_words < 1:
-            raise ValueError("max_prompt_words: must be at least 1 (or null)")
+            raise ConfigError("max_prompt_words", "must be at least 1 (or null)")
+
+
+class Judge(ABC):
+    """A batched toxicity judge, ``world.hf.judge.kind: <name>``: ``judge(texts) -> (P(toxic), extra)`` with ``extra``
+    None or ``(toxic logit, subtypes or None)`` (:func:`judge_scores` turns that into R*, labels and subtypes)."""
+
+    default_reward: str = "logit"
+    """The R* form ``judge.reward: auto`` means for this judge (``prob`` or ``logit``)."""
+
+    @abstractmethod
+    def __init__(self, cfg: HFJudgeConfig): ...
+
+    @abstractmethod
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, tuple | None]: ...
+
+    @classmethod
+    def problem(cls, cfg: HFJudgeConfig) -> str | None:
+        """What this judge lacks (its package, its model), checked at config load rather than inside a Ray task."""
+        return None
+
+
+#: The judges by ``judge.kind`` (registered below, after their classes).
+JUDGES: Registry[type[Judge]] = Registry("judge")
 
 
 @dataclass
@@ -99,13 +125,13 @@ class HFJudgeConfig:
 
     def __post_init__(self):
         if self.kind not in JUDGES:
-            raise ValueError(f"kind: must be one of {', '.join(JUDGES)}")
+            raise ConfigError("kind", f"must be one of {', '.join(JUDGES.names())}")
         if self.reward not in ("auto", "logit", "prob"):
-            raise ValueError("reward: must be auto, logit or prob")
+            raise ConfigError("reward", "must be auto, logit or prob")
         if not 0.0 < self.threshold < 1.0:
-            raise ValueError("threshold: must be in (0, 1)")
+            raise ConfigError("threshold", "must be in (0, 1)")
         if self.batch_size < 1 or self.max_length < 1:
-            raise ValueError("batch_size: batch_size and max_length must be positive")
+            raise ConfigError("batch_size", "batch_size and max_length must be positive")
 
 
 @dataclass
@@ -125,7 +151,7 @@ class HFHeldoutConfig:
 
     def __post_init__(self):
         if self.n_per_class < 1:
-            raise ValueError("n_per_class: must be at least 1")
+            raise ConfigError("n_per_class", "must be at least 1")
 
 
 @dataclass
@@ -144,10 +170,7 @@ class HFWorldConfig:
 
     def __post_init__(self):
         if not 0.0 <= self.rl_noise < 10.0:
-            raise ValueError("rl_noise: must be in [0, 10)")
-
-
-CONFIG = HFWorldConfig
+            raise ConfigError("rl_noise", "must be in [0, 10)")
 
 
 def check_selected(cfg: HFWorldConfig) -> str | None:
@@ -177,6 +200,16 @@ def make_world(cfg: HFWorldConfig) -> HFWorld:
     if problem:
         raise ValueError(f"world.hf.{problem}")
     return HFWorld(cfg)
+
+
+class HFPlugin(WorldPlugin):
+    config_class = HFWorldConfig
+
+    def make_world(self, cfg: HFWorldConfig) -> HFWorld:
+        return make_world(cfg)
+
+    def check_selected(self, cfg: HFWorldConfig) -> str | None:
+        return check_selected(cfg)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -215,13 +248,7 @@ def missing_package(spec: str) -> str | None:
 
 def judge_problem(cfg: HFJudgeConfig) -> str | None:
     """What the judge lacks (its package, its model), checked at config load rather than inside a Ray task."""
-    import importlib.util
-
-    if cfg.kind == "profanity_check" and importlib.util.find_spec("profanity_check") is None:
-        return "judge.kind profanity_check needs alt-profanity-check: pip install alt-profanity-check"
-    if cfg.kind == "classifier" and not cfg.model:
-        return "judge.model must be set for a classifier judge (a model directory or hub id)"
-    return None
+    return JUDGES.get(cfg.kind).problem(cfg)
 
 
 def unescape_text(text: str) -> str:
@@ -349,8 +376,18 @@ def build_policy(cfg: HFWorldConfig, out_dir: Path) -> Path:
 # --------------------------------------------------------------------------------------------------------------
 
 
-class ProfanityCheckJudge:
+class ProfanityCheckJudge(Judge):
     """alt-profanity-check: TF-IDF + calibrated linear SVM; P(offensive) per text."""
+
+    default_reward = "prob"  # it has no logit
+
+    @classmethod
+    def problem(cls, cfg: HFJudgeConfig) -> str | None:
+        import importlib.util
+
+        if importlib.util.find_spec("profanity_check") is None:
+            return "judge.kind profanity_check needs alt-profanity-check: pip install alt-profanity-check"
+        return None
 
     def __init__(self, cfg: HFJudgeConfig):
         try:
@@ -366,8 +403,16 @@ class ProfanityCheckJudge:
         return p, None
 
 
-class ClassifierJudge:
+class ClassifierJudge(Judge):
     """Any HF sequence classifier: P(label) (softmax, or sigmoid for multi-label / one-logit models) and its logit."""
+
+    default_reward = "logit"  # the paper's R*
+
+    @classmethod
+    def problem(cls, cfg: HFJudgeConfig) -> str | None:
+        if not cfg.model:
+            return "judge.model must be set for a classifier judge (a model directory or hub id)"
+        return None
 
     def __init__(self, cfg: HFJudgeConfig):
         import torch
@@ -427,15 +472,14 @@ class ClassifierJudge:
         return p, (logit, sub)
 
 
-#: The judges by ``judge.kind``: each a class built from :class:`HFJudgeConfig`, called on a list of texts, giving
-#: ``(P(toxic) per text, extra)``. A new judge is one class and one entry here.
-JUDGE_CLASSES: dict[str, type] = {"profanity_check": ProfanityCheckJudge, "classifier": ClassifierJudge}
-JUDGES: tuple[str, ...] = tuple(JUDGE_CLASSES)
+# A new judge: a ``Judge`` subclass and one line here.
+JUDGES.register("profanity_check", ProfanityCheckJudge)
+JUDGES.register("classifier", ClassifierJudge)
 
 
-def make_judge(cfg: HFJudgeConfig):
+def make_judge(cfg: HFJudgeConfig) -> Judge:
     """The judge ``cfg`` names: a ``texts -> (P(toxic), extra)`` callable."""
-    return JUDGE_CLASSES[cfg.kind](cfg)
+    return JUDGES.get(cfg.kind)(cfg)
 
 
 def judge_scores(judge, cfg: HFJudgeConfig, texts: list[str]) -> Scores:
@@ -443,7 +487,7 @@ def judge_scores(judge, cfg: HFJudgeConfig, texts: list[str]) -> Scores:
     else +1) and subtype of every text, from one batched call of ``judge``."""
     texts = [str(t) for t in texts]
     p, extra = judge(texts)
-    form = cfg.reward if cfg.reward != "auto" else ("prob" if cfg.kind == "profanity_check" else "logit")
+    form = cfg.reward if cfg.reward != "auto" else JUDGES.get(cfg.kind).default_reward
     if form == "prob":
         reward = 1.0 - 2.0 * p
     elif extra is not None:
@@ -560,7 +604,7 @@ class HFWorld(JudgedWorld):
 
 
 __all__ = [
-    "CONFIG",
+    "HFPlugin",
     "HFHeldoutConfig",
     "HFJudgeConfig",
     "HFPromptsConfig",

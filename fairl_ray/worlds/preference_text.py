@@ -45,7 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fairl_ray.worlds.base import Scores
+from fairl_ray.config_error import ConfigError
+from fairl_ray.worlds.base import Scores, WorldPlugin
 from fairl_ray.worlds.hf import (
     HFJudgeConfig,
     JudgedWorld,
@@ -95,16 +96,13 @@ class TextsWorldConfig:
 
     def __post_init__(self):
         if not self.source:
-            raise ValueError("source: must name a file, pkg:<package>/<file>, a saved dataset or hf:<dataset>")
+            raise ConfigError("source", "must name a file, pkg:<package>/<file>, a saved dataset or hf:<dataset>")
         if not (isinstance(self.beta, (int, float)) and self.beta > 0 and math.isfinite(self.beta)):
-            raise ValueError("beta: must be a positive finite number")
+            raise ConfigError("beta", "must be a positive finite number")
         if self.n_pairs < 4:
-            raise ValueError("n_pairs: must be at least 4")
+            raise ConfigError("n_pairs", "must be at least 4")
         if self.heldout_per_class < 0:
-            raise ValueError("heldout_per_class: must be >= 0")
-
-
-CONFIG = TextsWorldConfig
+            raise ConfigError("heldout_per_class", "must be >= 0")
 
 
 def check_selected(cfg: TextsWorldConfig) -> str | None:
@@ -122,6 +120,17 @@ def make_world(cfg: TextsWorldConfig) -> TextsWorld:
     if problem:
         raise ValueError(f"world.texts.{problem}")
     return TextsWorld(cfg)
+
+
+class TextsPlugin(WorldPlugin):
+    config_class = TextsWorldConfig
+    supplies_pairs = SUPPLIES_PAIRS
+
+    def make_world(self, cfg: TextsWorldConfig) -> TextsWorld:
+        return make_world(cfg)
+
+    def check_selected(self, cfg: TextsWorldConfig) -> str | None:
+        return check_selected(cfg)
 
 
 def draw_pairs(n_texts: int, n_pairs: int, rng: np.random.Generator) -> np.ndarray:
@@ -259,7 +268,7 @@ def _human_label(value) -> int:
 
 
 __all__ = [
-    "CONFIG",
+    "TextsPlugin",
     "INSULTS_TRAIN",
     "SUPPLIES_PAIRS",
     "TextsWorld",

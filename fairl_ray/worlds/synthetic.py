@@ -38,8 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fairl_ray.config_error import ConfigError
 from fairl_ray.policy_io import save_policy
-from fairl_ray.worlds.base import Scores, World
+from fairl_ray.worlds.base import Scores, World, WorldPlugin
 
 # --------------------------------------------------------------------------------------------------------------
 # Lexicon
@@ -236,7 +237,7 @@ class SyntheticWorldConfig:
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
-            raise ValueError(f"SyntheticWorldConfig.{name}: {why} (got {getattr(self, name)!r})")
+            raise ConfigError(name, f"{why} (got {getattr(self, name)!r})")
 
         for name in ("n_layer", "n_embd", "n_head", "n_positions", "sft_corpus_size", "sft_epochs", "sft_batch_size"):
             v = getattr(self, name)
@@ -454,9 +455,6 @@ def score(texts: list[str]) -> Scores:
     return Scores(ground_truth_reward(texts), [toxicity_label(t) for t in texts], [toxic_subtype(t) for t in texts])
 
 
-CONFIG = SyntheticWorldConfig
-
-
 class SyntheticWorld(World):
     """The synthetic world as a :class:`~fairl_ray.worlds.base.World` (lexicon judge, tiny GPT-2 π0)."""
 
@@ -484,8 +482,15 @@ def make_world(cfg: SyntheticWorldConfig) -> SyntheticWorld:
     return SyntheticWorld(cfg)
 
 
+class SyntheticPlugin(WorldPlugin):
+    config_class = SyntheticWorldConfig
+
+    def make_world(self, cfg: SyntheticWorldConfig) -> SyntheticWorld:
+        return make_world(cfg)
+
+
 __all__ = [
-    "CONFIG",
+    "SyntheticPlugin",
     "SyntheticWorld",
     "make_world",
     "score",
