@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 #: Classification beside accuracy (what a reviewer asks on imbalanced data): the majority-class baseline, balanced
 #: accuracy and F1 in both conventions (non-toxic positive = this project's, toxic positive = Insights' code).
@@ -37,6 +38,16 @@ def mean_std(stats: dict | None) -> str:
     return f"{stats['mean']:.3f} ± {stats['std']:.3f}"
 
 
+_EMPTY_CELL = re.compile(r"^(n/a|\[n/a\]|[\s/])*$")
+
+
+def drop_empty_columns(header: list[str], rows: list[list]) -> tuple[list[str], list[list]]:
+    """Leave out the columns whose every row is ``n/a`` (a metric this run could not compute: STARC without R*,
+    accuracy without labels), so a table shows what was measured."""
+    keep = [i for i in range(len(header)) if i == 0 or not rows or any(not _EMPTY_CELL.match(str(r[i])) for r in rows)]
+    return [header[i] for i in keep], [[r[i] for i in keep] for r in rows]
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
@@ -50,7 +61,7 @@ def metrics_table(per_method: dict, n_seeds: int) -> str:
     header = ["method"] + [title for _, title in columns]
     rows = [[method] + [mean_std(metrics.get(key)) for key, _ in columns] for method, metrics in per_method.items()]
     title = f"Reward recovery on held-out test pairs (mean ± std over {n_seeds} seeds)"
-    table = f"{title}\n\n" + markdown_table(header, rows)
+    table = f"{title}\n\n" + markdown_table(*drop_empty_columns(header, rows))
     ties = next((m["rstar_pair_ties"]["mean"] for m in per_method.values() if "rstar_pair_ties" in m), None)
     if ties is not None:  # the pairs "R* agreement" leaves out: say how many
         table += f"\n\nR* agreement leaves out {ties:.0f} test pairs tied in R* (|ΔR*| ≤ 1e-9)."
@@ -65,13 +76,15 @@ def methods_legend(methods) -> str:
     return "Methods\n\n" + markdown_table(["method", "what it is"], rows) if rows else ""
 
 
-def implicit_reward_note(methods) -> str:
+def implicit_reward_note(methods, beta: float | None = None) -> str:
     """What the implicit-reward rows are, when the evaluation has them (``stages.implicit_reward``)."""
     if "implicit_reward" not in methods:
         return ""
+    where = f"β = {beta:g}" if beta is not None else "β = expert_rlhf.beta"
     return (
         "implicit_reward is β·(log π_E − log π0) of each completion given its prompt (the KL-regularised RLHF optimum "
-        "π_E ∝ π0·exp(R/β) gives R − β·log Z(x)), β = expert_rlhf.beta; implicit_reward_per_token divides it by the "
+        f"π_E ∝ π0·exp(R/β) gives R − β·log Z(x)), {where} (the KL coefficient that trained π_E here, or the one "
+        "given with it); implicit_reward_per_token divides it by the "
         "completion's token count. Nothing is trained (one seed). β only scales the reward: rank metrics do not "
         "depend on it, and like every reward here it is normalised on train, so no metric in these tables does."
     )
@@ -92,16 +105,29 @@ def analyses_report(analyses: dict | None) -> str:
     from fairl_ray.analyses import render
 
     return "\n\n".join(
-        f"{title}\n\n{markdown_table(header, rows)}" for title, header, rows in render(analyses or {}) if rows
+        f"{title}\n\n{markdown_table(*drop_empty_columns(header, rows))}"
+        for title, header, rows in render(analyses or {})
+        if rows
     )
+
+
+#: said at the top of a report whose world has no judge (``judge.kind: none``)
+NO_GROUND_TRUTH = (
+    "**No judge: R* is unknown.** This run shows only what needs no ground truth: pair accuracy on held-out "
+    "pairs (does the reward prefer π_E's completion to π0's?), agreement between the rewards and with the implicit "
+    "reward, dispersion across seeds, and the texts each reward scores highest and lowest. No recovery metric that "
+    "needs R* (STARC, correlations with R*, R* agreement), no toxicity and no re-alignment is reported; held-out "
+    "classification appears only when labelled held-out texts were given."
+)
 
 
 def format_report(results: dict) -> str:
     parts = [
         "# fairl-ray results",
+        NO_GROUND_TRUTH if results.get("ground_truth") is False else "",
         metrics_table(results["metrics"]["per_method"], len(results.get("seeds", []))),
         methods_legend(results["metrics"]["per_method"]),
-        implicit_reward_note(results["metrics"]["per_method"]),
+        implicit_reward_note(results["metrics"]["per_method"], results.get("implicit_reward_beta")),
         toxicity_table(results["toxicity"]),
         "## Failure analyses (FA-IRL §6)" if results.get("analyses") else "",
         analyses_report(results.get("analyses")),

@@ -21,6 +21,7 @@ from .failure_slices import FailureSlices
 from .failure_subtypes import FailureSubtypes
 from .scoreboard import Scoreboard
 from .subtype_transfer import SubtypeTransfer
+from .text_audit import TextAudit
 
 EVALUATION_ANALYSES: tuple[Analysis, ...] = (
     Scoreboard(),
@@ -29,6 +30,7 @@ EVALUATION_ANALYSES: tuple[Analysis, ...] = (
     Disagreement(),
     FailureSubtypes(),
     Dispersion(),
+    TextAudit(),
 )
 SUBTYPE_TRANSFER = SubtypeTransfer()
 ANALYSES: Registry[Analysis] = Registry("analysis")

@@ -61,6 +61,8 @@ class EvalContext:
     table; used by the ablation)."""
     test_gt: np.ndarray | None = None
     """R* of the test outputs ``[2n]`` when the world knows it (fidelity on the failure slices)"""
+    test_texts: list[str] | None = None
+    """the test outputs' texts ``[2n]`` (what an auditor reads: ``text_audit``)"""
     _index: dict = field(default_factory=dict, repr=False)
 
     @property

@@ -41,6 +41,8 @@ class Disagreement(Analysis):
         out = {}
         methods = ctx.by_method()
         labelled = ctx.labelled  # unlabelled outputs have no right answer to agree on
+        if not labelled.any():  # no labels at all (a world without a judge): nothing to count
+            return out
         subtypes = np.asarray(ctx.test_subtypes)[labelled]
         for treatment, control, kind in ctx.comparisons():
             seeds = ctx.matched_seeds(treatment, control)

@@ -76,7 +76,8 @@ class FailureSlices(Analysis):
             seeds = ctx.matched_seeds(treatment, control)
             per_seed = [_slices(ctx, methods[treatment][s], methods[control][s]) for s in seeds]
             slices = {}
-            for name in ("misclassified", "near_tie"):
+            # no labelled output (a world without a judge): nothing is misclassified, only near ties are a slice
+            for name in ("misclassified", "near_tie") if ctx.labelled.any() else ("near_tie",):
                 if not per_seed:
                     break
                 rows = [p[name] for p in per_seed]

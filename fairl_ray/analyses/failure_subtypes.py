@@ -14,6 +14,8 @@ class FailureSubtypes(Analysis):
 
     def compute(self, ctx: EvalContext) -> dict:
         labelled = ctx.labelled
+        if not labelled.any():  # no labels at all (a world without a judge): no misclassified output to count
+            return {"outputs_per_subtype": {}, "methods": {}}
         subtypes = np.asarray(ctx.test_subtypes)[labelled]
         names = list(dict.fromkeys(subtypes.tolist()))
         out = {"outputs_per_subtype": {s: int((subtypes == s).sum()) for s in names}, "methods": {}}

@@ -21,21 +21,11 @@ re-runs IRL and the stages after it, never RLHF or generation. Results: <workdir
 """
 
 
-def add_parser(sub) -> None:
-    """``fairl run``: its arguments and help."""
-    parser = sub.add_parser(
-        "run",
-        help="run the whole pipeline (default: the embedded synthetic world)",
-        description="Run prompts → expert RLHF → generation → pairs → features → IRL → "
-        "evaluation → re-RLHF, each stage as Ray work, each logged to MLflow.",
-        epilog=EPILOG_RUN,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("config", nargs="?", help="experiment YAML (default: tune_configs/default.yaml)")
+def add_run_options(parser, workdir: str = DEFAULT_WORKDIR) -> None:
+    """The options of a pipeline run (``fairl run`` and ``fairl audit``): ``--set``, where outputs and tracking go,
+    the Ray cluster, and the plan/print/verify switches."""
     add_set(parser)
-    parser.add_argument(
-        "--workdir", default=DEFAULT_WORKDIR, help=f"where every output goes (default: {DEFAULT_WORKDIR})"
-    )
+    parser.add_argument("--workdir", default=workdir, help=f"where every output goes (default: {workdir})")
     parser.add_argument(
         "--address", default=None, help="Ray cluster to join (e.g. auto, ray://head:10001); default: start a local Ray"
     )
@@ -54,6 +44,20 @@ def add_parser(sub) -> None:
         help="before reusing a finished stage, check every file's sha256 against its stage.json (default: sizes, "
         "and hashes of files changed since); a damaged stage is recomputed",
     )
+
+
+def add_parser(sub) -> None:
+    """``fairl run``: its arguments and help."""
+    parser = sub.add_parser(
+        "run",
+        help="run the whole pipeline (default: the embedded synthetic world)",
+        description="Run prompts → expert RLHF → generation → pairs → features → IRL → "
+        "evaluation → re-RLHF, each stage as Ray work, each logged to MLflow.",
+        epilog=EPILOG_RUN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("config", nargs="?", help="experiment YAML (default: tune_configs/default.yaml)")
+    add_run_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -69,6 +73,12 @@ def run(args) -> int:
     if args.print_config:
         print(config_to_yaml(cfg), end="")
         return 0
+    return run_pipeline(cfg, args)
+
+
+def run_pipeline(cfg, args) -> int:
+    """Run (or, ``--dry-run``, plan) the pipeline of ``cfg`` with ``args``' workdir, address, tracking URI and
+    ``--verify``: ``fairl run``'s and ``fairl audit``'s last step."""
     from fairl_ray.orchestration.pipeline import Pipeline
 
     if args.dry_run:

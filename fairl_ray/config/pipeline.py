@@ -218,6 +218,9 @@ class PipelineConfig:
                 why = f"hidden:base needs a base policy; world {self.world.name} has none"
                 raise ConfigError("features.encoder", why)
             return
+        if not self.world.has_judge and self.pairs.toxic_to_nontoxic_fraction is not None:
+            why = "the pair mix needs toxicity labels and the world has no judge (judge.kind: none); set it to null"
+            raise ConfigError("pairs.toxic_to_nontoxic_fraction", why)
         self._check_pair_budget()
 
     def _check_pair_budget(self) -> None:

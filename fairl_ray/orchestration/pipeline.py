@@ -103,6 +103,12 @@ def stage_expert_rlhf(out: Path, world_cfg, base_dir: Path, prompts_dir: Path, r
     return _scalars(metrics)
 
 
+def stage_given_expert(out: Path, world_cfg) -> dict:
+    """π_E given (auditing a model aligned elsewhere): read it as π0 is read (``World.build_expert_policy``)."""
+    _world(world_cfg).build_expert_policy(out / "policy")
+    return {"policy": "policy"}
+
+
 def stage_generate(
     out: Path, base_dir: Path, expert_dir: Path, prompts_dir: Path, gen_cfg, seed: int, pool: dict | None = None
 ) -> dict:
@@ -350,7 +356,14 @@ def track_rlhf_curves(pipeline: Pipeline, output: StageOutput, run_id: str, summ
 
 
 def track_method_runs(pipeline: Pipeline, output: StageOutput, run_id: str, summary: dict, ended: float) -> None:
+    """A child run per evaluated reward, and the auditor's tables (``analyses.text_audit``) as MLflow tables."""
+    from fairl_ray.analyses import ANALYSES, table_files
+
     pipeline._log_method_runs(run_id, summary, ended)
+    audit = ANALYSES["text_audit"]
+    result = summary.get("analyses", {}).get(audit.name, {})
+    for name, (_title, header, rows) in zip(table_files(audit, result), audit.tables(result)):
+        pipeline.tracker.log_table(run_id, header, rows, f"tables/{name.removesuffix('.csv')}.json")
 
 
 def pairs_stage_note(summary: dict, cfg) -> str | None:
@@ -377,6 +390,8 @@ RUN_KEY_TAG = "fairl.run_key"
 
 #: results.json's toxicity table for a world without a policy (nothing generates, so nothing has a toxicity rate).
 NO_POLICY = "not applicable: this world has no policy"
+#: ... and for a world without a judge (``judge.kind: none``): no toxicity can be measured, nothing is re-aligned.
+NO_JUDGE_TOXICITY = "not measured: this world has no judge (no R*), so no toxicity and no re-alignment"
 
 
 @dataclass
@@ -535,8 +550,11 @@ class Pipeline:
         # Keyed by what they read, not by the prompts stage: changing prompts.n_pairs re-runs neither expert RLHF
         # (its prompts are drawn on their own) nor, unless the evaluation prompts change, reference_toxicity.
         prompt_sets = _read_prompts(d("prompts"))
+        given = cfg.world.given_expert
         yield [
-            Stage(
+            Stage("given_expert", stage_given_expert, cfg.world.active_dict(), [], {"world_cfg": cfg.world})
+            if given
+            else Stage(
                 "expert_rlhf",
                 stage_expert_rlhf,
                 {
@@ -558,15 +576,15 @@ class Pipeline:
         ]
         res = cfg.resources
         pool = {"workers": res.generation_workers, "num_cpus": res.cpus_per_task, "num_gpus": res.gpus_per_worker}
-        yield [
+        generate = [
             Stage(
                 "generate",
                 stage_generate,
                 to_dict(cfg.generation),
-                ["base_policy", "expert_rlhf", "prompts"],
+                ["base_policy", self._expert, "prompts"],
                 {
                     "base_dir": d("base_policy"),
-                    "expert_dir": d("expert_rlhf"),
+                    "expert_dir": d(self._expert),
                     "prompts_dir": d("prompts"),
                     "gen_cfg": cfg.generation,
                     "seed": cfg.prompts.seed,
@@ -574,6 +592,8 @@ class Pipeline:
                 },
                 orchestrates=True,
             ),
+        ]
+        reference_toxicity = [
             Stage(
                 "reference_toxicity",
                 stage_reference_toxicity,
@@ -582,11 +602,11 @@ class Pipeline:
                     "world": cfg.world.active_dict(),
                     "prompts": _digest(prompt_sets["eval"]),
                 },
-                ["base_policy", "expert_rlhf"],
+                ["base_policy", self._expert],
                 {
                     "world_cfg": cfg.world,
                     "base_dir": d("base_policy"),
-                    "expert_dir": d("expert_rlhf"),
+                    "expert_dir": d(self._expert),
                     "prompts_dir": d("prompts"),
                     "eval_cfg": cfg.evaluation,
                     "pool": pool,
@@ -594,8 +614,9 @@ class Pipeline:
                 orchestrates=True,
                 artifacts=("base.jsonl", "expert.jsonl"),
                 keyed_by_content=("prompts",),
-            ),
+            )
         ]
+        yield generate + (reference_toxicity if cfg.world.has_judge else [])  # toxicity needs a judge
         yield [
             Stage(
                 "pairs",
@@ -642,9 +663,21 @@ class Pipeline:
             draft_in_plan=draft_in_plan,
         )
 
+    @property
+    def _expert(self) -> str:
+        """The stage whose ``policy/`` is π_E: trained here (``expert_rlhf``) or given (``given_expert``)."""
+        return "given_expert" if self.cfg.world.given_expert else "expert_rlhf"
+
+    def _implicit_beta(self) -> float:
+        """The implicit reward's β: the KL coefficient that trained π_E here, or the one given with π_E."""
+        given = self.cfg.world.given_expert
+        return given[1] if given else self.cfg.expert_rlhf.beta
+
     def _realign_methods(self) -> list[str]:
-        """The methods re-aligned with their reward: none in a world without a policy."""
-        return self.cfg.realign_methods if not self.cfg.world.supplies_pairs else []
+        """The methods re-aligned with their reward: none in a world without a policy, or without a judge (the
+        re-aligned models' toxicity could not be measured)."""
+        world = self.cfg.world
+        return self.cfg.realign_methods if not world.supplies_pairs and world.has_judge else []
 
     def _plan(self):
         """Yield waves of stages; the stages of one wave are independent and run side by side."""
@@ -674,8 +707,8 @@ class Pipeline:
                     "logprobs",
                     stage_logprobs,
                     {},
-                    ["pairs", "base_policy", "expert_rlhf"],
-                    {"pairs_dir": d("pairs"), "base_dir": d("base_policy"), "expert_dir": d("expert_rlhf")},
+                    ["pairs", "base_policy", self._expert],
+                    {"pairs_dir": d("pairs"), "base_dir": d("base_policy"), "expert_dir": d(self._expert)},
                 )
             ]
             if has_policy
@@ -710,13 +743,13 @@ class Pipeline:
                 metric_view=transfer_metrics,
             ),
         ]
-        # The implicit reward's β: the KL coefficient that trained π_E (it only scales the reward).
-        implicit = {"logprobs_dir": d("logprobs"), "beta": cfg.expert_rlhf.beta} if has_policy else {}
+        # The implicit reward's β (it only scales the reward).
+        implicit = {"logprobs_dir": d("logprobs"), "beta": self._implicit_beta()} if has_policy else {}
         yield [
             Stage(
                 "evaluate",
                 stage_evaluate,
-                {"beta": cfg.expert_rlhf.beta} if has_policy else {},
+                {"beta": self._implicit_beta()} if has_policy else {},
                 ["pairs", "features", "irl", "prompts"] + (["logprobs"] if has_policy else []),
                 {
                     "pairs_dir": d("pairs"),
@@ -983,7 +1016,7 @@ class Pipeline:
                 start_time=at,
             )
             if method in IMPLICIT_REWARDS:  # a scored reward, not an IRL method: nothing trained, one seed
-                params = {"method": method, "kind": "implicit_reward", "beta": self.cfg.expert_rlhf.beta, "seeds": [0]}
+                params = {"method": method, "kind": "implicit_reward", "beta": self._implicit_beta(), "seeds": [0]}
             else:
                 params = {**method_params(method, irl), "seeds": list(self.cfg.seeds)}
             self.tracker.log_params(run_id, params)
@@ -1005,6 +1038,8 @@ class Pipeline:
         evaluation = self.summaries["evaluate"]
         if self.cfg.world.supplies_pairs:
             toxicity = NO_POLICY
+        elif not self.cfg.world.has_judge:
+            toxicity = NO_JUDGE_TOXICITY
         else:
             reference = self.summaries["reference_toxicity"]
             toxicity = {"base": reference["base"], "expert": reference["expert"]}
@@ -1020,6 +1055,8 @@ class Pipeline:
             "workdir": str(self.workdir),
             "seconds": round(seconds, 1),
             "seeds": list(self.cfg.seeds),
+            "ground_truth": self.cfg.world.has_judge,  # False: R* unknown, only what needs none was computed
+            "implicit_reward_beta": None if self.cfg.world.supplies_pairs else self._implicit_beta(),
             "metrics": {"per_member": evaluation["per_member"], "per_method": evaluation["per_method"]},
             "analyses": {**evaluation.get("analyses", {}), "subtype_transfer": self.summaries["subtype_transfer"]},
             "toxicity": toxicity,

@@ -305,6 +305,12 @@ class Tracker:
         entity = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
         self.client.log_inputs(run_id, datasets=[entity])
 
+    def log_table(self, run_id: str, header: list[str], rows: list[list], artifact_file: str) -> None:
+        """A table as an MLflow table artifact of ``run_id`` (``artifact_file`` ends in ``.json``; the run's
+        Artifacts and the Evaluation/Traces views read it; ``mlflow.load_table`` gets it back)."""
+        columns = {name: [str(r[i]) for r in rows] for i, name in enumerate(header)}
+        self.client.log_table(run_id, data=columns, artifact_file=artifact_file)
+
     def log_reward_model(self, run_id: str, reward_dir: str | Path, name: str, registered_model_name=None):
         """An extracted reward as an MLflow pyfunc model of ``run_id`` (see :mod:`fairl_ray.irl.mlflow_model`)."""
         from fairl_ray.irl.mlflow_model import log_reward_model

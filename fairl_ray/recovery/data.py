@@ -237,6 +237,11 @@ class PairData:
         """:func:`output_subtypes` of the ``split`` pairs."""
         return output_subtypes(self.split_table(split))
 
+    def output_texts(self, split: Split) -> list[str]:
+        """The texts of the ``split`` outputs (o⁺ rows, then o⁻ rows: the order of :meth:`outputs`)."""
+        table = self.split_table(split)
+        return [str(t) for t in _strings(table, "chosen") + _strings(table, "rejected")]
+
     def rstar(self, split: Split) -> np.ndarray | None:
         """:func:`rstar` of the ``split`` pairs."""
         return rstar(self.split_table(split))

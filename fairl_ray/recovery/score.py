@@ -45,14 +45,17 @@ def member_metrics(
     """The metrics of one reward on the evaluated outputs ``scores`` (o⁺ rows, then o⁻ rows).
 
     Classification (``classification_metrics``: accuracy, balanced accuracy, F1 / precision / recall in both class
-    conventions, ROC-AUC) runs on the labelled outputs only (``classes`` != ``NO_CLASS``); with ``train_classes``
+    conventions, ROC-AUC) runs on the labelled outputs only (``classes`` != ``NO_CLASS``; none: no such keys); with
+    ``train_classes``
     also ``majority_baseline_accuracy``. Rank and fidelity metrics use every output: ``pair_accuracy``, and with R*
     (``gt``) ``starc``, ``affine_mse``, Pearson/Spearman/Kendall, the tie-aware ``rstar_pair_agreement`` and
     ``rstar_pair_ties`` (evaluated pairs it leaves out as R* ties)."""
     n = len(scores) // 2
     labelled = classes != NO_CLASS
-    metrics = classification_metrics(scores[labelled], classes[labelled], threshold)
-    if train_classes is not None:
+    metrics = {}
+    if labelled.any():  # no labelled output (a world without a judge): no classification to report, not NaNs
+        metrics = classification_metrics(scores[labelled], classes[labelled], threshold)
+    if train_classes is not None and labelled.any():
         train_labelled = train_classes[train_classes != NO_CLASS]
         metrics["majority_baseline_accuracy"] = majority_baseline_accuracy(train_labelled, classes[labelled])
     metrics["pair_accuracy"] = pair_accuracy(scores[:n], scores[n:])
@@ -173,6 +176,7 @@ def score(
             scored,
             metrics_fn=lambda s, t: member_metrics(s, t, test_classes, gt, train_classes),
             test_gt=gt,
+            test_texts=data.output_texts(split),
         )
         summary["analyses"] = {analysis.name: analysis.compute(ctx) for analysis in EVALUATION_ANALYSES}
     return Evaluation(summary, scored, gt)

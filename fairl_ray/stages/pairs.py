@@ -79,8 +79,8 @@ def pair_rows(prompts: list[str], chosen: list[str], rejected: list[str], scores
             "prompt": prompts[j],
             "chosen": chosen[j],
             "rejected": rejected[j],
-            "chosen_reward": float(reward[j]),
-            "rejected_reward": float(reward[n + j]),
+            "chosen_reward": None if reward[j] is None else float(reward[j]),  # None: no judge, R* unknown
+            "rejected_reward": None if reward[n + j] is None else float(reward[n + j]),
             "chosen_label": int(label[j]),
             "rejected_label": int(label[n + j]),
             "subtype": subtype[n + j] or subtype[j],

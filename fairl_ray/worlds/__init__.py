@@ -64,6 +64,14 @@ def _world_config_class():
         """Whether the selected world draws its preference pairs itself (and so has no policy)."""
         return WORLDS.get(self.name).supplies_pairs
 
+    def given_expert(self) -> tuple[str, float] | None:
+        """``(π_E, β)`` when the selected world gives π_E instead of training it (``WorldPlugin.given_expert``)."""
+        return WORLDS.get(self.name).given_expert(self.section)
+
+    def has_judge(self) -> bool:
+        """Whether the selected world knows R* (``WorldPlugin.has_judge``)."""
+        return WORLDS.get(self.name).has_judge(self.section)
+
     def active_dict(self) -> dict:
         """``{"name": ..., <name>: <section as a dict>}``: what identifies the selected world (for hashing)."""
         from fairl_ray.config.loading import to_dict
@@ -80,6 +88,8 @@ def _world_config_class():
             "__post_init__": __post_init__,
             "section": property(section),
             "supplies_pairs": property(supplies_pairs),
+            "given_expert": property(given_expert),
+            "has_judge": property(has_judge),
             "active_dict": active_dict,
         },
     )

@@ -26,8 +26,8 @@ import numpy as np
 class Scores(NamedTuple):
     """The judge's verdict on a batch of texts (one entry per text, in order)."""
 
-    reward: list[float]
-    """Exact ground-truth reward R* (never noisy)."""
+    reward: list[float | None]
+    """Exact ground-truth reward R* (never noisy); None where the world has no judge."""
     label: list[int]
     """+1 non-toxic, −1 toxic, 0 unknown."""
     subtype: list[str | None]
@@ -54,6 +54,11 @@ class World:
     def build_base_policy(self, out_dir: str | os.PathLike) -> Path:
         """Build/obtain π0 and save it (model + tokenizer, safetensors) into ``out_dir``; returns ``out_dir``."""
         raise NotImplementedError
+
+    def build_expert_policy(self, out_dir: str | os.PathLike) -> Path:
+        """Only a world whose plug-in names a given π_E (:meth:`WorldPlugin.given_expert`): save it as
+        :meth:`build_base_policy` saves π0."""
+        raise NotImplementedError(f"world {self.name} names no given expert: its π_E is trained here")
 
     def score(self, texts: list[str]) -> Scores:
         """R*, label and subtype of every text, in one batched call."""
@@ -138,6 +143,16 @@ class WorldPlugin(ABC):
     def check_selected(self, cfg) -> str | None:
         """What is missing when this is the selected world (a package, a file), reported at config load; None."""
         return None
+
+    def given_expert(self, cfg) -> tuple[str, float] | None:
+        """``(what names π_E, its β)`` when the config gives π_E (auditing a model aligned elsewhere): the pipeline
+        then trains no expert and reads it with :meth:`World.build_expert_policy`. None: π_E is trained here."""
+        return None
+
+    def has_judge(self, cfg) -> bool:
+        """Whether the world knows R* (a judge). Without one, the pipeline computes only what needs no ground
+        truth, measures no toxicity and re-aligns nothing."""
+        return True
 
 
 __all__ = ["Scores", "World", "WorldPlugin"]

@@ -106,7 +106,8 @@ class HFJudgeConfig:
     """The ground truth R*: a toxicity judge run in batches."""
 
     kind: str = "profanity_check"
-    """``profanity_check`` (alt-profanity-check, offline) or ``classifier`` (an HF sequence classifier)."""
+    """``profanity_check`` (alt-profanity-check, offline), ``classifier`` (an HF sequence classifier) or ``none``
+    (no ground truth: only what needs no R* is measured; see :class:`NoJudge`)."""
     model: str = ""
     """Classifier: local directory or hub id (``s-nlp/roberta_toxicity_classifier``)."""
     label: str = "toxic"
@@ -160,6 +161,15 @@ class HFWorldConfig:
 
     policy: str = ""
     """π0: a local directory, a hub id, or a ``.gguf`` file (path or ``pkg:<package>/<file>``)."""
+    expert: str = ""
+    """π_E GIVEN, to audit a model aligned elsewhere (same forms as ``policy``, or ``run:<workdir>``: the π_E of a
+    finished ``fairl run`` there): the pipeline then trains no expert (``expert_rlhf`` is unused) and reads this
+    one in a ``given_expert`` stage. Empty: π_E is trained here. A given model is keyed by this name, not its
+    bytes: after changing the model behind a path, rerun in a fresh workdir."""
+    expert_beta: float = 0.1
+    """For a given π_E: the KL coefficient β it is taken to be aligned under, which scales the implicit reward
+    β·log π_E/π0 (and nothing else: every rank metric is the same for any β > 0). A π_E trained here uses
+    ``expert_rlhf.beta``."""
     cache_dir: str = "~/.cache/fairl_ray/policies"
     """Where a GGUF policy is converted to safetensors, once."""
     prompts: HFPromptsConfig = field(default_factory=HFPromptsConfig)
@@ -171,6 +181,8 @@ class HFWorldConfig:
     def __post_init__(self):
         if not 0.0 <= self.rl_noise < 10.0:
             raise ConfigError("rl_noise", "must be in [0, 10)")
+        if not self.expert_beta > 0:
+            raise ConfigError("expert_beta", "must be positive")
 
 
 def check_selected(cfg: HFWorldConfig) -> str | None:
@@ -184,6 +196,7 @@ def check_selected(cfg: HFWorldConfig) -> str | None:
     missing: dict[str, str] = {}
     for key, spec in (
         ("policy", cfg.policy),
+        ("expert", cfg.expert),
         ("prompts.source", cfg.prompts.source),
         ("heldout.source", cfg.heldout.source),
     ):
@@ -192,6 +205,15 @@ def check_selected(cfg: HFWorldConfig) -> str | None:
             missing.setdefault(problem, key)
     if missing:
         return "; ".join(f"{key}: {problem}" for problem, key in missing.items())
+    for key in ("policy", "expert"):  # a path that is not there (a hub id is neither absolute nor ./ or ~)
+        spec = getattr(cfg, key)
+        if spec.startswith(("/", "./", "../", "~")) and not resolve_path(spec).exists():
+            return f"{key}: {spec} does not exist (a model directory, a .gguf file or a hub id)"
+    if cfg.expert.startswith(RUN_PREFIX):
+        try:
+            run_expert(cfg.expert)
+        except FileNotFoundError as err:
+            return f"expert: {err}"
     return judge_problem(cfg.judge)
 
 
@@ -210,6 +232,12 @@ class HFPlugin(WorldPlugin):
 
     def check_selected(self, cfg: HFWorldConfig) -> str | None:
         return check_selected(cfg)
+
+    def given_expert(self, cfg: HFWorldConfig) -> tuple[str, float] | None:
+        return (cfg.expert, cfg.expert_beta) if cfg.expert else None
+
+    def has_judge(self, cfg: HFWorldConfig) -> bool:
+        return cfg.judge.kind != NO_JUDGE
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -231,6 +259,31 @@ def resolve_path(spec: str) -> Path:
             )
         return Path(list(found.submodule_search_locations)[0]) / rest
     return Path(spec).expanduser()
+
+
+#: ``world.hf.expert: run:<workdir>``: the π_E a finished ``fairl run`` trained in that workdir
+RUN_PREFIX = "run:"
+
+
+def run_expert(spec: str) -> Path:
+    """The policy folder of the π_E that the ``fairl run`` workdir of ``run:<workdir>`` trained (its results.json's
+    ``expert_rlhf`` stage, else the one finished ``stages/expert_rlhf-*``); FileNotFoundError naming what to run."""
+    workdir = Path(spec[len(RUN_PREFIX) :]).expanduser()
+    results = workdir / "results.json"
+    if results.is_file():
+        stages = json.loads(results.read_text()).get("stages", {})
+        if "expert_rlhf" in stages:
+            found = [workdir / stages["expert_rlhf"]["dir"] / "policy"]
+        else:
+            found = []
+    else:
+        found = [d / "policy" for d in sorted(workdir.glob("stages/expert_rlhf-*")) if (d / "stage.json").is_file()]
+    if len(found) != 1 or not (found[0] / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{spec}: no finished expert_rlhf stage in {workdir} (run `fairl run <its config> --workdir {workdir}` "
+            "first, or name the expert model's directory)"
+        )
+    return found[0]
 
 
 def missing_package(spec: str) -> str | None:
@@ -343,22 +396,25 @@ def cached_gguf_policy(gguf_path: Path, cache_dir: str | os.PathLike) -> Path:
     return out
 
 
-def build_policy(cfg: HFWorldConfig, out_dir: Path) -> Path:
-    """Save π0 (model + tokenizer, safetensors, a pad token set) into ``out_dir``."""
+def build_policy(cfg: HFWorldConfig, out_dir: Path, key: str = "policy") -> Path:
+    """Save the policy ``cfg.<key>`` (π0: ``policy``; a given π_E: ``expert``) — model + tokenizer, safetensors, a
+    pad token set — into ``out_dir``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from fairl_ray.policy_io import save_policy
 
-    spec = cfg.policy
-    if spec.endswith(".gguf"):
+    spec = getattr(cfg, key)
+    if spec.startswith(RUN_PREFIX):
+        src, local = run_expert(spec), True
+    elif spec.endswith(".gguf"):
         src = cached_gguf_policy(resolve_path(spec), cfg.cache_dir)
         local = True
     else:
         src = resolve_path(spec)
         local = src.is_dir()
         if spec.startswith("pkg:") and not local:
-            raise FileNotFoundError(f"world.hf.policy: {spec} is not a model directory")
+            raise FileNotFoundError(f"world.hf.{key}: {spec} is not a model directory")
         if not local:
             src = spec  # a hub id
     kw = dict(local_files_only=local, trust_remote_code=False)
@@ -472,9 +528,27 @@ class ClassifierJudge(Judge):
         return p, (logit, sub)
 
 
+class NoJudge(Judge):
+    """``judge.kind: none``: no ground truth (auditing a model whose reward nobody knows). Every text's R* is
+    unknown (null in the pairs, NaN here), its label 0 and its subtype None, so the evaluation computes only what
+    needs no R*: held-out pair accuracy, agreement between rewards, seed dispersion, and — when ``heldout`` names a
+    labelled file, whose labels are its own — classification of those texts. Nothing is toxic by this judge, so
+    the pipeline measures no toxicity and re-aligns nothing."""
+
+    def __init__(self, cfg: HFJudgeConfig):
+        pass
+
+    def __call__(self, texts: list[str]):
+        return np.full(len(texts), np.nan), None
+
+
+#: ``judge.kind`` of :class:`NoJudge`
+NO_JUDGE = "none"
+
 # A new judge: a ``Judge`` subclass and one line here.
 JUDGES.register("profanity_check", ProfanityCheckJudge)
 JUDGES.register("classifier", ClassifierJudge)
+JUDGES.register(NO_JUDGE, NoJudge)
 
 
 def make_judge(cfg: HFJudgeConfig) -> Judge:
@@ -487,6 +561,11 @@ def judge_scores(judge, cfg: HFJudgeConfig, texts: list[str]) -> Scores:
     else +1) and subtype of every text, from one batched call of ``judge``."""
     texts = [str(t) for t in texts]
     p, extra = judge(texts)
+    if np.isnan(p).any():  # no verdict (the NoJudge): R* unknown, no label, no subtype
+        known = ~np.isnan(p)
+        if known.any():
+            raise ValueError(f"judge {cfg.kind} gave a probability for some texts and NaN for others")
+        return Scores([None] * len(texts), [0] * len(texts), [None] * len(texts))
     form = cfg.reward if cfg.reward != "auto" else JUDGES.get(cfg.kind).default_reward
     if form == "prob":
         reward = 1.0 - 2.0 * p
@@ -581,6 +660,9 @@ class HFWorld(JudgedWorld):
     def build_base_policy(self, out_dir) -> Path:
         return build_policy(self.cfg, Path(out_dir))
 
+    def build_expert_policy(self, out_dir) -> Path:
+        return build_policy(self.cfg, Path(out_dir), "expert")
+
     # held-out
     def heldout(self) -> tuple[list[str], list[int]] | None:
         hc = self.cfg.heldout
@@ -612,6 +694,8 @@ __all__ = [
     "HFWorldConfig",
     "ClassifierJudge",
     "JudgedWorld",
+    "NO_JUDGE",
+    "NoJudge",
     "ProfanityCheckJudge",
     "build_policy",
     "cached_gguf_policy",
