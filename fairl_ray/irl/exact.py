@@ -72,7 +72,6 @@ still applies downstream.
 from __future__ import annotations
 
 from dataclasses import dataclass
-import math
 from functools import partial
 
 import torch
@@ -118,14 +117,6 @@ def solves_exactly(config: IRLConfig, ensemble: list[IRLConfig]) -> bool:
     return config.solver == "exact"
 
 
-def updates_per_epoch(config: IRLConfig, n_train: int) -> int:
-    """How many parameter updates the Adam trainer makes per epoch on ``n_train`` pairs: ⌈pairs seen / batch⌉ (all
-    pairs, or the insights protocol's one minibatch). The flow counts its budget and patience in updates, as many
-    as Adam's ``epochs`` and ``patience`` make (module docstring, "Early stopping")."""
-    seen = min(n_train, config.pairs_per_epoch or n_train)
-    return max(1, math.ceil(seen / config.batch_size))
-
-
 def fit_exact(z_train: Tensor, z_val: Tensor, configs: list[IRLConfig], device: str = "cpu") -> list[ExactFit]:
     """Fit every member of ``configs`` (each convex: ``IRLConfig.not_convex_because`` is None) as one batched
     computation: the gradient flow, then, for the members still improving at its end, Newton to the optimum.
@@ -150,8 +141,7 @@ def fit_exact(z_train: Tensor, z_val: Tensor, configs: list[IRLConfig], device: 
     theta = torch.stack([p["base.w"] for p in inits]).to(dev, torch.float64)  # [K, d]
     losses = _Losses(configs, dev)
     lipschitz = torch.linalg.eigvalsh(z.T @ z / len(z))[-1] * losses.kappa  # [K]
-    updates = [updates_per_epoch(c, len(z)) for c in configs]
-    track = _Track(configs, theta, updates)
+    track = _Track(configs, theta)
     theta = _flow(theta, z, zv, losses, lipschitz, track)
     _newton(theta, z, zv, losses, lipschitz, track)
     return [
@@ -166,9 +156,8 @@ def fit_exact(z_train: Tensor, z_val: Tensor, configs: list[IRLConfig], device: 
 
 
 def _flow(theta: Tensor, z: Tensor, zv: Tensor, losses: _Losses, lipschitz: Tensor, track: _Track) -> Tensor:
-    """Leg 1: full-batch (sub)gradient steps θ ← θ − ∇f(θ)/L, one iterate each, at most as many per member as the
-    Adam trainer's ``epochs`` make updates."""
-    epochs = [c.epochs * u for c, u in zip(track.configs, track.updates)]
+    """Leg 1: full-batch (sub)gradient steps θ ← θ − ∇f(θ)/L, one iterate each, ``epochs`` at most per member."""
+    epochs = [c.epochs for c in track.configs]
     step = 1.0 / lipschitz
     delta = theta @ z.T
     for t in range(max(epochs)):
@@ -297,10 +286,8 @@ def _smooth_plus(x: Tensor, width: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 class _Track:
     """Per-member curves, best iterate and patience (the Adam trainer's rule per epoch, without its gate)."""
 
-    def __init__(self, configs: list[IRLConfig], theta: Tensor, updates: list[int]):
+    def __init__(self, configs: list[IRLConfig], theta: Tensor):
         self.configs = configs
-        self.patience = [c.patience * u for c, u in zip(configs, updates)]  # in iterates (0: never stop)
-        self.updates = updates
         k = len(configs)
         self.best_val = [float("inf")] * k
         self.best_epoch = [0] * k
@@ -313,7 +300,7 @@ class _Track:
     def running(self) -> Tensor:
         """``[K]`` bool: the members that ``patience`` has not stopped."""
         return torch.tensor(
-            [not (p > 0 and since >= p) for p, since in zip(self.patience, self.since_best)],
+            [not (c.patience > 0 and since >= c.patience) for c, since in zip(self.configs, self.since_best)],
             device=self.device,
         )
 
