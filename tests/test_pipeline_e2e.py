@@ -31,6 +31,7 @@ TINY = [
     "realign.rlhf.max_steps=2",
     "realign.rlhf.per_device_train_batch_size=8",
     "realign.rlhf.logging_steps=1",
+    "tracking.register_rewards=fairl-e2e",  # each method's first-seed reward: models:/fairl-e2e-<method>/<version>
 ]
 UPSTREAM_OF_IRL = (
     "base_policy",
@@ -277,6 +278,23 @@ def test_rerun_reuses_every_stage(first_run):
     assert again["stages"]["irl"]["run_id"] == results["stages"]["irl"]["run_id"]
     parent = client.get_run(again["mlflow"]["parent_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.tags["fairl.reused_reruns"] == "1"
+
+
+def test_a_registered_reward_realigns_from_the_mlflow_store(first_run):
+    """The first run registered each method's reward; a rerun re-aligns a fresh π0 with one of them by its
+    ``models:/`` URI (as a re-RLHF on another machine would), reusing every other stage."""
+    workdir, results, _ = first_run
+    client = MlflowClient(results["mlflow"]["tracking_uri"])
+    version = client.get_model_version("fairl-e2e-max_margin", "1")
+    assert version.run_id == results["stages"]["irl"]["run_id"]
+    uri = "models:/fairl-e2e-max_margin/1"
+    again, log = run(workdir, [f"realign.models=[{uri}]"])
+    ran = {n for n, s in again["stages"].items() if not s["reused"]}
+    assert ran == {"realign_models-fairl-e2e-max_margin-1"}
+    row = again["toxicity"][f"realigned:{uri}"]
+    assert 0.0 <= row["toxicity_rate"] <= 1.0 and row["n"] == results["toxicity"]["base"]["n"]
+    stage = workdir / again["stages"]["realign_models-fairl-e2e-max_margin-1"]["dir"]
+    assert json.loads((stage / "stage.json").read_text())["summary"]["reward"] == uri
 
 
 def test_changing_an_irl_setting_reruns_only_irl_and_after(first_run):

@@ -140,6 +140,32 @@ class RealignConfig:
     method's first seed is used (one re-RLHF per method keeps the cost linear in methods, not seeds)."""
     rlhf: RLHFConfig = field(default_factory=RLHFConfig)
     """Trainer settings; the same trainer as the expert RLHF."""
+    models: list[str] = field(default_factory=list)
+    """Rewards from an MLflow store to re-align a fresh π0 with too, beside ``methods``: ``models:/NAME/VERSION``
+    (e.g. registered by another run's ``tracking.register_rewards``) or ``runs:/RUN_ID/NAME``, read from this run's
+    tracking URI (a tracking server for rewards from another machine). Keyed by the URI: name a version, not
+    ``latest``."""
+
+    def __post_init__(self):
+        for uri in self.models:
+            if not isinstance(uri, str) or not uri.startswith(("models:/", "runs:/")) or uri.rstrip("/").count("/") < 2:
+                raise ConfigError("models", f"{uri!r} is not models:/NAME/VERSION or runs:/RUN_ID/NAME")
+        if len(set(self.models)) != len(self.models):
+            raise ConfigError("models", "a model is listed twice")
+
+
+@dataclass
+class TrackingConfig:
+    """What MLflow gets beyond every stage's params, metrics and artifacts (none of it changes an output)."""
+
+    register_rewards: str | None = None
+    """Register each IRL method's first-seed reward (logged as an MLflow model either way) in the MLflow Model
+    Registry as ``<this>-<method>``, a new version per run that trains it: ``models:/<this>-max_margin/1`` is
+    then what ``fairl score`` and ``realign.models`` take. Null: logged, not registered."""
+
+    def __post_init__(self):
+        if self.register_rewards is not None and not str(self.register_rewards).strip():
+            raise ConfigError("register_rewards", "must be a non-empty name prefix or null")
 
 
 @dataclass
@@ -204,6 +230,7 @@ class PipelineConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     realign: RealignConfig = field(default_factory=RealignConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self):
         if not self.seeds:

@@ -270,15 +270,24 @@ def stage_reference_toxicity(
 
 
 def stage_realign(
-    out: Path, world_cfg, base_dir: Path, reward_dir: Path, prompts_dir: Path, rlhf_cfg, eval_cfg
+    out: Path,
+    world_cfg,
+    base_dir: Path,
+    reward: Path | str,
+    prompts_dir: Path,
+    rlhf_cfg,
+    eval_cfg,
+    tracking_uri: str | None = None,
 ) -> dict:
-    from fairl_ray.stages.realign import realign_with_reward
+    """Re-RLHF of a fresh π0 with ``reward``: a reward directory of the IRL stage, or an MLflow model URI read from
+    ``tracking_uri``."""
+    from fairl_ray.stages.realign import load_reward, realign_with_reward
 
     prompts = _read_prompts(prompts_dir)
     return realign_with_reward(
         _world(world_cfg),
         Path(base_dir) / "policy",
-        reward_dir,
+        load_reward(reward, tracking_uri),
         prompts["rlhf"],
         prompts["eval"],
         rlhf_cfg,
@@ -340,10 +349,12 @@ def track_irl(pipeline: Pipeline, output: StageOutput, run_id: str, summary: dic
         for name in ("val_loss", "fail_share", "failure_fraction"):  # the last two: FA-IRL members only
             if curve.get(name):
                 tracker.log_curve(run_id, f"{member.replace('/', '.')}.{name}", curve[name])
+    prefix = pipeline.cfg.tracking.register_rewards
     for member in summary["members"]:
         if member["seed"] == pipeline.cfg.seeds[0]:
             name = reward_model_name(member["method"], member["seed"])
-            tracker.log_reward_model(run_id, output.path / member["reward_dir"], name)
+            registered = f"{prefix}-{member['method']}" if prefix else None
+            tracker.log_reward_model(run_id, output.path / member["reward_dir"], name, registered)
 
 
 def track_rlhf_curves(pipeline: Pipeline, output: StageOutput, run_id: str, summary: dict, ended: float) -> None:
@@ -673,11 +684,16 @@ class Pipeline:
         given = self.cfg.world.given_expert
         return given[1] if given else self.cfg.expert_rlhf.beta
 
-    def _realign_methods(self) -> list[str]:
-        """The methods re-aligned with their reward: none in a world without a policy, or without a judge (the
+    def _realign_targets(self) -> list[tuple[str, str, bool]]:
+        """``(stage name, reward, from this run's IRL)`` of every re-RLHF: each of ``realign.methods``' rewards and
+        each MLflow reward of ``realign.models``. None in a world without a policy, or without a judge (the
         re-aligned models' toxicity could not be measured)."""
         world = self.cfg.world
-        return self.cfg.realign_methods if not world.supplies_pairs and world.has_judge else []
+        if world.supplies_pairs or not world.has_judge:
+            return []
+        return [(f"realign_{m}", m, True) for m in self.cfg.realign_methods] + [
+            (realign_stage_name(uri), uri, False) for uri in self.cfg.realign.models
+        ]
 
     def _plan(self):
         """Yield waves of stages; the stages of one wave are independent and run side by side."""
@@ -768,27 +784,27 @@ class Pipeline:
             ),
         ] + [
             Stage(
-                f"realign_{method}",
+                stage_name,
                 stage_realign,
                 {
                     "rlhf": to_dict(cfg.realign.rlhf),
                     "evaluation": to_dict(cfg.evaluation),
-                    "method": method,
-                    "seed": first_seed,
+                    **({"method": source, "seed": first_seed} if from_irl else {"model": source}),
                 },
-                ["base_policy", "irl", "prompts"],
+                ["base_policy", "irl", "prompts"] if from_irl else ["base_policy", "prompts"],
                 {
                     "world_cfg": cfg.world,
                     "base_dir": d("base_policy"),
-                    "reward_dir": d("irl") / "rewards" / method / f"seed{first_seed}",
+                    "reward": d("irl") / "rewards" / source / f"seed{first_seed}" if from_irl else source,
                     "prompts_dir": d("prompts"),
                     "rlhf_cfg": cfg.realign.rlhf,
                     "eval_cfg": cfg.evaluation,
+                    "tracking_uri": None if from_irl else self.tracking_uri,
                 },
                 artifacts=("eval_completions.jsonl", "curves.json"),
                 track=track_rlhf_curves,
             )
-            for method in self._realign_methods()
+            for stage_name, source, from_irl in self._realign_targets()
         ]
 
     def _dir(self, name: str) -> Path:
@@ -1043,9 +1059,9 @@ class Pipeline:
         else:
             reference = self.summaries["reference_toxicity"]
             toxicity = {"base": reference["base"], "expert": reference["expert"]}
-        for method in self._realign_methods():
-            s = self.summaries[f"realign_{method}"]
-            toxicity[f"realigned:{method}"] = {k: s[k] for k in ("toxicity_rate", "mean_rstar", "n")}
+        for stage_name, source, _ in self._realign_targets():
+            s = self.summaries[stage_name]
+            toxicity[f"realigned:{source}"] = {k: s[k] for k in ("toxicity_rate", "mean_rstar", "n")}
         return {
             "mlflow": {
                 "tracking_uri": self.tracking_uri,
@@ -1114,6 +1130,12 @@ def _disk_full(err: BaseException, where: Path) -> str:
 def _damage(problem: str) -> str:
     """How a stage output that exists but cannot be reused is described: no marker means it never finished."""
     return "incomplete" if problem.startswith("no ") else "corrupt"
+
+
+def realign_stage_name(uri: str) -> str:
+    """The re-RLHF stage of an MLflow reward: ``models:/fairl-max_margin/3`` → ``realign_models-fairl-max_margin-3``
+    (a directory name: letters, digits, ``_ . -``)."""
+    return "realign_" + re.sub(r"[^A-Za-z0-9_.-]+", "-", uri.replace(":/", "-")).strip("-")
 
 
 def reward_model_name(method: str, seed: int) -> str:

@@ -76,7 +76,7 @@ def realign_top_rewards(
         kwargs = {
             "world_cfg": run_cfg.world,
             "base_dir": workdir / stages["base_policy"]["dir"],
-            "reward_dir": reward_dir,
+            "reward": reward_dir,
             "prompts_dir": workdir / stages["prompts"]["dir"],
             "rlhf_cfg": run_cfg.realign.rlhf,
             "eval_cfg": run_cfg.evaluation,

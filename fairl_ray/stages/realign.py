@@ -41,10 +41,26 @@ def measure_toxicity(
     return score_completions(world, prompts, completions, out_file)
 
 
+def load_reward(reward: Path | str, tracking_uri: str | None = None):
+    """A ``texts -> rewards`` callable with a ``card`` (its method, where known): a reward directory, or an MLflow
+    model URI (``models:/…``, ``runs:/…``: the pyfunc of ``irl.mlflow_model``, read from ``tracking_uri``)."""
+    if isinstance(reward, str) and reward.startswith(("models:/", "runs:/")):
+        from fairl_ray.irl.mlflow_model import load_reward_model
+
+        model = load_reward_model(reward, tracking_uri)
+
+        def predict(texts: list[str]) -> list[float]:
+            return [float(x) for x in model.predict(list(texts))]
+
+        predict.card = {"method": reward}
+        return predict
+    return RewardModel.from_dir(reward)
+
+
 def realign_with_reward(
     world,
     base_dir: Path,
-    reward_dir: Path,
+    reward,
     rlhf_prompts: list[str],
     eval_prompts: list[str],
     rlhf_cfg: RLHFConfig,
@@ -52,8 +68,7 @@ def realign_with_reward(
     eval_seed: int,
     out_dir: Path,
 ) -> dict:
-    """Train a fresh π0 copy with the reward in ``reward_dir``; measure its toxicity; return the summary."""
-    reward = RewardModel.from_dir(reward_dir)
+    """Train a fresh π0 copy with ``reward`` (:func:`load_reward`'s); measure its toxicity; return the summary."""
     training = train_rlhf(str(base_dir), rlhf_prompts, reward, rlhf_cfg, str(out_dir / "policy"))
     write_curves(training, out_dir / "curves.json")
     toxicity = measure_toxicity(
