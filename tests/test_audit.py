@@ -60,7 +60,7 @@ def models(tmp_path_factory) -> dict:
     prompts = [" ".join(rng.choice(WORDS[:20], size=5)) for _ in range(80)]
     aligned = GPT2LMHeadModel.from_pretrained(root / "base")
     opt = torch.optim.Adam(aligned.parameters(), lr=3e-3)
-    for step in range(60):
+    for _step in range(60):
         batch = [p + " " + " ".join(rng.choice(LIKED, size=6)) for p in rng.choice(prompts, size=16)]
         enc = tok(batch, return_tensors="pt", padding=True)
         loss = aligned(**enc, labels=enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)).loss
@@ -112,7 +112,15 @@ def test_audit_without_a_judge_reports_only_what_needs_no_ground_truth(ray_sessi
     report = (tmp_path / "nojudge" / "report.md").read_text()
     assert "No judge: R* is unknown" in report
     # no R*-based column anywhere (the dispersion's STARC is between seeds, not to R*), no toxicity, no accuracy
-    for absent in ("STARC l1/l1", "STARC ↓", "R* agreement (ties out)", "| starc ", "| spearman ", "toxicity rate", "| accuracy"):
+    for absent in (
+        "STARC l1/l1",
+        "STARC ↓",
+        "R* agreement (ties out)",
+        "| starc ",
+        "| spearman ",
+        "toxicity rate",
+        "| accuracy",
+    ):
         assert absent not in report, absent
     for present in ("Highest-scored", "Lowest-scored", "implicit reward differ most", "Agreement between the rewards"):
         assert present in report, present

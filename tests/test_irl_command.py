@@ -7,6 +7,7 @@ import sys
 import time
 import urllib.request
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -50,7 +51,7 @@ FAST = [
 ]
 
 
-def test_fairl_irl_writes_rewards_and_metrics_and_score_uses_them(tmp_path, capsys):
+def test_fairl_irl_writes_rewards_and_metrics_and_score_uses_them(tmp_path, capsys, monkeypatch):
     pairs = tmp_path / "pairs.parquet"
     pq.write_table(pa.Table.from_pylist(pairs_rows()), pairs)
     out = tmp_path / "out"
@@ -99,6 +100,23 @@ def test_fairl_irl_writes_rewards_and_metrics_and_score_uses_them(tmp_path, caps
     assert main(["score", str(reward_dir), str(texts)]) == 0
     scores = [float(s) for s in capsys.readouterr().out.split()]
     assert len(scores) == 3 and scores[0] > scores[1] and scores[2] > scores[1]
+
+    # A whole run's rewards at once: a TSV with one column per reward, the texts encoded once
+    from fairl_ray.features import SentenceEncoder
+
+    calls = []
+    real_encode = SentenceEncoder.encode
+    monkeypatch.setattr(
+        SentenceEncoder, "encode", lambda self, t, *a, **k: calls.append(len(t)) or real_encode(self, t, *a, **k)
+    )
+    assert main(["score", str(out / "rewards"), str(texts)]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    names = header.split("\t")
+    assert len(names) == len(list((out / "rewards").rglob("reward_card.json"))) >= 2
+    assert calls == [3]  # one encoding for every reward
+    table = np.array([[float(x) for x in r.split("\t")] for r in rows])
+    assert table.shape == (3, len(names))
+    assert table[:, names.index("fa_irl_mm_gt/seed1")] == pytest.approx(scores, abs=1e-6)
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])

@@ -108,7 +108,11 @@ class TextAudit(Analysis):
             (
                 "disagree_methods",
                 "Texts where the IRL rewards disagree most"
-                + (" (spread over methods)" if result["disagreement_measure"] == "method_spread" else " (std over seeds)"),
+                + (
+                    " (spread over methods)"
+                    if result["disagreement_measure"] == "method_spread"
+                    else " (std over seeds)"
+                ),
             ),
             ("disagree_implicit", "Texts where the IRL consensus and the implicit reward differ most"),
         ]

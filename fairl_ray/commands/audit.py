@@ -9,7 +9,8 @@ from fairl_ray.commands.run import add_run_options, run_pipeline
 EPILOG_AUDIT = """\
 examples:
   fairl audit --base ./base-model --aligned ./aligned-model --prompts prompts.jsonl --workdir runs/audit
-  fairl audit --base EleutherAI/pythia-70m --aligned my-org/pythia-70m-rlhf --prompts hf:allenai/real-toxicity-prompts \\
+  fairl audit --base EleutherAI/pythia-70m --aligned my-org/pythia-70m-rlhf \\
+      --prompts hf:allenai/real-toxicity-prompts \\
       --prompt-field prompt.text --judge classifier:s-nlp/roberta_toxicity_classifier
   fairl audit                           # the shipped audit: the offline-real expert as a given model
   fairl audit --judge none --dry-run    # what would run, without a judge
@@ -86,7 +87,11 @@ def overrides(args) -> list[str]:
     if heldout is not None:
         sets.append(f"world.hf.heldout.source={heldout}")
         if heldout != "null":
-            sets += ["world.hf.heldout.text_field=text", "world.hf.heldout.label_field=label", "world.hf.heldout.unescape=false"]
+            sets += [
+                "world.hf.heldout.text_field=text",
+                "world.hf.heldout.label_field=label",
+                "world.hf.heldout.unescape=false",
+            ]
     return sets
 
 

@@ -149,3 +149,30 @@ class RewardModel:
             return []
         feats = self._get_encoder().encode(list(texts))
         return [float(v) for v in self.score_features(feats)]
+
+
+def find_rewards(path) -> dict[str, Path]:
+    """The reward directories at or under ``path`` by name: ``path`` itself when it is one (named by its folder),
+    else every folder below it holding a reward card (an IRL stage's ``rewards/``, a whole workdir), named by its
+    path relative to ``path`` (``max_margin/seed0``); ValueError when there is none."""
+    path = Path(path)
+    if (path / CARD_FILE).is_file():
+        return {path.name: path}
+    found = {str(card.parent.relative_to(path)): card.parent for card in sorted(path.rglob(CARD_FILE))}
+    if not found:
+        raise ValueError(f"{path} is not a reward artifact (no {CARD_FILE}) and holds none")
+    return found
+
+
+def score_texts(rewards: dict[str, RewardModel], texts: list[str]) -> dict[str, np.ndarray]:
+    """Every reward's normalised scores of ``texts``, encoding the texts ONCE per encoder (rewards of one run share
+    theirs: a whole run's rewards cost one encoding), then only each head's matrix product."""
+    by_encoder: dict[str, list[str]] = {}
+    for name, reward in rewards.items():
+        by_encoder.setdefault(str(reward.card["encoder"]), []).append(name)
+    out: dict[str, np.ndarray] = {}
+    for names in by_encoder.values():
+        features = rewards[names[0]]._get_encoder().encode(list(texts)) if texts else None
+        for name in names:
+            out[name] = rewards[name].score_features(features) if texts else np.zeros(0, dtype=np.float32)
+    return {name: out[name] for name in rewards}
