@@ -193,6 +193,10 @@ class ResourcesConfig:
     """Policy workers in a generation pool (each loads its policies once and takes fixed-size prompt shards;
     completions do not depend on this number). With GPUs: one per GPU (or per GPU fraction); on CPUs: up to
     the cores you can spare."""
+    custom: dict[str, float] = field(default_factory=dict)
+    """Ray custom resources every model stage and policy worker asks for too, e.g. ``{node_a: 1}`` to run them
+    only on nodes started with ``--resources='{"node_a": 4}'`` (a study can pin each variant's experts to its own
+    nodes). Empty: CPUs and GPUs only."""
     node_wait_s: float = 45.0
     """On a cluster (``--address``), how long to wait for the autoscaler to add a node that fits these requests
     before stopping with an error naming the key; a local Ray that cannot fit them fails at once."""
@@ -208,6 +212,9 @@ class ResourcesConfig:
             raise ConfigError("gpus_per_worker", "above 1 it must be a whole number of GPUs")
         if self.generation_workers < 1:
             raise ConfigError("generation_workers", "must be at least 1")
+        for name, amount in self.custom.items():
+            if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount <= 0:
+                raise ConfigError("custom", f"{name}: must be a positive amount")
 
 
 @dataclass

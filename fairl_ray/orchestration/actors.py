@@ -69,6 +69,8 @@ class PoolSpec:
     workers: int = 1
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    resources: dict[str, float] | None = None
+    """Ray custom resources each worker asks for too (``resources.custom``)."""
 
     def __post_init__(self):
         if self.workers < 1:
@@ -101,7 +103,9 @@ def generate_with_pool(
     if not queue:
         return {name: [] for name in jobs}
 
-    actor_cls = ray.remote(PolicyWorker).options(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus)
+    actor_cls = ray.remote(PolicyWorker).options(
+        num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, resources=dict(spec.resources or {})
+    )
     actors = [actor_cls.remote() for _ in range(min(spec.workers, len(queue)))]
     loaded: dict[int, set[str]] = {k: set() for k in range(len(actors))}
     done_shards = {k: 0 for k in range(len(actors))}

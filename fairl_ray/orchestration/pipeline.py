@@ -19,6 +19,7 @@ workdir must be on storage every node sees (NFS, a mounted bucket).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -458,11 +459,17 @@ class Pipeline:
         address: str | None = None,
         log: Callable[[str], None] = print,
         verify: bool = False,
+        store: str | Path | None = None,
+        study_run: str | None = None,
     ):
         from fairl_ray.orchestration.tracking import default_tracking_uri
 
         self.cfg = cfg
         self.workdir = Path(workdir).resolve()
+        # Where the content-addressed stage outputs (``stages/``) and the feature cache live: the workdir, or a
+        # study's directory that its variants share (a stage two variants share is computed once).
+        self.store = Path(store).resolve() if store is not None else self.workdir
+        self.study_run = study_run  # a study's MLflow run: this run's parent is its child
         self.tracking_uri = tracking_uri or default_tracking_uri(self.workdir)
         self.address = address
         self.log = log
@@ -485,64 +492,80 @@ class Pipeline:
     def _run_locked(self) -> dict:
         import ray
 
-        from fairl_ray.orchestration.ray_runtime import SESSION_FILE, check_fits, init_ray, shutdown_ray
-        from fairl_ray.orchestration.tracking import Tracker
+        from fairl_ray.orchestration.ray_runtime import SESSION_FILE, init_ray, shutdown_ray
 
         started = time.time()
-        removed = clean_stale_temporaries(self.workdir)
-        if removed:
-            self.log(f"[fairl] removed {removed} unfinished stage output(s) of an interrupted run")
-        (self.workdir / "config.yaml").write_text(config_to_yaml(self.cfg))
-
         started_ray = not ray.is_initialized()  # a Ray session we did not start (tests, notebooks) is left running
         self.log(f"[fairl] starting Ray ({self.address or 'local'}) ...")
         resources = init_ray(self.address, session_file=self.workdir / SESSION_FILE)
+        self.log(f"[fairl] Ray resources: {resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU")
+        status = "FAILED"
+        try:
+            self.begin(started)
+            for wave in self._plan():
+                self._run_wave(wave)
+            results = self.complete()
+            status = "FINISHED"
+            return results
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            if hasattr(self, "tracker"):
+                self.end(status)
+            if started_ray:
+                shutdown_ray(remove_session=status == "FINISHED")
+
+    # What a run does around its waves, in three steps a study calls for each of its variants too.
+
+    def begin(self, started: float) -> None:
+        """Before the first wave (Ray is up): clear an interrupted run's temporaries, write config.yaml, refuse
+        requests no node can fit (naming the key), open the MLflow store."""
+        from fairl_ray.orchestration.ray_runtime import check_fits
+        from fairl_ray.orchestration.tracking import Tracker
+
+        removed = clean_stale_temporaries(self.store)
+        if removed:
+            self.log(f"[fairl] removed {removed} unfinished stage output(s) of an interrupted run")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "config.yaml").write_text(config_to_yaml(self.cfg))
         # Requested from config, never decided from the GPUs present now: the autoscaler adds nodes for requests.
         self.gpus = self.cfg.resources.gpus_per_worker
-        self.log(f"[fairl] Ray resources: {resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU")
-        try:  # a request no node can fit would wait forever in Ray's queue: refuse it now, naming the key
-            check_fits(
-                self._resource_requests(),
-                wait_s=self.cfg.resources.node_wait_s if self.address else 0.0,
-                where=f"the Ray cluster at {self.address}" if self.address else "the local Ray",
-            )
-        except Exception:
-            if started_ray:
-                ray.shutdown()
-            raise
-
+        check_fits(  # a request no node can fit would wait forever in Ray's queue
+            self._resource_requests(),
+            wait_s=self.cfg.resources.node_wait_s if self.address else 0.0,
+            where=f"the Ray cluster at {self.address}" if self.address else "the local Ray",
+        )
         self.tracker = Tracker(self.tracking_uri, artifact_root=self.workdir / "mlartifacts")
         if self.tracker.closed_stale:
             self.log(
                 f"[fairl] closed {len(self.tracker.closed_stale)} MLflow run(s) left RUNNING by killed runs as KILLED"
             )
         self.started = started
-        status = "FAILED"
+
+    def complete(self) -> dict:
+        """After the last wave: the parent run (a new one, or the earlier one when every stage was reused),
+        results.json, report.md and the printed tables."""
         try:
-            for wave in self._plan():
-                self._run_wave(wave)
             if self.parent_run is None and not self._reuse_parent():
                 self._open_parent()
-            results = self._results(time.time() - started)
+            results = self._results(time.time() - self.started)
             self._finish(results)
-            status = "FINISHED"
             return results
-        except KeyboardInterrupt:
-            status = "KILLED"
-            raise
         except OSError as err:  # the driver's own writes (results, MLflow artifacts): a disk filling up
             if not is_disk_full(err):
                 raise
             raise StageError(f"run: {_disk_full(err, self.workdir)}") from err
-        finally:
-            if self.parent_run is None:  # failed before any stage ran: the failure is recorded all the same
-                self._open_parent()
-            for run_id in self._open_runs.values():  # stages still running when the run failed or was stopped
-                self.tracker.end_run(run_id, "KILLED")
-            if not self.parent_reused:
-                self.tracker.end_run(self.parent_run, status)
-            if started_ray:
-                shutdown_ray(remove_session=status == "FINISHED")
+
+    def end(self, status: str) -> None:
+        """Close what is open: the parent run (``status``), and as KILLED any stage run still running."""
+        if self.parent_run is None:  # failed before any stage ran: the failure is recorded all the same
+            self._open_parent()
+        for run_id in self._open_runs.values():  # stages still running when the run failed or was stopped
+            self.tracker.end_run(run_id, "KILLED")
+        self._open_runs = {}
+        if not self.parent_reused:
+            self.tracker.end_run(self.parent_run, status)
 
     # -- plan ---------------------------------------------------------------------------------------------
 
@@ -586,7 +609,12 @@ class Pipeline:
             ),
         ]
         res = cfg.resources
-        pool = {"workers": res.generation_workers, "num_cpus": res.cpus_per_task, "num_gpus": res.gpus_per_worker}
+        pool = {
+            "workers": res.generation_workers,
+            "num_cpus": res.cpus_per_task,
+            "num_gpus": res.gpus_per_worker,
+            "resources": dict(res.custom) or None,
+        }
         generate = [
             Stage(
                 "generate",
@@ -714,7 +742,7 @@ class Pipeline:
                     "pairs_dir": d("pairs"),
                     "encoder": encoder,
                     "batch_size": cfg.features.batch_size,
-                    "cache_dir": self.workdir / "cache" / "features",
+                    "cache_dir": self.store / "cache" / "features",
                 },
             ),
         ] + (
@@ -773,7 +801,7 @@ class Pipeline:
                     "irl_dir": d("irl"),
                     "prompts_dir": d("prompts"),
                     "encoder": encoder,
-                    "cache_dir": self.workdir / "cache" / "features",
+                    "cache_dir": self.store / "cache" / "features",
                     **implicit,
                 },
                 uses_model=False,
@@ -824,7 +852,7 @@ class Pipeline:
                 for stage in wave:
                     check_inputs(stage, self.outputs)
                     key = stage_key(stage.name, stage.config, {u: self.outputs[u].key for u in stage.upstream})
-                    output = stage_output(self.workdir, stage.name, key)
+                    output = stage_output(self.store, stage.name, key)
                     self.outputs[stage.name] = output
                     problem = output.problem(self.verify)
                     rows.append(
@@ -847,7 +875,7 @@ class Pipeline:
 
     def _rel(self, path: Path) -> str:
         """A path inside the workdir as results.json records it: relative, so a copied workdir reads itself."""
-        return str(Path(path).relative_to(self.workdir))
+        return os.path.relpath(path, self.workdir)  # ../../stages/… for a study variant's shared store
 
     def _resource_requests(self) -> dict[str, dict[str, float]]:
         """What one stage task or model worker asks of a node, by the config key that sets it."""
@@ -862,50 +890,73 @@ class Pipeline:
     def _run_wave(self, wave: list[Stage]) -> None:
         runner = StageRunner()
         for stage in wave:
-            check_inputs(stage, self.outputs)
-            key = stage_key(stage.name, stage.config, {u: self.outputs[u].key for u in stage.upstream})
-            output = stage_output(self.workdir, stage.name, key)
-            self.outputs[stage.name] = output
-            problem = output.problem(self.verify)
-            if problem is None:
-                self.summaries[stage.name] = output.summary()
-                self.log(f"[fairl] {stage.name:<24} reused   {output.path.relative_to(self.workdir)}")
-                if self.parent_run is None:  # tracked once a stage runs, or not at all in a fully reused rerun
-                    self._deferred.append((stage, output, time.time()))
-                else:
-                    self._track_reused(stage, output, time.time())
-                continue
-            if output.path.exists():  # the fresh output replaces it (StageWriter)
-                self.log(f"[fairl] {stage.name}: stage output {_damage(problem)} ({problem}), recomputing")
-            if self.parent_run is None:
-                self._open_parent()
-            self.log(f"[fairl] {stage.name:<24} running  ...")
-            t0 = time.time()  # the stage's MLflow run starts with it (and ends with it, below)
-            run_id = self._start_stage_run(stage, output, reused=False, started=t0)
-            runner.launch(
-                stage.name,
-                output,
-                stage.fn,
-                stage.kwargs,
-                num_cpus=0 if stage.orchestrates else self.cfg.resources.cpus_per_task,
-                num_gpus=self.gpus if stage.uses_model and not stage.orchestrates else 0,
-                context=(stage, t0, run_id),
-            )
+            output = self._admit(stage)
+            if output is not None:
+                self._launch(runner, stage, output)
         try:
             for done in runner.finished():
-                stage, t0, run_id = done.context
-                self.summaries[stage.name] = done.summary
-                self.log(f"[fairl] {stage.name:<24} done     in {done.ended - t0:6.1f}s")
-                self._finish_stage_run(
-                    stage, done.output, run_id, reused=False, seconds=done.ended - t0, ended=done.ended
-                )
-                note = stage.note(self.summaries[stage.name], self.cfg) if stage.note else None
-                if note:
-                    self.log(note)
+                self._landed(done)
         except StageFailed as failed:
-            self.log(f"[fairl] {failed.name:<24} FAILED (finished stages are kept; rerun to resume)")
-            self.tracker.end_run(self._open_runs.pop(failed.name), "FAILED")
-            raise self._stage_error(failed.name, failed.output, failed.cause) from failed.cause
+            raise self._failed(failed) from failed.cause
+
+    def _admit(self, stage: Stage) -> StageOutput | None:
+        """Key ``stage`` on its upstream outputs; a finished output is reused here (None), else it is returned, to be
+        computed."""
+        check_inputs(stage, self.outputs)
+        key = stage_key(stage.name, stage.config, {u: self.outputs[u].key for u in stage.upstream})
+        output = stage_output(self.store, stage.name, key)
+        self.outputs[stage.name] = output
+        problem = output.problem(self.verify)
+        if problem is None:
+            self._reuse(stage, output, "reused  ")
+            return None
+        if output.path.exists():  # the fresh output replaces it (StageWriter)
+            self.log(f"[fairl] {stage.name}: stage output {_damage(problem)} ({problem}), recomputing")
+        return output
+
+    def _reuse(self, stage: Stage, output: StageOutput, how: str) -> None:
+        """A finished output (of an earlier run, or of another variant of the study: ``how``) recorded as reused."""
+        self.summaries[stage.name] = output.summary()
+        self.log(f"[fairl] {stage.name:<24} {how} {self._rel(output.path)}")
+        if self.parent_run is None:  # tracked once a stage runs, or not at all in a fully reused rerun
+            self._deferred.append((stage, output, time.time()))
+        else:
+            self._track_reused(stage, output, time.time())
+
+    def _launch(self, runner: StageRunner, stage: Stage, output: StageOutput) -> None:
+        """Start the stage's MLflow run and its Ray task with the resources it declares."""
+        if self.parent_run is None:
+            self._open_parent()
+        self.log(f"[fairl] {stage.name:<24} running  ...")
+        t0 = time.time()  # the stage's MLflow run starts with it (and ends with it, in _landed)
+        run_id = self._start_stage_run(stage, output, reused=False, started=t0)
+        model_task = stage.uses_model and not stage.orchestrates
+        runner.launch(
+            stage.name,
+            output,
+            stage.fn,
+            stage.kwargs,
+            num_cpus=0 if stage.orchestrates else self.cfg.resources.cpus_per_task,
+            num_gpus=self.gpus if model_task else 0,
+            context=(self, stage, t0, run_id),
+            resources=self.cfg.resources.custom if model_task else None,
+        )
+
+    def _landed(self, done) -> None:
+        """A launched stage finished (``StageRunner.finished``): its summary, log line, MLflow run and note."""
+        _, stage, t0, run_id = done.context
+        self.summaries[stage.name] = done.summary
+        self.log(f"[fairl] {stage.name:<24} done     in {done.ended - t0:6.1f}s")
+        self._finish_stage_run(stage, done.output, run_id, reused=False, seconds=done.ended - t0, ended=done.ended)
+        note = stage.note(self.summaries[stage.name], self.cfg) if stage.note else None
+        if note:
+            self.log(note)
+
+    def _failed(self, failed: StageFailed) -> StageError:
+        """A launched stage failed: its MLflow run ends FAILED; the error to raise, in one line."""
+        self.log(f"[fairl] {failed.name:<24} FAILED (finished stages are kept; rerun to resume)")
+        self.tracker.end_run(self._open_runs.pop(failed.name), "FAILED")
+        return self._stage_error(failed.name, failed.output, failed.cause)
 
     def _stage_error(self, name: str, output: StageOutput, err: Exception) -> StageError:
         """One plain line for a failed stage; its full traceback (Ray's, colour codes stripped) goes to a file."""
@@ -939,7 +990,9 @@ class Pipeline:
 
     def _open_parent(self) -> None:
         tags = {"fairl.workdir": str(self.workdir), RUN_KEY_TAG: self._run_key()}
-        self.parent_run = self.tracker.start_run(self.cfg.name, tags=tags, start_time=self.started)
+        self.parent_run = self.tracker.start_run(
+            self.cfg.name, parent_run_id=self.study_run, tags=tags, start_time=self.started
+        )
         self.tracker.log_params(self.parent_run, flatten(to_dict(self.cfg)))
         self.tracker.log_artifact(self.parent_run, self.workdir / "config.yaml")
         self.log(f"[fairl] MLflow run {self.parent_run} in {self.tracking_uri}")

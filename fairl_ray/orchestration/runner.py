@@ -70,11 +70,15 @@ class StageRunner:
         num_cpus: float,
         num_gpus: float = 0,
         context: Any = None,
+        resources: dict[str, float] | None = None,
     ) -> None:
-        """Start ``fn`` as a Ray task named ``fairl:<name>`` asking for ``num_cpus`` / ``num_gpus``."""
+        """Start ``fn`` as a Ray task named ``fairl:<name>`` asking for ``num_cpus`` / ``num_gpus`` and the custom
+        ``resources``."""
         import ray
 
-        task = ray.remote(run_stage_body).options(num_cpus=num_cpus, num_gpus=num_gpus, name=f"fairl:{name}")
+        task = ray.remote(run_stage_body).options(
+            num_cpus=num_cpus, num_gpus=num_gpus, resources=dict(resources or {}), name=f"fairl:{name}"
+        )
         self._pending[task.remote(output, fn, kwargs)] = (name, output, time.time(), context)
 
     def __len__(self) -> int:
