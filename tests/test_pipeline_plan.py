@@ -9,7 +9,7 @@ from fairl_ray.orchestration.stage_store import StageWriter, stage_key, stage_ou
 def planned_keys(workdir, overrides) -> dict[str, str]:
     """Stage keys of the first three waves (base policy, prompts, expert RLHF, generate, reference toxicity)."""
     pipeline = Pipeline(load_config(None, overrides), workdir)
-    plan = pipeline._plan()
+    plan = pipeline.waves()
     keys = {}
     for _ in range(3):
         for stage in next(plan):
@@ -73,7 +73,7 @@ def test_stage_specifics_are_declared_on_the_stage_not_keyed_on_its_name(tmp_pat
 
     pipeline = Pipeline(load_config(None), tmp_path)
     stages = {}
-    for wave in pipeline._plan():
+    for wave in pipeline.waves():
         for stage in wave:
             key = stage_key(stage.name, stage.config, {u: pipeline.outputs[u].key for u in stage.upstream})
             pipeline.outputs[stage.name] = output = stage_output(tmp_path, stage.name, key)

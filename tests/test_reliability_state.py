@@ -86,7 +86,7 @@ def _plant_all_stages(workdir, overrides):
     from fairl_ray.orchestration.stage_store import stage_key
 
     pipeline = Pipeline(load_config(None, overrides), workdir)
-    for wave in pipeline._plan():
+    for wave in pipeline.waves():
         for stage in wave:
             key = stage_key(stage.name, stage.config, {u: pipeline.outputs[u].key for u in stage.upstream})
             output = stage_output(workdir, stage.name, key)

@@ -502,7 +502,7 @@ class Pipeline:
         status = "FAILED"
         try:
             self.begin(started)
-            for wave in self._plan():
+            for wave in self.waves():
                 self._run_wave(wave)
             results = self.complete()
             status = "FINISHED"
@@ -536,7 +536,7 @@ class Pipeline:
             wait_s=self.cfg.resources.node_wait_s if self.address else 0.0,
             where=f"the Ray cluster at {self.address}" if self.address else "the local Ray",
         )
-        self.tracker = Tracker(self.tracking_uri, artifact_root=self.workdir / "mlartifacts")
+        self.tracker = Tracker(self.tracking_uri, artifact_root=self.store / "mlartifacts")
         if self.tracker.closed_stale:
             self.log(
                 f"[fairl] closed {len(self.tracker.closed_stale)} MLflow run(s) left RUNNING by killed runs as KILLED"
@@ -723,7 +723,7 @@ class Pipeline:
             (realign_stage_name(uri), uri, False) for uri in self.cfg.realign.models
         ]
 
-    def _plan(self):
+    def waves(self):
         """Yield waves of stages; the stages of one wave are independent and run side by side."""
         cfg = self.cfg
         d = self._dir
@@ -848,7 +848,7 @@ class Pipeline:
         self.outputs = {}
         rows = []
         with tempfile.TemporaryDirectory(prefix="fairl-plan-") as tmp:
-            for wave_no, wave in enumerate(self._plan()):
+            for wave_no, wave in enumerate(self.waves()):
                 for stage in wave:
                     check_inputs(stage, self.outputs)
                     key = stage_key(stage.name, stage.config, {u: self.outputs[u].key for u in stage.upstream})
@@ -890,16 +890,16 @@ class Pipeline:
     def _run_wave(self, wave: list[Stage]) -> None:
         runner = StageRunner()
         for stage in wave:
-            output = self._admit(stage)
+            output = self.admit(stage)
             if output is not None:
-                self._launch(runner, stage, output)
+                self.launch(runner, stage, output)
         try:
             for done in runner.finished():
-                self._landed(done)
+                self.landed(done)
         except StageFailed as failed:
-            raise self._failed(failed) from failed.cause
+            raise self.failed(failed) from failed.cause
 
-    def _admit(self, stage: Stage) -> StageOutput | None:
+    def admit(self, stage: Stage) -> StageOutput | None:
         """Key ``stage`` on its upstream outputs; a finished output is reused here (None), else it is returned, to be
         computed."""
         check_inputs(stage, self.outputs)
@@ -908,13 +908,13 @@ class Pipeline:
         self.outputs[stage.name] = output
         problem = output.problem(self.verify)
         if problem is None:
-            self._reuse(stage, output, "reused  ")
+            self.reuse(stage, output, "reused  ")
             return None
         if output.path.exists():  # the fresh output replaces it (StageWriter)
             self.log(f"[fairl] {stage.name}: stage output {_damage(problem)} ({problem}), recomputing")
         return output
 
-    def _reuse(self, stage: Stage, output: StageOutput, how: str) -> None:
+    def reuse(self, stage: Stage, output: StageOutput, how: str) -> None:
         """A finished output (of an earlier run, or of another variant of the study: ``how``) recorded as reused."""
         self.summaries[stage.name] = output.summary()
         self.log(f"[fairl] {stage.name:<24} {how} {self._rel(output.path)}")
@@ -923,12 +923,12 @@ class Pipeline:
         else:
             self._track_reused(stage, output, time.time())
 
-    def _launch(self, runner: StageRunner, stage: Stage, output: StageOutput) -> None:
+    def launch(self, runner: StageRunner, stage: Stage, output: StageOutput) -> None:
         """Start the stage's MLflow run and its Ray task with the resources it declares."""
         if self.parent_run is None:
             self._open_parent()
         self.log(f"[fairl] {stage.name:<24} running  ...")
-        t0 = time.time()  # the stage's MLflow run starts with it (and ends with it, in _landed)
+        t0 = time.time()  # the stage's MLflow run starts with it (and ends with it, in landed)
         run_id = self._start_stage_run(stage, output, reused=False, started=t0)
         model_task = stage.uses_model and not stage.orchestrates
         runner.launch(
@@ -942,7 +942,7 @@ class Pipeline:
             resources=self.cfg.resources.custom if model_task else None,
         )
 
-    def _landed(self, done) -> None:
+    def landed(self, done) -> None:
         """A launched stage finished (``StageRunner.finished``): its summary, log line, MLflow run and note."""
         _, stage, t0, run_id = done.context
         self.summaries[stage.name] = done.summary
@@ -952,7 +952,7 @@ class Pipeline:
         if note:
             self.log(note)
 
-    def _failed(self, failed: StageFailed) -> StageError:
+    def failed(self, failed: StageFailed) -> StageError:
         """A launched stage failed: its MLflow run ends FAILED; the error to raise, in one line."""
         self.log(f"[fairl] {failed.name:<24} FAILED (finished stages are kept; rerun to resume)")
         self.tracker.end_run(self._open_runs.pop(failed.name), "FAILED")
