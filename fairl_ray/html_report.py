@@ -528,21 +528,30 @@ def axis_figure(axis: str, xs: list, stats: dict, keys: list) -> bytes | None:
     numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
     pos = np.asarray(xs, dtype=np.float64) if numeric else np.arange(len(xs), dtype=np.float64)
     fig, axes = pyplot.subplots(1, len(keys), figsize=(3.9 * len(keys), 3.3), squeeze=False)
+    # one colour per method in every panel, and one legend of them all (a method may lack a panel's metric)
+    colours = {m: pyplot.get_cmap("tab10" if len(stats) <= 10 else "tab20")(i) for i, m in enumerate(stats)}
+    handles = {}
     for ax, (key, title, higher) in zip(axes[0], keys):
         for method, by_key in stats.items():
             mean = np.array([s["mean"] for s in by_key[key]])
             std = np.nan_to_num(np.array([s["std"] for s in by_key[key]]))
             if not np.isfinite(mean).any():
                 continue
-            (line,) = ax.plot(pos, mean, marker="o", ms=3, label=method)
-            ax.fill_between(pos, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+            (handles[method],) = ax.plot(pos, mean, marker="o", ms=3, label=method, color=colours[method])
+            ax.fill_between(pos, mean - std, mean + std, color=colours[method], alpha=0.15)
         ax.set_title(f"{title} ({'higher' if higher else 'lower'} is better)", fontsize=9)
         ax.set_xlabel(axis, fontsize=8)
         if not numeric:
             ax.set_xticks(pos, [str(x) for x in xs], fontsize=7)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
-    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    axes[0][-1].legend(
+        [handles[m] for m in stats if m in handles],
+        [m for m in stats if m in handles],
+        fontsize=7,
+        loc="center left",
+        bbox_to_anchor=(1.02, 0.5),
+    )
     fig.tight_layout()
     return _png(fig)
 
