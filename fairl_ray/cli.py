@@ -12,7 +12,7 @@ import signal
 import sys
 
 #: The ``fairl`` commands, in ``--help`` order: each module's ``add_parser`` and ``run`` (``fairl_ray/commands``).
-COMMANDS = ("run", "study", "audit", "irl", "tune", "score", "configs", "ui")
+COMMANDS = ("run", "study", "audit", "irl", "tune", "score", "report", "configs", "ui")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1138,12 +1138,14 @@ class Pipeline:
         }
 
     def _finish(self, results: dict) -> None:
+        from fairl_ray.html_report import build_report
         from fairl_ray.report import format_report
 
         path = self.workdir / "results.json"
         atomic_write_bytes(path, json.dumps(results, indent=2).encode())
         report = format_report(results)
         (self.workdir / "report.md").write_text(report)
+        self.tracker.log_artifact(self.parent_run, build_report(self.workdir)[0])  # report.html; report.md grows
         self.tracker.log_artifact(self.parent_run, path)
         self.tracker.log_artifact(self.parent_run, self.workdir / "report.md")
         flat = {}
