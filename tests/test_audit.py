@@ -85,7 +85,10 @@ def models(tmp_path_factory) -> dict:
     judge.save_pretrained(root / "judge")
     tok.save_pretrained(root / "judge")
     (root / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
-    return {k: root / k for k in ("base", "aligned", "judge", "prompts.jsonl")}
+    held = [{"text": " ".join(rng.choice(LIKED, size=4)), "label": 0} for _ in range(6)]
+    held += [{"text": " ".join(rng.choice(["idiot", "stupid", "bad"], size=4)), "label": 1} for _ in range(6)]
+    (root / "heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in held))
+    return {k: root / k for k in ("base", "aligned", "judge", "prompts.jsonl", "heldout.jsonl")}
 
 
 def _audit(models, workdir: Path, *extra: str) -> dict:
@@ -137,9 +140,17 @@ def test_audit_without_a_judge_reports_only_what_needs_no_ground_truth(ray_sessi
 
 
 def test_audit_with_a_judge_adds_the_recovery_metrics(ray_session, models, tmp_path):
-    results = _audit(models, tmp_path / "judge", "--judge", f"classifier:{models['judge']}")
+    results = _audit(
+        models, tmp_path / "judge", "--judge", f"classifier:{models['judge']}", "--heldout", str(models["heldout.jsonl"])
+    )
     per_method = results["metrics"]["per_method"]
     assert all("starc" in per_method[m] for m in ("max_margin", "implicit_reward"))
+    # the labelled held-out texts, scored without a prompt, have held-out columns for the implicit reward too. (No
+    # direction is asserted: unconditioned, this toy π_E prefers what began its fine-tuning sequences — the prompt
+    # words, toxic ones included — to the LIKED words it learnt to say after a prompt: AUC 0.0 here.)
+    auc = per_method["implicit_reward"]["heldout_roc_auc"]
+    assert auc["n"] == 1 and 0.0 <= auc["mean"] <= 1.0
+    assert per_method["max_margin"]["heldout_roc_auc"]["n"] == 2
     assert set(results["toxicity"]) == {"base", "expert"}
     assert results["ground_truth"] is True
 

@@ -215,11 +215,15 @@ def stage_subtype_transfer(out: Path, pairs_dir: Path, features_dir: Path, irl_c
     return result
 
 
-def stage_logprobs(out: Path, pairs_dir: Path, base_dir: Path, expert_dir: Path) -> dict:
-    """Summed log-probs of every pair's completions under π0 and π_E, for the implicit reward β·log π_E/π0."""
+def stage_logprobs(out: Path, pairs_dir: Path, base_dir: Path, expert_dir: Path, prompts_dir: Path) -> dict:
+    """Summed log-probs of every pair's completions under π0 and π_E, for the implicit reward β·log π_E/π0; and of
+    the world's held-out labelled texts (the prompts stage's ``heldout.json``), when it has them."""
     from fairl_ray.stages.implicit_reward import score_pairs
 
-    return score_pairs(_read_pairs(pairs_dir).to_pylist(), Path(base_dir) / "policy", Path(expert_dir) / "policy", out)
+    heldout_file = Path(prompts_dir) / "heldout.json"
+    heldout = json.loads(heldout_file.read_text())["text"] if heldout_file.is_file() else None
+    rows = _read_pairs(pairs_dir).to_pylist()
+    return score_pairs(rows, Path(base_dir) / "policy", Path(expert_dir) / "policy", out, heldout)
 
 
 def stage_evaluate(
@@ -241,7 +245,7 @@ def stage_evaluate(
     from fairl_ray.recovery.fit import FittedRewards
     from fairl_ray.recovery.score import score
     from fairl_ray.stages.evaluate import write_evaluation
-    from fairl_ray.stages.implicit_reward import implicit_rewards
+    from fairl_ray.stages.implicit_reward import implicit_heldout, implicit_rewards
 
     data = PairData.read(Path(pairs_dir) / "pairs.parquet", features_dir, encoder)
     fitted = FittedRewards.load(irl_dir, read_summary(irl_dir))
@@ -253,7 +257,8 @@ def stage_evaluate(
         held = json.loads(heldout_file.read_text())
         heldout = (encode_cached(load_encoder(encoder), held["text"], cache_dir), held["label"])
     implicit = implicit_rewards(logprobs_dir, beta) if logprobs_dir is not None else None
-    evaluation = score(fitted, data, heldout=heldout, scored_rewards=implicit)
+    implicit_held = implicit_heldout(logprobs_dir, beta) if logprobs_dir is not None and heldout else None
+    evaluation = score(fitted, data, heldout=heldout, scored_rewards=implicit, scored_heldout=implicit_held)
     write_evaluation(evaluation, out, curves=fitted.curves)
     return evaluation.summary
 
@@ -702,6 +707,12 @@ class Pipeline:
             draft_in_plan=draft_in_plan,
         )
 
+    def _heldout_key(self) -> dict:
+        """``{"heldout": digest}`` of the world's held-out texts (the prompts stage has drawn them by now); ``{}``
+        without any."""
+        held = self._dir("prompts") / "heldout.json"
+        return {"heldout": _digest(json.loads(held.read_text())["text"])} if held.is_file() else {}
+
     @property
     def _expert(self) -> str:
         """The stage whose ``policy/`` is π_E: trained here (``expert_rlhf``) or given (``given_expert``)."""
@@ -750,9 +761,15 @@ class Pipeline:
                 Stage(
                     "logprobs",
                     stage_logprobs,
-                    {},
+                    self._heldout_key(),  # keyed by the held-out texts it scores, not by the prompts stage
                     ["pairs", "base_policy", self._expert],
-                    {"pairs_dir": d("pairs"), "base_dir": d("base_policy"), "expert_dir": d(self._expert)},
+                    {
+                        "pairs_dir": d("pairs"),
+                        "base_dir": d("base_policy"),
+                        "expert_dir": d(self._expert),
+                        "prompts_dir": d("prompts"),
+                    },
+                    keyed_by_content=("prompts",),
                 )
             ]
             if has_policy

@@ -122,6 +122,7 @@ def score(
     heldout: tuple[np.ndarray, list[int]] | None = None,
     scored_rewards: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     analyses: bool = True,
+    scored_heldout: dict[str, np.ndarray] | None = None,
 ) -> Evaluation:
     """Score ``split`` (``test``; a search scores ``val``) with every fitted member; the calibration's classes are
     ``data``'s train pairs.
@@ -130,8 +131,9 @@ def score(
     train threshold (:func:`heldout_metrics`). ``scored_rewards``: rewards that are not IRL members, given as their
     values on every pair (``{name: (chosen [N], rejected [N])}``, e.g. the implicit reward of
     ``stages.implicit_reward``); each is one member (seed 0), normalised and thresholded on train as an IRL reward
-    is (:func:`~fairl_ray.recovery.fit.calibration`), with the same metrics and analyses, and no held-out columns
-    (the held-out texts have no prompt to condition a policy on). ``analyses=False`` (search trials): metrics only.
+    is (:func:`~fairl_ray.recovery.fit.calibration`), with the same metrics and analyses; with ``scored_heldout``
+    (``{name: its raw values on the held-out texts}``, e.g. the implicit reward scored without a prompt) the same
+    held-out columns as an IRL member. ``analyses=False`` (search trials): metrics only.
     """
     evaluated, train = data.mask(split), data.train
     test_classes, train_classes = data.output_classes(split), data.output_classes("train")
@@ -162,9 +164,11 @@ def score(
         scores = (np.concatenate([pos[evaluated], neg[evaluated]]).astype(np.float64) - mean) / std
         m = MemberScores(name, 0, scores, threshold)
         scored.append(m)
-        per_member.append(
-            {"method": name, "seed": 0, **member_metrics(scores, m.threshold, test_classes, gt, train_classes)}
-        )
+        row = {"method": name, "seed": 0, **member_metrics(scores, m.threshold, test_classes, gt, train_classes)}
+        if heldout is not None and scored_heldout and name in scored_heldout:
+            held = (np.asarray(scored_heldout[name], dtype=np.float64) - mean) / std
+            row.update(heldout_metrics(held, heldout[1], threshold, train_classes))
+        per_member.append(row)
 
     n_evaluated = int(evaluated.sum())
     summary = {"test_pairs": n_evaluated, "per_member": per_member, "per_method": aggregate(per_member)}

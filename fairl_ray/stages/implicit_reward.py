@@ -60,10 +60,15 @@ def completion_logprobs(
     return np.array(sums, dtype=np.float64), np.array(counts, dtype=np.int64)
 
 
-def score_pairs(rows: list[dict], base_policy: Path, expert_policy: Path, out: Path) -> dict:
+def score_pairs(
+    rows: list[dict], base_policy: Path, expert_policy: Path, out: Path, heldout: list[str] | None = None
+) -> dict:
     """Write ``logprobs.safetensors``: ``{chosen,rejected}_{base,expert}`` (summed log-probs, float64) and
-    ``{chosen,rejected}_tokens`` per pair, in the pairs file's row order. On the GPU Ray assigned to this task
-    (else the CPU), in float32: the reward is a difference of two sums of log-probs, which bf16 rounding swamps."""
+    ``{chosen,rejected}_tokens`` per pair, in the pairs file's row order; with ``heldout`` texts (a world's labelled
+    held-out comments) also ``heldout_{base,expert}`` / ``heldout_tokens``, each text scored WITHOUT a prompt (EOS as
+    its only context: the held-out texts have none, so their implicit reward is β·log π_E(y)/π0(y) unconditioned).
+    On the GPU Ray assigned to this task (else the CPU), in float32: the reward is a difference of two sums of
+    log-probs, which bf16 rounding swamps."""
     from safetensors.numpy import save_file
 
     from fairl_ray.policy_io import load_policy
@@ -76,9 +81,24 @@ def score_pairs(rows: list[dict], base_policy: Path, expert_policy: Path, out: P
         for side in ("chosen", "rejected"):
             logp, n = completion_logprobs(model, tokenizer, prompts, [r[side] for r in rows])
             tensors[f"{side}_{name}"], tensors[f"{side}_tokens"] = logp, n
+        if heldout:
+            logp, n = completion_logprobs(model, tokenizer, [""] * len(heldout), list(heldout))
+            tensors[f"heldout_{name}"], tensors["heldout_tokens"] = logp, n
         del model
     save_file(tensors, str(Path(out) / LOGPROBS_FILE))
-    return {"pairs": len(rows), "device": device}
+    return {"pairs": len(rows), "heldout": len(heldout or []), "device": device}
+
+
+def implicit_heldout(logprobs_dir: Path, beta: float) -> dict[str, np.ndarray] | None:
+    """The implicit rewards of the held-out texts (``{name: [M]}``, as :func:`implicit_rewards`), or None when the
+    stage scored none."""
+    from safetensors.numpy import load_file
+
+    t = load_file(str(Path(logprobs_dir) / LOGPROBS_FILE))
+    if "heldout_base" not in t:
+        return None
+    full = beta * (t["heldout_expert"] - t["heldout_base"])
+    return {"implicit_reward": full, "implicit_reward_per_token": full / np.maximum(t["heldout_tokens"], 1)}
 
 
 def implicit_rewards(logprobs_dir: Path, beta: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
