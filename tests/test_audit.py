@@ -141,7 +141,12 @@ def test_audit_without_a_judge_reports_only_what_needs_no_ground_truth(ray_sessi
 
 def test_audit_with_a_judge_adds_the_recovery_metrics(ray_session, models, tmp_path):
     results = _audit(
-        models, tmp_path / "judge", "--judge", f"classifier:{models['judge']}", "--heldout", str(models["heldout.jsonl"])
+        models,
+        tmp_path / "judge",
+        "--judge",
+        f"classifier:{models['judge']}",
+        "--heldout",
+        str(models["heldout.jsonl"]),
     )
     per_method = results["metrics"]["per_method"]
     assert all("starc" in per_method[m] for m in ("max_margin", "implicit_reward"))

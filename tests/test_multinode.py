@@ -56,6 +56,18 @@ SCRIPT = textwrap.dedent("""
                    "--set", "seeds=[0]", "--set", "fresh_seeds=[7]", "--set", "fixed.epochs=6",
                    "--set", "fixed.hidden_dim=16", "--set", "space.curriculum_rounds.randint=[2, 6]"])
         out["tune_rc"], out["tune_seconds"] = rc, time.time() - t0
+        # A study whose two variants' experts (different RLHF seeds) are pinned to different worker nodes
+        from fairl_ray.config.study import load_study
+        from fairl_ray.orchestration.study import Study
+
+        study_file = workdir.parent / "pinned.yaml"
+        study_file.write_text(
+            "name: pinned\\nbase: default.yaml\\nvariants:\\n"
+            "  - {name: a, set: {expert_rlhf.seed: 1, resources.custom: {worker_a: 1}}}\\n"
+            "  - {name: b, set: {expert_rlhf.seed: 2, resources.custom: {worker_b: 1}}}\\n"
+        )
+        study = load_study(study_file, TINY + ["realign.methods=[]"])
+        out["study"] = Study(study, workdir.parent / "study", address=cluster.address).run()
     finally:
         report.write_text(json.dumps(out if "out" in dir() else {}, default=str))
         ray.shutdown()
@@ -107,6 +119,27 @@ def test_the_pipeline_ran_its_stages_as_ray_tasks_on_the_workers(cluster_run):
     assert not any(s["reused"] for s in results["stages"].values())
     ran = {t.split("fairl:", 1)[1] for t in out["tasks"]}
     assert {"expert_rlhf", "features", "irl", "evaluate"} <= ran, out["tasks"]
+
+
+def test_a_studys_experts_pinned_to_two_nodes_trained_at_the_same_time(cluster_run):
+    """Two variants of a study ask for different nodes' custom resources (resources.custom): their experts, in
+    the same wave, ran side by side — one on each worker node (each has 1 CPU: they could not share one)."""
+    workdir, out, log = cluster_run
+    study = out["study"]
+    assert [v["name"] for v in study["variants"]] == ["a", "b"]
+    assert all("expert_rlhf" in v["computed"] for v in study["variants"])  # two experts, not one shared
+    client = MlflowClient(study["mlflow"]["tracking_uri"])
+    experiment = client.get_experiment_by_name("fairl-ray").experiment_id
+    runs = client.search_runs([experiment], "tags.`fairl.stage` = 'expert_rlhf'")
+    # when each body ran (the task's own clock, not its launch) and on which node (the stage run's tags)
+    ran = sorted(
+        (float(r.data.tags["fairl.task_began"]), float(r.data.tags["fairl.task_ended"]), r.data.tags["fairl.node_id"])
+        for r in runs
+    )
+    assert len(ran) == 2
+    (began_1, ended_1, node_1), (began_2, _, node_2) = ran
+    assert began_2 < ended_1, f"the second expert began after the first ended: {ran}"
+    assert {node_1, node_2} == set(out["workers"])
 
 
 def test_the_search_ran_its_trials_on_both_worker_nodes(cluster_run):

@@ -63,6 +63,8 @@ def test_pair_mix_study_trains_and_generates_once_for_every_fraction(ray_session
         pairs.add(results["stages"]["pairs"]["key"])
     assert len(pairs) == 5
     assert "toxic_to_nontoxic_fraction" in (tmp_path / "pm" / "study.md").read_text()
+    page = (tmp_path / "pm" / "report.html").read_text()  # curves along the axis, rebuilt from the stored results
+    assert "pairs.toxic_to_nontoxic_fraction" in page and page.count("data:image/png;base64,") >= 1
     # MLflow: one study run, a child per variant whose params carry the axis
     client = MlflowClient(summary["mlflow"]["tracking_uri"])
     experiment = client.get_experiment_by_name("fairl-ray").experiment_id

@@ -112,4 +112,10 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyCon
         except ConfigError as err:
             raise ConfigError(f"variant {name}: {err.key}" if err.key else f"variant {name}", err.why) from None
         variants.append(Variant(name, values, cfg))
-    return StudyConfig(str(data.get("name") or path.stem), base, {k: list(v) for k, v in grid.items()}, variants)
+    # The axes: the grid's keys, then every key a listed variant sets, with its values in order of appearance.
+    axes = {k: list(v) for k, v in grid.items()}
+    for _, values in points[len(points) - len(listed) :] if listed else []:
+        for k, v in values.items():
+            if v not in axes.setdefault(k, []):
+                axes[k].append(v)
+    return StudyConfig(str(data.get("name") or path.stem), base, axes, variants)

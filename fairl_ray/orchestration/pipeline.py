@@ -963,6 +963,10 @@ class Pipeline:
         """A launched stage finished (``StageRunner.finished``): its summary, log line, MLflow run and note."""
         _, stage, t0, run_id = done.context
         self.summaries[stage.name] = done.summary
+        if done.placement:  # which node ran it, and when it ran (not when it was queued): a cluster's record
+            self.tracker.client.set_tag(run_id, "fairl.node_id", str(done.placement["node_id"]))
+            for key in ("began", "ended"):
+                self.tracker.client.set_tag(run_id, f"fairl.task_{key}", f"{done.placement[key]:.3f}")
         self.log(f"[fairl] {stage.name:<24} done     in {done.ended - t0:6.1f}s")
         self._finish_stage_run(stage, done.output, run_id, reused=False, seconds=done.ended - t0, ended=done.ended)
         note = stage.note(self.summaries[stage.name], self.cfg) if stage.note else None

@@ -19,11 +19,14 @@ from typing import Any
 from fairl_ray.orchestration.stage_store import StageOutput, StageWriter
 
 
-def run_stage_body(output: StageOutput, fn: Callable, kwargs: dict) -> dict:
-    """Body of every stage's Ray task: run ``fn`` into a temp dir and publish it atomically as ``output``."""
+def run_stage_body(output: StageOutput, fn: Callable, kwargs: dict) -> tuple[dict, dict]:
+    """Body of every stage's Ray task: run ``fn`` into a temp dir and publish it atomically as ``output``; returns
+    its summary and where and when it ran (:class:`Placement`)."""
+    import ray
     import torch
     from transformers.utils import logging as hf_logging
 
+    began = time.time()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     # Weight-loading/saving bars of tiny models flash by and clutter the driver's log; stage progress stays.
     hf_logging.disable_progress_bar()
@@ -31,7 +34,8 @@ def run_stage_body(output: StageOutput, fn: Callable, kwargs: dict) -> dict:
     writer = StageWriter(output)
     with writer as tmp:
         writer.summary = fn(tmp, **kwargs) or {}
-    return writer.summary
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    return writer.summary, {"node_id": node, "began": began, "ended": time.time()}
 
 
 class StageFailed(Exception):
@@ -53,6 +57,9 @@ class Finished:
     started: float
     ended: float
     context: Any = None  # what the caller attached at launch
+    placement: dict | None = None
+    """Where and when the body ran, by the task's own clock: ``node_id``, ``began``, ``ended`` (a task waits in
+    Ray's queue between ``started``, its launch, and ``began``)."""
 
 
 class StageRunner:
@@ -92,10 +99,10 @@ class StageRunner:
             done, _ = ray.wait(list(self._pending), num_returns=1)
             name, output, started, context = self._pending.pop(done[0])
             try:
-                summary = ray.get(done[0])
+                summary, placement = ray.get(done[0])
             except Exception as err:
                 for ref in self._pending:
                     ray.cancel(ref)
                 self._pending.clear()
                 raise StageFailed(name, output, err, started) from err
-            yield Finished(name, output, summary, started, time.time(), context)
+            yield Finished(name, output, summary, started, time.time(), context, placement)

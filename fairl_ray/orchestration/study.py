@@ -97,8 +97,12 @@ class Study:
             run_lockstep(pipelines)
             results = {v.name: p.complete() for v, p in zip(self.study.variants, pipelines)}
             summary = self._write(results, time.time() - started, study_run)
-            tracker.log_artifact(study_run, self.out / "study.json")
-            tracker.log_artifact(study_run, self.out / "study.md")
+            from fairl_ray.html_report import build_report
+
+            html, md = build_report(self.out)  # report.html / report.md: curves along each axis, ± bands over seeds
+            for artifact in (self.out / "study.json", self.out / "study.md", html, md):
+                tracker.log_artifact(study_run, artifact)
+            self.log(f"[study] report: {html}")
             status = "FINISHED"
             return summary
         except KeyboardInterrupt:
