@@ -19,6 +19,7 @@ from .dispersion import Dispersion
 from .failure_path import FailurePath
 from .failure_slices import FailureSlices
 from .failure_subtypes import FailureSubtypes
+from .perturbation import Perturbation
 from .scoreboard import Scoreboard
 from .subtype_transfer import SubtypeTransfer
 from .text_audit import TextAudit
@@ -33,8 +34,10 @@ EVALUATION_ANALYSES: tuple[Analysis, ...] = (
     TextAudit(),
 )
 SUBTYPE_TRANSFER = SubtypeTransfer()
+#: computed in the evaluate stage with the run's encoder (``recovery.probes``), not from the scores alone
+PERTURBATION = Perturbation()
 ANALYSES: Registry[Analysis] = Registry("analysis")
-for _analysis in (*EVALUATION_ANALYSES, SUBTYPE_TRANSFER):
+for _analysis in (*EVALUATION_ANALYSES, PERTURBATION, SUBTYPE_TRANSFER):
     ANALYSES.register(_analysis.name, _analysis)
 del _analysis
 
@@ -88,6 +91,7 @@ __all__ = [
     "EVALUATION_ANALYSES",
     "EvalContext",
     "MemberScores",
+    "PERTURBATION",
     "SUBTYPE_TRANSFER",
     "Table",
     "render",

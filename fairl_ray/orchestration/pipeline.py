@@ -259,6 +259,14 @@ def stage_evaluate(
     implicit = implicit_rewards(logprobs_dir, beta) if logprobs_dir is not None else None
     implicit_held = implicit_heldout(logprobs_dir, beta) if logprobs_dir is not None and heldout else None
     evaluation = score(fitted, data, heldout=heldout, scored_rewards=implicit, scored_heldout=implicit_held)
+    if evaluation.n_pairs:  # Insights Table 6: how far each reward moves under edits of known direction
+        from fairl_ray.analyses import PERTURBATION
+        from fairl_ray.features import encode_cached, load_encoder
+        from fairl_ray.recovery.probes import probe_shifts
+
+        model = load_encoder(encoder)
+        probes = probe_shifts(fitted, data.output_texts("test"), lambda t: encode_cached(model, t, cache_dir))
+        evaluation.summary.setdefault("analyses", {})[PERTURBATION.name] = probes
     write_evaluation(evaluation, out, curves=fitted.curves)
     return evaluation.summary
 
