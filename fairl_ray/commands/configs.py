@@ -23,17 +23,19 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from fairl_ray.config import tune_configs_dir
 
-    shipped = sorted(tune_configs_dir().glob("*.yaml"))
+    root = tune_configs_dir()
+    shipped = sorted(root.glob("*.yaml")) + sorted(root.glob("studies/*.yaml"))  # experiments, then `fairl study`'s
     if args.name is None:
-        width = max(len(p.name) for p in shipped)
+        width = max(len(str(p.relative_to(root))) for p in shipped)
         for path in shipped:
-            print(f"{path.name:<{width}}  {_first_comment(path)}")
+            print(f"{str(path.relative_to(root)):<{width}}  {_first_comment(path)}")
         print(f"\n[fairl] in {tune_configs_dir()}; `fairl configs NAME > my.yaml` copies one")
         return 0
     name = args.name if args.name.endswith(".yaml") else f"{args.name}.yaml"
-    path = tune_configs_dir() / name
+    path = root / name
     if path not in shipped:
-        return fail(f"no shipped config {args.name!r}; choose one of: {', '.join(p.stem for p in shipped)}")
+        names = ", ".join(str(p.relative_to(root).with_suffix("")) for p in shipped)
+        return fail(f"no shipped config {args.name!r}; choose one of: {names}")
     sys.stdout.write(path.read_text(encoding="utf-8"))
     return 0
 
