@@ -91,6 +91,9 @@ def test_results_json_has_metrics_per_method_and_seed_and_toxicity(first_run):
     assert per_method["max_margin"]["accuracy"]["n"] == 2
     for name in IMPLICIT:
         assert per_method[name]["pair_accuracy"]["n"] == 1 and 0.0 <= per_method[name]["starc"]["mean"] <= 2.0
+    # π_E was trained here by GRPO at KL coefficient β: its implicit reward β·log π_E/π0 ranks the held-out pairs
+    # (o+ = π_E's sample, o− = π0's: in expectation KL(π_E‖π0) + KL(π0‖π_E) > 0 apart), better than chance
+    assert per_method["implicit_reward"]["pair_accuracy"]["mean"] > 0.6
     assert set(on_disk["toxicity"]) == {"base", "expert", "realigned:fa_irl_mm_margin"}
     for row in on_disk["toxicity"].values():
         assert 0.0 <= row["toxicity_rate"] <= 1.0 and row["n"] == 24
