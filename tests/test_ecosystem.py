@@ -24,7 +24,8 @@ def test_configs_are_package_data_and_the_checkout_path_still_works():
     # Inside the package, so a wheel carries them; README's `fairl run tune_configs/...` goes through the symlink.
     assert tune_configs_dir() == REPO / "fairl_ray" / "tune_configs"
     assert (REPO / "tune_configs").resolve() == tune_configs_dir()
-    assert 'fairl_ray = ["py.typed", "tune_configs/*.yaml"]' in (REPO / "pyproject.toml").read_text()
+    package_data = 'fairl_ray = ["py.typed", "tune_configs/*.yaml", "tune_configs/studies/*.yaml"]'
+    assert package_data in (REPO / "pyproject.toml").read_text()
     via_checkout = load_config(REPO / "tune_configs" / "fa_irl_table1.yaml")
     assert via_checkout == load_config(tune_config_path("fa_irl_table1.yaml"))
 
@@ -41,9 +42,9 @@ def test_version_comes_from_the_installed_metadata(capsys):
 def test_configs_lists_every_shipped_yaml_with_its_first_comment(capsys):
     assert main(["configs"]) == 0
     out = capsys.readouterr().out
-    for path in tune_configs_dir().glob("*.yaml"):
+    for path in [*tune_configs_dir().glob("*.yaml"), *tune_configs_dir().glob("studies/*.yaml")]:
         first = next(line for line in path.read_text().splitlines() if line.startswith("#"))
-        assert f"{path.name}  " in out and first.lstrip("# ") in out
+        assert f"{path.relative_to(tune_configs_dir())}  " in out and first.lstrip("# ") in out
 
 
 @pytest.mark.parametrize("name", ["default", "search_fa_irl.yaml"])
