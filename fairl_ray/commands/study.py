@@ -77,10 +77,11 @@ def run(args) -> int:
         rows = plan_study(study, workdir)
         print(
             markdown_table(
-                ["stage", "variants", "would"], [[r["stage"], str(r["variants"]), r["action"]] for r in rows]
+                ["stage", "variants", "would"],
+                [[r["stage"], str(r["variants"]), "reuse" if r["action"] == "reuse" else "RUN"] for r in rows],
             )
         )
-        n_run = sum(r["action"] == "RUN" for r in rows)
+        n_run = sum(r["action"] == "run" for r in rows)
         print(f"\n[study] dry run: {len(study.variants)} variant(s), {len(rows)} distinct stage(s), {n_run} would run")
         return 0
     from fairl_ray.orchestration.study import Study

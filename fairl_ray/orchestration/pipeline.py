@@ -241,30 +241,27 @@ def stage_evaluate(
     stage's ``heldout.json``: Jigsaw in the papers, the insults comments offline), each reward as a classifier of
     them (FA-IRL Table 1's held-out columns). With ``logprobs_dir`` (a world with a policy), the implicit rewards
     β·(log π_E − log π0) and its per-token variant are scored beside the IRL members."""
+    from fairl_ray.analyses import PERTURBATION
+    from fairl_ray.features import encode_cached, load_encoder
     from fairl_ray.recovery.data import PairData
     from fairl_ray.recovery.fit import FittedRewards
+    from fairl_ray.recovery.probes import probe_shifts
     from fairl_ray.recovery.score import score
     from fairl_ray.stages.evaluate import write_evaluation
     from fairl_ray.stages.implicit_reward import implicit_heldout, implicit_rewards
 
     data = PairData.read(Path(pairs_dir) / "pairs.parquet", features_dir, encoder)
     fitted = FittedRewards.load(irl_dir, read_summary(irl_dir))
+    model = load_encoder(encoder)  # the held-out texts and the probes' edits are encoded through the run's cache
     heldout = None
     heldout_file = Path(prompts_dir) / "heldout.json"
     if heldout_file.is_file():
-        from fairl_ray.features import encode_cached, load_encoder
-
         held = json.loads(heldout_file.read_text())
-        heldout = (encode_cached(load_encoder(encoder), held["text"], cache_dir), held["label"])
+        heldout = (encode_cached(model, held["text"], cache_dir), held["label"])
     implicit = implicit_rewards(logprobs_dir, beta) if logprobs_dir is not None else None
     implicit_held = implicit_heldout(logprobs_dir, beta) if logprobs_dir is not None and heldout else None
     evaluation = score(fitted, data, heldout=heldout, scored_rewards=implicit, scored_heldout=implicit_held)
     if evaluation.n_pairs:  # Insights Table 6: how far each reward moves under edits of known direction
-        from fairl_ray.analyses import PERTURBATION
-        from fairl_ray.features import encode_cached, load_encoder
-        from fairl_ray.recovery.probes import probe_shifts
-
-        model = load_encoder(encoder)
         probes = probe_shifts(fitted, data.output_texts("test"), lambda t: encode_cached(model, t, cache_dir))
         evaluation.summary.setdefault("analyses", {})[PERTURBATION.name] = probes
     write_evaluation(evaluation, out, curves=fitted.curves)
@@ -483,6 +480,7 @@ class Pipeline:
         # study's directory that its variants share (a stage two variants share is computed once).
         self.store = Path(store).resolve() if store is not None else self.workdir
         self.study_run = study_run  # a study's MLflow run: this run's parent is its child
+        self.tracker = None  # opened by begin()
         self.tracking_uri = tracking_uri or default_tracking_uri(self.workdir)
         self.address = address
         self.log = log
@@ -524,7 +522,7 @@ class Pipeline:
             status = "KILLED"
             raise
         finally:
-            if hasattr(self, "tracker"):
+            if self.tracker is not None:  # begin() got as far as the MLflow store
                 self.end(status)
             if started_ray:
                 shutdown_ray(remove_session=status == "FINISHED")

@@ -182,9 +182,9 @@ def plan_study(study: StudyConfig, out: str | Path) -> list[dict]:
     for v in study.variants:
         pipeline = Pipeline(v.config, Path(out) / "variants" / v.name, store=out)
         for row in pipeline.plan():
-            entry = seen.setdefault(row["dir"], {"stage": row["stage"], "variants": 0, "action": row["action"].upper()})
+            entry = seen.setdefault(row["dir"], {"stage": row["stage"], "variants": 0, "action": row["action"]})
             entry["variants"] += 1
-    return [{**r, "action": "reuse" if r["action"] == "REUSE" else "RUN"} for r in seen.values()]
+    return list(seen.values())
 
 
 def study_table(study: StudyConfig, results: dict[str, dict]) -> str:
