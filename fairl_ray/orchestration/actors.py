@@ -33,20 +33,20 @@ class PolicyWorker:
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
         self.device, self.dtype = device, dtype
-        self.policies: dict[str, Any] = {}
+        self.policies: dict[tuple[str, str], Any] = {}  # (engine, policy folder) -> its LoadedPolicy
         self.loads = 0
         self.cpu_s = 0.0  # CPU time spent generating (all threads of this process)
 
     def generate(self, policy_dir: str, prompts: list[str], cfg, seed: int) -> list[str]:
-        from fairl_ray.policy_io import load_policy
-        from fairl_ray.stages.generate import generate_shard
+        from fairl_ray.stages.generation_engine import GENERATION_ENGINES
 
-        if policy_dir not in self.policies:
-            self.policies[policy_dir] = load_policy(policy_dir, device=self.device, dtype=self.dtype)
+        key = (cfg.engine, policy_dir)
+        if key not in self.policies:
+            engine = GENERATION_ENGINES.get(cfg.engine)
+            self.policies[key] = engine.load(policy_dir, device=self.device, dtype=self.dtype)
             self.loads += 1
-        model, tokenizer = self.policies[policy_dir]
         t0 = time.process_time()
-        out = generate_shard(model, tokenizer, prompts, cfg, seed)
+        out = self.policies[key].generate(prompts, cfg, seed)
         self.cpu_s += time.process_time() - t0
         return out
 
@@ -57,8 +57,8 @@ class PolicyWorker:
             "loads": self.loads,
             "cpu_s": round(self.cpu_s, 3),
             "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-            "devices": {d: str(m.device) for d, (m, _) in self.policies.items()},
-            "dtypes": {d: str(m.dtype) for d, (m, _) in self.policies.items()},
+            "devices": {d: p.device for (_, d), p in self.policies.items()},
+            "dtypes": {d: getattr(p, "dtype", "auto") for (_, d), p in self.policies.items()},
         }
 
 

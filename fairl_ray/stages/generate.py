@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from fairl_ray.config_error import ConfigError
 from fairl_ray.policy_io import load_policy
+from fairl_ray.stages.generation_engine import GENERATION_ENGINES, hf_generate
 
 if TYPE_CHECKING:  # pragma: no cover
     from fairl_ray.worlds import World
@@ -29,6 +30,10 @@ class GenerationConfig:
     (seed, shard index), so completions depend on this number but not on how many workers run)."""
     do_sample: bool = True
     """Sample (True) or decode greedily (False)."""
+    engine: str = "hf"
+    """What generates (:mod:`fairl_ray.stages.generation_engine`): "hf" (transformers ``generate``; CPU or GPU) or
+    "vllm" (a vLLM engine per pool worker: needs ``pip install vllm`` and ``resources.gpus_per_worker > 0``;
+    completions are seeded per request, reproducible and worker-count independent, but not hf's)."""
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
@@ -46,6 +51,11 @@ class GenerationConfig:
             bad("top_p", "must be in (0, 1]")
         if not isinstance(self.do_sample, bool):
             bad("do_sample", "must be a bool")
+        if self.engine not in GENERATION_ENGINES:
+            bad("engine", f"must be one of {GENERATION_ENGINES.names()}")
+        problem = GENERATION_ENGINES.get(self.engine).problem()
+        if problem:
+            bad("engine", f"{self.engine} {problem}")
 
 
 def shard_seed(seed: int, shard: int) -> int:
@@ -61,24 +71,9 @@ def shards(n: int, shard_size: int) -> list[tuple[int, int]]:
 
 
 def generate_shard(model, tokenizer, prompts: list[str], cfg: GenerationConfig, seed: int) -> list[str]:
-    """One ``generate`` call on one shard of prompts (left padding) seeded with ``seed``; returns the decoded new
-    tokens only (special tokens stripped, surrounding whitespace trimmed)."""
-    import torch
-
-    sample_kwargs = dict(temperature=cfg.temperature, top_p=cfg.top_p, top_k=0) if cfg.do_sample else {}
-    torch.manual_seed(seed)
-    with torch.inference_mode():
-        enc = tokenizer(list(prompts), return_tensors="pt", padding=True).to(model.device)
-        gen = model.generate(
-            **enc,
-            max_new_tokens=cfg.max_new_tokens,
-            do_sample=cfg.do_sample,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            **sample_kwargs,
-        )
-    new = gen[:, enc["input_ids"].shape[1] :]
-    return [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    """One shard with a loaded transformers model: the ``hf`` engine's
+    :func:`~fairl_ray.stages.generation_engine.hf_generate`."""
+    return hf_generate(model, tokenizer, prompts, cfg, seed)
 
 
 def generate_completions(
@@ -93,7 +88,8 @@ def generate_completions(
     ``cfg.batch_size``, shard ``i`` sampled with :func:`shard_seed` ``(seed, i)`` — exactly what a pool of policy
     workers (:mod:`fairl_ray.orchestration.actors`) returns, whatever its size. Deterministic for ``seed``.
 
-    ``device``: ``auto`` uses the GPU Ray assigned to this worker (bf16/fp16), else the CPU (fp32).
+    ``device``: ``auto`` uses the GPU Ray assigned to this worker (bf16/fp16), else the CPU (fp32). The engine is
+    ``cfg.engine``'s (:data:`~fairl_ray.stages.generation_engine.GENERATION_ENGINES`).
     ``progress``: tqdm bar over shards; by default shown only when there are more than 4 shards.
     """
     from tqdm.auto import tqdm
@@ -101,12 +97,12 @@ def generate_completions(
     cfg = cfg or GenerationConfig()
     if not prompts:
         return []
-    model, tokenizer = load_policy(policy_dir, device=device)
+    policy = GENERATION_ENGINES.get(cfg.engine).load(policy_dir, device=device)
     parts = shards(len(prompts), cfg.batch_size)
     show = progress if progress is not None else len(parts) > 4
     out: list[str] = []
     for i, (a, b) in enumerate(tqdm(parts, desc="generate", disable=not show)):
-        out.extend(generate_shard(model, tokenizer, prompts[a:b], cfg, shard_seed(seed, i)))
+        out.extend(policy.generate(prompts[a:b], cfg, shard_seed(seed, i)))
     return out
 
 
