@@ -197,7 +197,7 @@ def test_rlhf_algorithms_and_a_new_one():
     assert all(isinstance(a, RLHFAlgorithm) for a in RLHF_ALGORITHMS.values())
 
     class Noop(RLHFAlgorithm):
-        def train(self, policy_dir, prompts, reward_fn, cfg, out_dir, *, progress, device):
+        def train(self, policy_dir, prompts, reward_fn, cfg, out_dir, *, progress, device, session):
             return {"algorithm": cfg.algorithm, "device": device, "rewards": reward_fn(prompts)}
 
     from fairl_ray.stages.rlhf import train_rlhf
@@ -207,6 +207,50 @@ def test_rlhf_algorithms_and_a_new_one():
     with registered(RLHF_ALGORITHMS, "noop", Noop()):
         out = train_rlhf("unused", ["a", "b"], lambda c: [1.0] * len(c), RLHFConfig(algorithm="noop"), device="cpu")
         assert out == {"algorithm": "noop", "device": "cpu", "rewards": [1.0, 1.0]}
+
+
+def test_generation_engines_and_a_new_one(tmp_path):
+    """hf is the default and needs nothing more; vllm names its package where it is not installed; a registered
+    engine is what generate_completions runs, shard by shard with the shard seeds."""
+    import importlib.util
+
+    from fairl_ray.stages.generate import GenerationConfig, generate_completions, shard_seed
+    from fairl_ray.stages.generation_engine import GENERATION_ENGINES, GenerationEngine, LoadedPolicy
+
+    assert GENERATION_ENGINES.names()[:2] == ("hf", "vllm") and GenerationConfig().engine == "hf"
+    assert all(isinstance(e, GenerationEngine) for e in GENERATION_ENGINES.values())
+    assert GENERATION_ENGINES.get("hf").problem() is None
+    if importlib.util.find_spec("vllm") is None:
+        with pytest.raises(ValueError, match="engine: vllm needs the vllm package"):
+            GenerationConfig(engine="vllm")
+    with pytest.raises(ValueError, match="engine: must be one of"):
+        GenerationConfig(engine="echo")
+
+    class Echo(LoadedPolicy):
+        device = "cpu"
+
+        def generate(self, prompts, cfg, seed):
+            return [f"{p}|{seed}" for p in prompts]
+
+        def logprobs(self, prompts, completions):
+            return np.zeros(len(prompts)), np.zeros(len(prompts), dtype=np.int64)
+
+    class EchoEngine(GenerationEngine):
+        def load(self, policy_dir, device="auto", dtype="auto"):
+            return Echo()
+
+    with registered(GENERATION_ENGINES, "echo", EchoEngine()):
+        out = generate_completions("unused", ["a", "b", "c"], GenerationConfig(engine="echo", batch_size=2), seed=7)
+    assert out == [f"a|{shard_seed(7, 0)}", f"b|{shard_seed(7, 0)}", f"c|{shard_seed(7, 1)}"]
+
+
+def test_vllm_request_seeds_are_per_position_and_reproducible():
+    from fairl_ray.stages.generation_engine import request_seeds
+
+    seeds = request_seeds(123, 5)
+    assert seeds == request_seeds(123, 5) and len(set(seeds)) == 5
+    assert request_seeds(123, 3) == seeds[:3]  # a request's seed depends on its position, not the shard's length
+    assert request_seeds(124, 5) != seeds and all(0 <= s < 2**31 - 1 for s in seeds)
 
 
 # ---- analyses ----------------------------------------------------------------------------------------------

@@ -91,6 +91,15 @@ def test_tiny_rlhf_deterministic_for_seed(small_policy, tmp_path):
         ("learning_rate", {"learning_rate": 0.0}),
         ("max_steps", {"max_steps": 0}),
         ("temperature", {"temperature": 0.0}),
+        ("num_workers", {"num_workers": 0}),
+        ("num_workers", {"num_workers": 3}),  # 32 completions do not split into 3 equal shares of whole groups
+        ("strategy", {"strategy": "zero3"}),
+        ("strategy", {"strategy": "fsdp", "algorithm": "grpo"}),
+        ("checkpoint_every", {"checkpoint_every": -1}),
+        ("resources_per_worker", {"resources_per_worker": {"GPU": -1}}),
+        ("lora_r", {"lora_r": -2}),
+        ("lora_dropout", {"lora_dropout": 1.0}),
+        ("lora_target_modules", {"lora_target_modules": "c_attn"}),
     ],
 )
 def test_config_validation_names_field(field, kwargs):

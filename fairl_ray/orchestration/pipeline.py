@@ -37,6 +37,7 @@ from fairl_ray.orchestration.stage_store import (
     clean_stale_temporaries,
     is_disk_full,
     read_summary,
+    resume_dir,
     stage_key,
     stage_output,
     workdir_lock,
@@ -98,7 +99,12 @@ def stage_expert_rlhf(out: Path, world_cfg, base_dir: Path, prompts_dir: Path, r
 
     noisy_rstar = _world(world_cfg).noisy_reward_fn(seed=rlhf_cfg.seed)
     metrics = train_rlhf(
-        str(base_dir / "policy"), _read_prompts(prompts_dir)["rlhf"], noisy_rstar, rlhf_cfg, str(out / "policy")
+        str(base_dir / "policy"),
+        _read_prompts(prompts_dir)["rlhf"],
+        noisy_rstar,
+        rlhf_cfg,
+        str(out / "policy"),
+        checkpoint_dir=rlhf_checkpoints(out, rlhf_cfg),
     )
     write_curves(metrics, out / "curves.json")
     return _scalars(metrics)
@@ -280,6 +286,12 @@ def stage_reference_toxicity(
     return {name: score_completions(world, prompts, got[name], out / f"{name}.jsonl") for name in jobs}
 
 
+def rlhf_checkpoints(out: Path, rlhf_cfg) -> Path | None:
+    """Where a multi-worker RLHF stage writing into ``out`` keeps its Ray Train checkpoints: the stage's resume
+    folder, which outlives a killed run (None for one worker: it has no checkpoints)."""
+    return resume_dir(out) if rlhf_cfg.num_workers > 1 else None
+
+
 def stage_realign(
     out: Path,
     world_cfg,
@@ -305,6 +317,7 @@ def stage_realign(
         eval_cfg.generation,
         eval_cfg.seed,
         out,
+        checkpoint_dir=rlhf_checkpoints(out, rlhf_cfg),
     )
 
 
@@ -617,6 +630,7 @@ class Pipeline:
                 artifacts=("curves.json",),
                 track=track_rlhf_curves,
                 keyed_by_content=("prompts",),
+                orchestrates=cfg.expert_rlhf.num_workers > 1,  # its Ray Train workers hold the resources
             ),
         ]
         res = cfg.resources
@@ -854,6 +868,7 @@ class Pipeline:
                 },
                 artifacts=("eval_completions.jsonl", "curves.json"),
                 track=track_rlhf_curves,
+                orchestrates=cfg.realign.rlhf.num_workers > 1,  # its Ray Train workers hold the resources
             )
             for stage_name, source, from_irl in self._realign_targets()
         ]

@@ -137,8 +137,25 @@ def stage_output(workdir: str | Path, stage: str, key: str) -> StageOutput:
     return StageOutput(stage, key, Path(workdir) / "stages" / f"{stage}-{key}")
 
 
+RESUME_PREFIX = ".resume-"  # ``<stages>/.resume-<stage>-<key>``: what a stage keeps to resume from when killed
+TMP_PREFIX = ".tmp-"
+
+
+def resume_dir(tmp_dir: str | Path) -> Path:
+    """Where the stage writing into ``tmp_dir`` (a :class:`StageWriter`'s temporary directory) keeps what a rerun
+    resumes from — Ray Train's checkpoints of a multi-worker RLHF stage: ``<stages>/.resume-<stage>-<key>``. Unlike
+    the temporary directory it survives a failed or killed run (:func:`clean_stale_temporaries` leaves it) and the
+    next attempt at the same output finds it; it is removed once the output is published."""
+    tmp_dir = Path(tmp_dir)
+    name = tmp_dir.name
+    if not name.startswith(TMP_PREFIX):
+        raise ValueError(f"resume_dir: {tmp_dir} is not a stage's temporary directory")
+    return tmp_dir.parent / f"{RESUME_PREFIX}{name[len(TMP_PREFIX) :].rsplit('-', 1)[0]}"
+
+
 class StageWriter:
-    """Context manager: yields a temporary directory; on success publishes it as the stage output.
+    """Context manager: yields a temporary directory; on success publishes it as the stage output (and removes
+    the stage's :func:`resume_dir`).
 
     ``summary`` (a JSON-able dict) is written into the marker file and is what a rerun gets back. An intact
     output published meanwhile by a concurrent writer is kept; anything else at the destination (no marker, a
@@ -147,7 +164,7 @@ class StageWriter:
 
     def __init__(self, output: StageOutput):
         self.output = output
-        self.tmp = output.path.parent / f".tmp-{output.path.name}-{uuid.uuid4().hex[:8]}"
+        self.tmp = output.path.parent / f"{TMP_PREFIX}{output.path.name}-{uuid.uuid4().hex[:8]}"
         self.summary: dict = {}
         self._started = 0.0
 
@@ -184,6 +201,7 @@ class StageWriter:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(self.tmp, dest)
+        shutil.rmtree(resume_dir(self.tmp), ignore_errors=True)  # published: nothing left to resume
         return False
 
 
@@ -197,7 +215,7 @@ def clean_stale_temporaries(workdir: str | Path) -> int:
     root = Path(workdir) / "stages"
     if not root.is_dir():
         return 0
-    stale = [p for p in root.iterdir() if p.name.startswith(".tmp-")]
+    stale = [p for p in root.iterdir() if p.name.startswith(TMP_PREFIX)]  # resume dirs stay: a rerun resumes
     for p in stale:
         shutil.rmtree(p, ignore_errors=True)
     return len(stale)

@@ -29,15 +29,25 @@ What differs from the references (TRL ≤ 1.12 ``PPOTrainer``, CleanRL ``ppo.py`
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fairl_ray.policy_io import load_policy, save_policy, select_dtype
-from fairl_ray.stages.rlhf_algorithm import CURVES, RLHFAlgorithm, progress_line, training_summary
+from fairl_ray.stages.lora import parameter_counts, with_adapters
+from fairl_ray.stages.rlhf_algorithm import (
+    CURVES,
+    RLHFAlgorithm,
+    TrainSession,
+    progress_line,
+    score_completions,
+    training_summary,
+)
 
 
 def gae(rewards, values, mask, gamma: float, lam: float):
@@ -56,9 +66,14 @@ def gae(rewards, values, mask, gamma: float, lam: float):
     return adv, adv + values
 
 
-def masked_whiten(x, mask, eps: float = 1e-8):
-    mean = (x * mask).sum() / mask.sum().clamp(min=1)
-    var = (((x - mean) ** 2) * mask).sum() / mask.sum().clamp(min=1)
+def masked_whiten(x, mask, eps: float = 1e-8, stats=None):
+    """``x`` standardised over the positions where ``mask`` is 1 (zero elsewhere); ``stats``: a given ``(mean,
+    var)`` (all ranks' batch, :func:`_masked_mean_var`) instead of this batch's own."""
+    if stats is None:
+        mean = (x * mask).sum() / mask.sum().clamp(min=1)
+        var = (((x - mean) ** 2) * mask).sum() / mask.sum().clamp(min=1)
+    else:
+        mean, var = stats
     return (x - mean) * (var + eps).rsqrt() * mask
 
 
@@ -70,6 +85,24 @@ def _completion_mask(tokens, eos_id: int):
     T = tokens.shape[1]
     first = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full_like(is_eos[:, 0], T, dtype=torch.long))
     return (torch.arange(T, device=tokens.device)[None, :] <= first[:, None]).float()
+
+
+def _policy_with_value(policy, value_head):
+    """One module holding the policy and its value head, so that DDP/FSDP sync both through one forward:
+    ``net("logp", ...)`` gives completion-token log-probs (and values), ``net("generate", ...)`` samples."""
+    import torch
+
+    class PolicyWithValue(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.policy, self.value_head = policy, value_head
+
+        def forward(self, kind: str, *args, **kwargs):
+            if kind == "generate":
+                return self.policy.generate(*args, **kwargs)
+            return _forward(self.policy, self.value_head, *args, **kwargs)
+
+    return PolicyWithValue()
 
 
 def _forward(model, value_head, ids, attn, n_prompt: int, temperature: float, with_values: bool = True):
@@ -86,6 +119,108 @@ def _forward(model, value_head, ids, attn, n_prompt: int, temperature: float, wi
     return logp, values
 
 
+def _shard(module, policy) -> None:
+    """PyTorch FSDP2 on ``module``: each transformer block of ``policy`` (the classes its ``_no_split_modules``
+    names) is its own unit, gathered only while it runs; the rest (embeddings, final norm, value head) is the root's."""
+    from torch.distributed.fsdp import fully_shard
+
+    block_names = set(getattr(policy, "_no_split_modules", None) or [])
+    blocks = [m for m in policy.modules() if type(m).__name__ in block_names]
+    if not blocks:
+        raise ValueError(f"strategy fsdp: {type(policy).__name__} names no transformer block (_no_split_modules)")
+    for block in blocks:
+        fully_shard(block)
+    fully_shard(module)
+
+
+def _distribute(net, policy, cfg, session: TrainSession, device: str):
+    """``net`` as this rank trains it: itself (one process), DDP-wrapped, or sharded in place (FSDP2)."""
+    if session.world_size == 1:
+        return net
+    if cfg.strategy == "fsdp":
+        _shard(net, policy)
+        return net
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(net, device_ids=None if device == "cpu" else [int(device.split(":")[1])])
+
+
+def _masked_mean_var(x, mask, session: TrainSession):
+    """Mean and variance of ``x`` over ``mask`` across every rank's batch (all-reduced sums), as ``masked_whiten``
+    computes them over one batch."""
+    import torch
+
+    if session.world_size == 1:
+        return None
+    import torch.distributed as dist
+
+    sums = torch.stack([(x * mask).sum(), (x * x * mask).sum(), mask.sum()]).double()
+    dist.all_reduce(sums)
+    n = sums[2].clamp(min=1)
+    mean = sums[0] / n
+    return mean.float(), (sums[1] / n - mean * mean).clamp(min=0).float()
+
+
+# -- checkpoints: safetensors + JSON, no pickles ------------------------------------------------------------------
+
+
+def _save_checkpoint(folder: Path, net, opt, state: dict, rng, session: TrainSession) -> None:
+    """Trainable weights (value head included) and AdamW state in full (gathered to rank 0 under FSDP), the step,
+    prompt order, curves and numpy RNG (JSON), and each rank's torch RNG state."""
+    import torch
+    from safetensors.torch import save_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+    weights = get_model_state_dict(net, options=options)
+    optim = get_optimizer_state_dict(net, opt, options=options)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"torch": torch.get_rng_state()}, str(folder / f"rng_rank{session.rank}.safetensors"))
+    if not session.is_main:
+        return
+    save_file(
+        {n: t.contiguous() for n, t in weights.items() if _plain(n) in trainable}, str(folder / "trainable.safetensors")
+    )
+    tensors, groups = {}, []
+    for fqn, slots in optim["state"].items():
+        for slot, value in slots.items():
+            tensors[f"{fqn}|{slot}"] = torch.as_tensor(value).contiguous()
+    for group in optim["param_groups"]:
+        groups.append({k: v for k, v in group.items()})
+    save_file(tensors, str(folder / "optimizer.safetensors"))
+    (folder / "state.json").write_text(
+        json.dumps({**state, "param_groups": groups, "numpy_rng": rng.bit_generator.state}, default=float)
+    )
+
+
+def _plain(name: str) -> str:
+    """A parameter name without DDP's ``module.`` prefix (what ``get_model_state_dict`` reports)."""
+    return name[len("module.") :] if name.startswith("module.") else name
+
+
+def _load_checkpoint(folder: Path, net, opt, rng, session: TrainSession) -> dict:
+    """Restore what :func:`_save_checkpoint` wrote (every rank reads the folder); returns the JSON state."""
+    import torch
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+    state = json.loads((folder / "state.json").read_text())
+    options = StateDictOptions(full_state_dict=True, strict=False)
+    set_model_state_dict(net, load_file(str(folder / "trainable.safetensors")), options=options)
+    optim: dict = {"state": {}, "param_groups": state.pop("param_groups")}
+    for key, value in load_file(str(folder / "optimizer.safetensors")).items():
+        fqn, slot = key.rsplit("|", 1)
+        optim["state"].setdefault(fqn, {})[slot] = value
+    set_optimizer_state_dict(net, opt, optim, options=StateDictOptions(full_state_dict=True))
+    rng_file = folder / f"rng_rank{session.rank}.safetensors"
+    if rng_file.is_file():
+        torch.set_rng_state(load_file(str(rng_file))["torch"])
+    rng.bit_generator.state = state.pop("numpy_rng")
+    state["curves"] = {name: [tuple(p) for p in points] for name, points in state["curves"].items()}
+    return state
+
+
 def train_ppo(
     policy_dir: str | os.PathLike,
     prompts: list[str],
@@ -94,23 +229,37 @@ def train_ppo(
     out_dir: str | os.PathLike,
     progress: bool = True,
     device: str = "cpu",
+    session: TrainSession | None = None,
 ) -> dict[str, Any]:
     """PPO a copy of the policy in ``policy_dir`` on ``prompts`` with ``reward_fn``; same contract and metrics as
-    :func:`fairl_ray.stages.rlhf.train_rlhf` (which calls this for ``algorithm: ppo``, through :class:`PPO`)."""
+    :func:`fairl_ray.stages.rlhf.train_rlhf` (which calls this for ``algorithm: ppo``, through :class:`PPO`).
+
+    As one rank of a Ray Train ``session`` (``num_workers >= 2``): every rank draws the same prompt order and takes
+    its ``1 / world_size`` slice of each step's prompts; advantages are whitened with the mean and variance over
+    all ranks' tokens; gradients are averaged by DDP (or reduce-scattered by FSDP2); rank 0 saves."""
     import numpy as np
     import torch
 
+    session = session or TrainSession()
+    distributed = session.world_size > 1
     t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    model, tokenizer = load_policy(policy_dir, device=device, dtype="float32")
-    ref = copy.deepcopy(model).to(select_dtype(device)).eval()  # frozen π0 (bf16/fp16 on a GPU), not read twice
-    ref.requires_grad_(False)
-    hidden = model.config.get_text_config().hidden_size
+    torch.manual_seed(cfg.seed)  # the same initial weights (value head, adapters) on every rank
+    rng = np.random.default_rng(cfg.seed)  # the same prompt order on every rank
+    policy, tokenizer = load_policy(policy_dir, device=device, dtype="float32")
+    policy = with_adapters(policy, cfg)
+    ref = None  # with LoRA, π0 is the policy with its adapters disabled
+    if not cfg.lora_r:
+        ref = copy.deepcopy(policy).to(select_dtype(device)).eval()  # frozen π0 (bf16/fp16 on a GPU), not read twice
+        ref.requires_grad_(False)
+    hidden = policy.config.get_text_config().hidden_size
     value_head = torch.nn.Linear(hidden, 1).to(device)
     torch.nn.init.normal_(value_head.weight, std=1.0 / math.sqrt(hidden + 1))
     torch.nn.init.zeros_(value_head.bias)
-    params = [p for p in model.parameters() if p.requires_grad] + list(value_head.parameters())
+    counts = parameter_counts(policy)
+    net = _distribute(_policy_with_value(policy, value_head), policy, cfg, session, device)
+    if ref is not None and distributed and cfg.strategy == "fsdp":
+        _shard(ref, ref)
+    params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
     eos_id = tokenizer.eos_token_id
     # fp32 master weights; on a GPU the forward passes run under bf16 (or fp16) autocast.
@@ -118,20 +267,29 @@ def train_ppo(
         torch.autocast("cuda", dtype=select_dtype(device)) if device != "cpu" else torch.autocast("cpu", enabled=False)
     )
 
-    n_prompts = cfg.per_device_train_batch_size // cfg.num_generations
-    order: list[int] = []
-    curves = {name: [] for name in CURVES}
-    model.config.use_cache = True
-    for step in range(1, cfg.max_steps + 1):
+    n_prompts = cfg.per_device_train_batch_size // cfg.num_generations  # per step, over all ranks
+    n_local = n_prompts // session.world_size
+    state: dict[str, Any] = {"step": 0, "order": [], "curves": {name: [] for name in CURVES}}
+    with session.resume_dir() as last:
+        if last is not None and (last / "state.json").is_file():
+            state = _load_checkpoint(last, net, opt, rng, session)
+    resumed_from = state["step"]
+    if distributed and not resumed_from:
+        torch.manual_seed(cfg.seed + session.rank)  # ranks sample different completions of their prompts
+    order, curves = state["order"], state["curves"]
+    policy.config.use_cache = True
+    for step in range(resumed_from + 1, cfg.max_steps + 1):
         # -- rollout ------------------------------------------------------------------------------------
         while len(order) < n_prompts:
             order += rng.permutation(len(prompts)).tolist()
-        batch_prompts = [prompts[i] for i in order[:n_prompts] for _ in range(cfg.num_generations)]
+        mine = order[session.rank * n_local : (session.rank + 1) * n_local]
+        batch_prompts = [prompts[i] for i in mine for _ in range(cfg.num_generations)]
         order = order[n_prompts:]
-        model.eval()
+        net.eval()
         with torch.no_grad(), autocast:
             enc = tokenizer(batch_prompts, return_tensors="pt", padding=True).to(device)
-            seq = model.generate(
+            seq = net(
+                "generate",
                 **enc,
                 do_sample=True,
                 temperature=cfg.temperature,
@@ -140,11 +298,11 @@ def train_ppo(
                 max_new_tokens=cfg.max_completion_length,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=eos_id,
+                # FSDP gathers each block in every forward: all ranks must run the same number of decoding steps
+                synced_gpus=distributed and cfg.strategy == "fsdp",
             )
             P = enc["input_ids"].shape[1]
             comp = seq[:, P:]
-            if comp.shape[1] == 0:
-                continue
             cmask = _completion_mask(comp, eos_id)
             attn = torch.cat([enc["attention_mask"], cmask.long()], 1)
             texts = [
@@ -153,21 +311,23 @@ def train_ppo(
                     comp * cmask.long() + tokenizer.pad_token_id * (1 - cmask.long()), skip_special_tokens=True
                 )
             ]
-            scores = torch.tensor([float(r) for r in reward_fn(texts)], device=device)
-            if scores.shape[0] != len(texts):
-                raise ValueError(f"reward_fn returned {scores.shape[0]} rewards for {len(texts)} completions")
-            old_logp, old_values = _forward(model, value_head, seq, attn, P, cfg.temperature)
-            ref_logp, _ = _forward(ref, None, seq, attn, P, cfg.temperature, with_values=False)
+            scores = torch.tensor(score_completions(reward_fn, texts, batch_prompts), device=device)
+            old_logp, old_values = net("logp", seq, attn, P, cfg.temperature)
+            if ref is None:
+                with policy.disable_adapter():
+                    ref_logp, _ = net("logp", seq, attn, P, cfg.temperature, with_values=False)
+            else:
+                ref_logp, _ = _forward(ref, None, seq, attn, P, cfg.temperature, with_values=False)
             old_logp, old_values = old_logp * cmask, old_values * cmask
             kl = (old_logp - ref_logp.float()) * cmask
             rewards = -cfg.beta * kl
-            last = (cmask.sum(1) - 1).long()
-            rewards[torch.arange(len(texts)), last] += scores
+            last_token = (cmask.sum(1) - 1).long()
+            rewards[torch.arange(len(texts)), last_token] += scores
             adv, returns = gae(rewards, old_values, cmask, cfg.gamma, cfg.lam)
-            adv = masked_whiten(adv, cmask)
+            adv = masked_whiten(adv, cmask, stats=_masked_mean_var(adv, cmask, session))
 
         # -- update -------------------------------------------------------------------------------------
-        model.train()
+        net.train()
         B = seq.shape[0]
         losses = []
         mb = max(1, B // cfg.num_mini_batches)
@@ -177,7 +337,7 @@ def train_ppo(
                 idx = perm[s : s + mb]
                 m = cmask[idx]
                 with autocast:
-                    logp, values = _forward(model, value_head, seq[idx], attn[idx], P, cfg.temperature)
+                    logp, values = net("logp", seq[idx], attn[idx], P, cfg.temperature)
                 ratio = torch.exp(logp - old_logp[idx])
                 pg = torch.max(-adv[idx] * ratio, -adv[idx] * ratio.clamp(1 - cfg.cliprange, 1 + cfg.cliprange))
                 v_clip = old_values[idx] + (values - old_values[idx]).clamp(-cfg.cliprange_value, cfg.cliprange_value)
@@ -188,33 +348,68 @@ def train_ppo(
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 opt.step()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
 
         if step % cfg.logging_steps == 0 or step == 1 or step == cfg.max_steps:
-            mean_kl = float(kl.sum() / cmask.sum().clamp(min=1))
+            mean_kl, mean_reward = _mean_over_ranks(
+                [float(kl.sum() / cmask.sum().clamp(min=1)), float(scores.mean())], session
+            )
             point = {
-                "reward": float(scores.mean()),
+                "reward": mean_reward,
                 "kl": mean_kl,
-                "loss": sum(losses) / len(losses),  # the step's mean over its epochs and mini-batches
+                "loss": sum(losses) / len(losses),  # the step's mean over its epochs and mini-batches (rank 0's)
                 "learning_rate": opt.param_groups[0]["lr"],
             }
             for name, value in point.items():
                 curves[name].append((step, value))
             if progress:
-                print(progress_line("ppo", step, cfg.max_steps, float(scores.mean()), mean_kl, t0), flush=True)
+                print(progress_line("ppo", step, cfg.max_steps, mean_reward, mean_kl, t0), flush=True)
+        if session.checkpoint_every and (step % session.checkpoint_every == 0) and step < cfg.max_steps:
+            with tempfile.TemporaryDirectory() as tmp:
+                _save_checkpoint(Path(tmp), net, opt, {"step": step, "order": order, "curves": curves}, rng, session)
+                session.report({"step": step}, Path(tmp))
 
-    model.eval()
-    model.config.use_cache = True
-    save_policy(model, tokenizer, Path(out_dir))
+    policy.eval()
+    policy.config.use_cache = True
+    sharded = distributed and cfg.strategy == "fsdp"
+    if sharded:  # every rank joins the gather; rank 0 gets the whole policy's weights
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(net, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        full = {n[len("policy.") :]: t for n, t in full.items() if n.startswith("policy.")}
+    if session.is_main:
+        if sharded:
+            _save_gathered(policy, full, tokenizer, Path(out_dir))
+        else:
+            save_policy(policy, tokenizer, Path(out_dir), base_dir=policy_dir)
     summary = training_summary("ppo", cfg.max_steps, curves, cfg)
-    return {**summary, "wall_s": round(time.perf_counter() - t0, 3)}
+    return {**summary, **counts, "resumed_from_step": resumed_from, "wall_s": round(time.perf_counter() - t0, 3)}
+
+
+def _save_gathered(policy, full_state: dict, tokenizer, out_dir: Path) -> None:
+    """Save an FSDP-sharded policy from its gathered full state dict (rank 0)."""
+    from fairl_ray.atomic_io import atomic_directory
+
+    with atomic_directory(out_dir) as tmp:
+        policy.save_pretrained(tmp, state_dict=full_state, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+
+def _mean_over_ranks(values: list[float], session: TrainSession) -> list[float]:
+    """Each of ``values`` averaged over the ranks (the step's reward and KL over the whole batch)."""
+    if session.world_size == 1:
+        return values
+    gathered = session.gather(values)
+    return [sum(v[i] for v in gathered) / len(gathered) for i in range(len(values))]
 
 
 class PPO(RLHFAlgorithm):
     """``algorithm: ppo``: :func:`train_ppo`."""
 
-    def train(self, policy_dir, prompts, reward_fn, cfg, out_dir, *, progress, device):
-        return train_ppo(policy_dir, prompts, reward_fn, cfg, out_dir, progress=progress, device=device)
+    def train(self, policy_dir, prompts, reward_fn, cfg, out_dir, *, progress, device, session):
+        return train_ppo(
+            policy_dir, prompts, reward_fn, cfg, out_dir, progress=progress, device=device, session=session
+        )
 
 
 __all__ = ["PPO", "gae", "masked_whiten", "train_ppo"]

@@ -67,9 +67,13 @@ def realign_with_reward(
     eval_cfg: GenerationConfig,
     eval_seed: int,
     out_dir: Path,
+    checkpoint_dir: Path | None = None,
 ) -> dict:
-    """Train a fresh π0 copy with ``reward`` (:func:`load_reward`'s); measure its toxicity; return the summary."""
-    training = train_rlhf(str(base_dir), rlhf_prompts, reward, rlhf_cfg, str(out_dir / "policy"))
+    """Train a fresh π0 copy with ``reward`` (:func:`load_reward`'s); measure its toxicity; return the summary.
+    ``checkpoint_dir``: a multi-worker run's Ray Train checkpoints (see :func:`~fairl_ray.stages.rlhf.train_rlhf`)."""
+    training = train_rlhf(
+        str(base_dir), rlhf_prompts, reward, rlhf_cfg, str(out_dir / "policy"), checkpoint_dir=checkpoint_dir
+    )
     write_curves(training, out_dir / "curves.json")
     toxicity = measure_toxicity(
         world, out_dir / "policy", eval_prompts, eval_cfg, eval_seed, out_dir / "eval_completions.jsonl"
