@@ -58,6 +58,27 @@ def test_two_workers_split_the_batch_and_reach_the_toxicity_target(ray_session, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["expert"]  # no checkpoints left beside it
 
 
+@pytest.mark.slow
+def test_fsdp_ppo_trains_what_ddp_trains(ray_session, small_policy, tmp_path):
+    """``strategy: fsdp`` (FSDP2: each GPT-2 block sharded over the 2 workers, gathered while it runs; generation in
+    lock step) is the same algorithm as DDP: same reward curve, same weights up to float reordering; its policy is
+    saved whole from the gathered shards and generates."""
+    from safetensors.torch import load_file
+
+    world = get_world("synthetic", SMALL)
+    prompts = world.make_prompts(32, seed=0)
+    runs = {}
+    for strategy in ("ddp", "fsdp"):
+        cfg = RLHFConfig(algorithm="ppo", max_steps=4, num_workers=2, strategy=strategy, **TINY_RUN)
+        runs[strategy] = train_rlhf(small_policy, prompts, world.reward, cfg, tmp_path / strategy, progress=False)
+    ddp, fsdp = (runs[s]["curves"]["reward"] for s in ("ddp", "fsdp"))
+    assert [s for s, _ in ddp] == [s for s, _ in fsdp] and all(abs(a - b) < 1e-4 for (_, a), (_, b) in zip(ddp, fsdp))
+    a, b, base = (load_file(str(d / "model.safetensors")) for d in (tmp_path / "ddp", tmp_path / "fsdp", small_policy))
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in base)
+    assert any(not torch.equal(base[k], b[k]) for k in base)  # it trained
+    assert generate_completions(tmp_path / "fsdp", ["The cat is"], GenerationConfig(), seed=0)[0] is not None
+
+
 def _killing_reward(world, marker: Path, at_call: int):
     """R*, except that the worker process scoring its ``at_call``-th batch is SIGKILLed the first time (``marker``
     records that it happened): a worker dying mid-run, as on a preempted node. It dies a few seconds after the last
