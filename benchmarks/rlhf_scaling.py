@@ -4,7 +4,8 @@ Every arm runs in one process, back to back, on the same policy, prompts, reward
 ``num_workers`` (and, for generation, ``generation.engine``) differs. ``num_workers: 1`` is the stage's own process
 (no Ray Train); >= 2 is a ``TorchTrainer`` whose workers split each step's batch. Reported per arm: the whole call's
 wall time (Ray Train's worker start-up included), the training loop's own time (rank 0's ``wall_s``: model load
-and steps), steps/s over both, and the speed-up against one worker measured in the same run.
+and steps), the steady state (seconds between the first and last reward call over steps − 1), steps/s over each,
+and the speed-up against one worker measured in the same run. A larger ``--batch`` puts more compute per step.
 
     # CPU (this machine: 2 cores; one thread per worker): 1 vs 2 workers, GRPO and PPO, the synthetic world
     OMP_NUM_THREADS=1 python benchmarks/rlhf_scaling.py --workers 1,2 --cpus 2
@@ -41,6 +42,7 @@ def parse_args(argv=None):
 
 
 def rlhf_arm(policy: Path, world, algorithm: str, workers: int, args, out: Path) -> dict:
+    from fairl_ray.stages.ray_train import BatchCounter
     from fairl_ray.stages.rlhf import RLHFConfig, train_rlhf
 
     cfg = RLHFConfig(
@@ -51,17 +53,19 @@ def rlhf_arm(policy: Path, world, algorithm: str, workers: int, args, out: Path)
         use_gpu=args.gpu and workers > 1,
         checkpoint_every=0,  # the loop's speed, not the checkpoint writer's
     )
+    reward = BatchCounter(world.noisy_reward_fn(seed=0))  # one worker: timed here; more: inside each worker
     t0 = time.perf_counter()
     m = train_rlhf(
         policy,
         world.make_prompts(1000, seed=1),
-        world.noisy_reward_fn(seed=0),
+        reward,
         cfg,
         out / f"{algorithm}-w{workers}",
         progress=False,
         device="cuda" if args.gpu else "cpu",
     )
     wall = time.perf_counter() - t0
+    step_s = m["workers"][0]["seconds_per_step"] if "workers" in m else reward.per_step()["seconds_per_step"]
     return {
         "algorithm": algorithm,
         "workers": workers,
@@ -69,6 +73,7 @@ def rlhf_arm(policy: Path, world, algorithm: str, workers: int, args, out: Path)
         "loop_s": m["wall_s"],
         "steps_per_s": round(args.steps / wall, 3),
         "loop_steps_per_s": round(args.steps / m["wall_s"], 3),
+        "steady_steps_per_s": round(1.0 / step_s, 3),
         "final_reward": m["final_reward"],
     }
 
@@ -118,6 +123,7 @@ def main(argv=None) -> int:
         one = next(r for r in rows if r["algorithm"] == row["algorithm"] and r["workers"] == 1)
         row["speedup_vs_1"] = round(row["steps_per_s"] / one["steps_per_s"], 2) if one else None
         row["loop_speedup_vs_1"] = round(row["loop_steps_per_s"] / one["loop_steps_per_s"], 2) if one else None
+        row["steady_speedup_vs_1"] = round(row["steady_steps_per_s"] / one["steady_steps_per_s"], 2) if one else None
     gen = []
     for engine in args.engines.split(","):
         from fairl_ray.stages.generation_engine import GENERATION_ENGINES
@@ -126,12 +132,13 @@ def main(argv=None) -> int:
         gen.append({"engine": engine, "skipped": problem} if problem else generation_arm(policy, world, engine, args))
     result = {"rlhf": rows, "generation": gen, "cpu_count": os.cpu_count(), "gpu": args.gpu, "argv": sys.argv[1:]}
     (out / "rlhf_scaling.json").write_text(json.dumps(result, indent=2))
-    print("| algorithm | workers | wall s | steps/s | ×1 worker | loop s | loop steps/s | loop ×1 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| algorithm | workers | wall s | steps/s | ×1 | loop s | loop steps/s | ×1 | steady steps/s | ×1 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['algorithm']} | {r['workers']} | {r['wall_s']} | {r['steps_per_s']} | {r['speedup_vs_1']} | "
-            f"{r['loop_s']} | {r['loop_steps_per_s']} | {r['loop_speedup_vs_1']} |"
+            f"{r['loop_s']} | {r['loop_steps_per_s']} | {r['loop_speedup_vs_1']} | {r['steady_steps_per_s']} | "
+            f"{r['steady_speedup_vs_1']} |"
         )
     for g in gen:
         print(json.dumps(g))

@@ -88,3 +88,26 @@ def test_stage_specifics_are_declared_on_the_stage_not_keyed_on_its_name(tmp_pat
     assert stages["prompts"].draft_in_plan and not stages["features"].draft_in_plan
     assert stages["generate"].metric_view({"completions": 3, "ok": True, "name": "x"}) == {"completions": 3}
     assert stages["evaluate"].written({"analyses": {}}) == []  # what it logs is named by its analyses' results
+
+
+def test_multi_worker_rlhf_stages_hold_no_resources_of_their_own(tmp_path):
+    """With ``num_workers: 2`` the expert and re-RLHF stage tasks only drive a Ray Train job (its workers ask for the
+    CPUs/GPUs): planned as orchestrating stages, 0 CPU; with one worker they are model tasks as before."""
+
+    def rlhf_stages(overrides):
+        pipeline = Pipeline(load_config(None, overrides), tmp_path)
+        stages = {}
+        for wave in pipeline.waves():
+            for stage in wave:
+                key = stage_key(stage.name, stage.config, {u: pipeline.outputs[u].key for u in stage.upstream})
+                pipeline.outputs[stage.name] = output = stage_output(tmp_path, stage.name, key)
+                stages[stage.name] = stage
+                if stage.draft_in_plan and not output.done:
+                    writer = StageWriter(output)
+                    with writer as tmp:
+                        writer.summary = stage.fn(tmp, **stage.kwargs)
+        return stages["expert_rlhf"], stages["realign_max_margin"]
+
+    assert not any(s.orchestrates for s in rlhf_stages([]))
+    expert, realign = rlhf_stages(["expert_rlhf.num_workers=2", "realign.rlhf.num_workers=2"])
+    assert expert.orchestrates and realign.orchestrates

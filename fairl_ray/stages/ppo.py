@@ -23,7 +23,12 @@ What differs from the references (TRL ≤ 1.12 ``PPOTrainer``, CleanRL ``ppo.py`
 * No entropy bonus (CleanRL's ``ent_coef``), no adaptive KL controller, no missing-EOS penalty, no reward
   whitening; the KL coefficient is fixed (``beta``), as in TRL's default PPO configuration.
 * Logits are divided by the sampling temperature before log-probabilities, as TRL does; γ = 1, λ = 0.95 and
-  the value/policy clip range 0.2 are TRL's defaults. One process, no accelerate/DeepSpeed, no vLLM.
+  the value/policy clip range 0.2 are TRL's defaults.
+* Scaling: one process (``num_workers: 1``), or one rank of a Ray Train group (:mod:`fairl_ray.stages.ray_train`):
+  DDP, or FSDP2 (``strategy: fsdp``: each transformer block a shard unit, generation with ``synced_gpus`` so all
+  ranks run the same number of decoding steps). Rollouts use HF ``generate`` on the training weights (no vLLM
+  weight sync, unlike OpenRLHF). Checkpoints are safetensors + JSON (weights, AdamW state, RNG, prompt order).
+* LoRA (``lora_r > 0``): the reference log-probs are the same model under ``disable_adapter()``.
 """
 
 from __future__ import annotations

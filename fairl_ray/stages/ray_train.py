@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,18 +87,22 @@ class BatchCounter:
     def __init__(self, reward_fn: Callable[[list[str]], list[float]]):
         self.reward_fn = reward_fn
         self.calls: list[tuple[int, int]] = []
+        self.times: list[float] = []
 
     def __call__(self, completions: list[str], prompts: list[str] | None = None) -> list[float]:
         self.calls.append((len(completions), len(set(prompts)) if prompts is not None else 0))
+        self.times.append(time.perf_counter())
         return self.reward_fn(completions)
 
     def per_step(self) -> dict[str, float]:
-        """Mean completions and distinct prompts per reward call (one call per step)."""
+        """Mean completions and distinct prompts per reward call (one call per step), and the steady-state seconds
+        per step (between the first and the last reward call: start-up excluded)."""
         n = max(1, len(self.calls))
         return {
             "completions_per_step": sum(c for c, _ in self.calls) / n,
             "prompts_per_step": sum(p for _, p in self.calls) / n,
             "reward_calls": len(self.calls),
+            "seconds_per_step": (self.times[-1] - self.times[0]) / (n - 1) if n > 1 else None,
         }
 
 
