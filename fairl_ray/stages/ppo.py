@@ -169,9 +169,11 @@ def _masked_mean_var(x, mask, session: TrainSession):
 # -- checkpoints: safetensors + JSON, no pickles ------------------------------------------------------------------
 
 
-def _save_checkpoint(folder: Path, net, opt, state: dict, rng, session: TrainSession) -> None:
+def _save_checkpoint(folder: Path, net, opt, state: dict, rng, session: TrainSession, device: str) -> None:
     """Trainable weights (value head included) and AdamW state in full (gathered to rank 0 under FSDP), the step,
-    prompt order, curves and numpy RNG (JSON), and each rank's torch RNG state."""
+    prompt order, curves and numpy RNG (JSON), and each rank's torch RNG states: the CPU generator and, on a GPU,
+    the generator of the rank's device (sampling runs there, so a resumed run draws what the uninterrupted one
+    would)."""
     import torch
     from safetensors.torch import save_file
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
@@ -181,7 +183,7 @@ def _save_checkpoint(folder: Path, net, opt, state: dict, rng, session: TrainSes
     weights = get_model_state_dict(net, options=options)
     optim = get_optimizer_state_dict(net, opt, options=options)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({"torch": torch.get_rng_state()}, str(folder / f"rng_rank{session.rank}.safetensors"))
+    save_file(_rng_states(device), str(folder / f"rng_rank{session.rank}.safetensors"))
     if not session.is_main:
         return
     save_file(
@@ -199,12 +201,22 @@ def _save_checkpoint(folder: Path, net, opt, state: dict, rng, session: TrainSes
     )
 
 
+def _rng_states(device: str) -> dict:
+    """This rank's generator states as tensors: ``torch`` (CPU) and ``cuda`` (its device's) when it runs on one."""
+    import torch
+
+    states = {"torch": torch.get_rng_state()}
+    if device != "cpu":
+        states["cuda"] = torch.cuda.get_rng_state(device=device)
+    return states
+
+
 def _plain(name: str) -> str:
     """A parameter name without DDP's ``module.`` prefix (what ``get_model_state_dict`` reports)."""
     return name[len("module.") :] if name.startswith("module.") else name
 
 
-def _load_checkpoint(folder: Path, net, opt, rng, session: TrainSession) -> dict:
+def _load_checkpoint(folder: Path, net, opt, rng, session: TrainSession, device: str) -> dict:
     """Restore what :func:`_save_checkpoint` wrote (every rank reads the folder); returns the JSON state."""
     import torch
     from safetensors.torch import load_file
@@ -220,7 +232,10 @@ def _load_checkpoint(folder: Path, net, opt, rng, session: TrainSession) -> dict
     set_optimizer_state_dict(net, opt, optim, options=StateDictOptions(full_state_dict=True))
     rng_file = folder / f"rng_rank{session.rank}.safetensors"
     if rng_file.is_file():
-        torch.set_rng_state(load_file(str(rng_file))["torch"])
+        states = load_file(str(rng_file))
+        torch.set_rng_state(states["torch"])
+        if "cuda" in states and device != "cpu":
+            torch.cuda.set_rng_state(states["cuda"], device=device)
     rng.bit_generator.state = state.pop("numpy_rng")
     state["curves"] = {name: [tuple(p) for p in points] for name, points in state["curves"].items()}
     return state
@@ -277,7 +292,7 @@ def train_ppo(
     state: dict[str, Any] = {"step": 0, "order": [], "curves": {name: [] for name in CURVES}}
     with session.resume_dir() as last:
         if last is not None and (last / "state.json").is_file():
-            state = _load_checkpoint(last, net, opt, rng, session)
+            state = _load_checkpoint(last, net, opt, rng, session, device)
     resumed_from = state["step"]
     if distributed and not resumed_from:
         torch.manual_seed(cfg.seed + session.rank)  # ranks sample different completions of their prompts
@@ -371,7 +386,9 @@ def train_ppo(
                 print(progress_line("ppo", step, cfg.max_steps, mean_reward, mean_kl, t0), flush=True)
         if session.checkpoint_every and (step % session.checkpoint_every == 0) and step < cfg.max_steps:
             with tempfile.TemporaryDirectory() as tmp:
-                _save_checkpoint(Path(tmp), net, opt, {"step": step, "order": order, "curves": curves}, rng, session)
+                _save_checkpoint(
+                    Path(tmp), net, opt, {"step": step, "order": order, "curves": curves}, rng, session, device
+                )
                 session.report({"step": step}, Path(tmp))
 
     policy.eval()
