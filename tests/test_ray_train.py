@@ -182,6 +182,9 @@ def test_lora_trains_and_saves_only_adapters_that_load_and_generate(small_policy
     assert adapter_base(moved / "expert" / "policy") == (moved / "base" / "policy").resolve()
     texts = generate_completions(moved / "expert" / "policy", ["The cat is", "A dog"], GenerationConfig(), seed=0)
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+    with pytest.raises(ValueError, match="holds LoRA adapters .* not a whole policy"):  # no RLHF on top of adapters
+        train_rlhf(moved / "expert" / "policy", ["The cat is"], world.reward, cfg, tmp_path / "again", progress=False)
+    assert not (tmp_path / "again").exists()
 
 
 def test_adapter_folder_with_pickled_weights_is_refused(small_policy, tmp_path):
@@ -209,5 +212,34 @@ def test_resume_dir_outlives_a_failed_writer_and_goes_with_the_published_output(
     with StageWriter(output) as out2:
         assert resume_dir(out2) == resume  # the next attempt at the same output finds it
     assert output.done and not resume.exists()
+    # a writer that lost the race to a concurrent one (which published first) leaves no resume folder either
+    second = stage_output(tmp_path, "realign_y", "abc")
+    with StageWriter(second) as late:
+        with StageWriter(second):
+            pass
+        resume_dir(late).mkdir(parents=True)  # the checkpoints the late writer kept meanwhile
+    assert second.done and not resume_dir(late).exists()
     with pytest.raises(ValueError, match="not a stage's temporary directory"):
         resume_dir(tmp_path)
+
+
+def _assigned() -> dict:
+    import ray
+
+    return ray.get_runtime_context().get_assigned_resources()
+
+
+def test_sampling_after_a_ray_train_run_holds_one_workers_resources(ray_session, small_policy, tmp_path):
+    """A stage that ran a Ray Train job holds no resources itself; the trained policy is sampled in a task with
+    one worker's (here 2 CPUs), and the completions are the ones sampling in-process gives (same seeds)."""
+    from fairl_ray.stages.ray_train import on_one_worker
+    from fairl_ray.stages.realign import measure_toxicity
+
+    cfg = RLHFConfig(num_workers=2, resources_per_worker={"CPU": 2})
+    assert on_one_worker(cfg, _assigned) == {"CPU": 2.0}
+    assert on_one_worker(RLHFConfig(num_workers=2), _assigned) == {"CPU": 1.0}
+    world = get_world("synthetic", SMALL)
+    prompts = world.make_prompts(6, seed=3)
+    here = measure_toxicity(world, small_policy, prompts, GenerationConfig(), 0, tmp_path / "here.jsonl")
+    there = measure_toxicity(world, small_policy, prompts, GenerationConfig(), 0, tmp_path / "there.jsonl", cfg)
+    assert here == there and (tmp_path / "here.jsonl").read_text() == (tmp_path / "there.jsonl").read_text()

@@ -93,6 +93,8 @@ def test_tiny_rlhf_deterministic_for_seed(small_policy, tmp_path):
         ("temperature", {"temperature": 0.0}),
         ("num_workers", {"num_workers": 0}),
         ("num_workers", {"num_workers": 3}),  # 32 completions do not split into 3 equal shares of whole groups
+        # 8 of the 32 completions per worker cannot make 16 minibatches
+        ("num_mini_batches", {"algorithm": "ppo", "num_workers": 4, "num_mini_batches": 16}),
         ("strategy", {"strategy": "zero3"}),
         ("strategy", {"strategy": "fsdp", "algorithm": "grpo"}),
         ("checkpoint_every", {"checkpoint_every": -1}),

@@ -191,8 +191,9 @@ class StageWriter:
         (self.tmp / MARKER).write_text(json.dumps(marker, indent=2, default=str))
         readable_as_umask_allows(self.tmp)  # the stage's libraries may have written files 0600
         dest = self.output.path
-        if self.output.done:  # a concurrent writer finished first: keep theirs
+        if self.output.done:  # a concurrent writer finished first: keep theirs (nothing left to resume either)
             shutil.rmtree(self.tmp, ignore_errors=True)
+            shutil.rmtree(resume_dir(self.tmp), ignore_errors=True)
             return False
         if dest.exists():  # a folder without a marker, or a corrupt output: the fresh output wins
             old = dest.parent / f".tmp-old-{dest.name}-{uuid.uuid4().hex[:8]}"  # .tmp-: cleaned if we die here

@@ -217,7 +217,7 @@ class VLLMEngine(GenerationEngine):
         llm = LLM(
             model=str(path),
             tokenizer=str(path),
-            dtype={torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}[torch_dtype],
+            dtype=str(torch_dtype).removeprefix("torch."),  # resolve_dtype's three: float32, bfloat16, float16
             trust_remote_code=False,
             gpu_memory_utilization=0.85 * gpu_share(),
             seed=0,  # every request carries its own seed (request_seeds)

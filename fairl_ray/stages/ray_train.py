@@ -221,4 +221,18 @@ def train_on_ray_train(
     return summary
 
 
-__all__ = ["BatchCounter", "RUN_NAME", "RayTrainSession", "train_on_ray_train"]
+def on_one_worker(cfg, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a Ray task holding one worker's resources of ``cfg``'s ``ScalingConfig`` (1 CPU, or
+    ``resources_per_worker``; 1 GPU with ``use_gpu``). A stage that ran a Ray Train job holds no resources of its
+    own (its workers held them), so the model work it does afterwards (sampling the trained policy) runs here,
+    on a device Ray assigned, not unaccounted in the stage's process."""
+    import ray
+
+    resources = dict(cfg.resources_per_worker)
+    num_cpus = resources.pop("CPU", 1)
+    num_gpus = resources.pop("GPU", 1 if cfg.use_gpu else 0)
+    task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources or None, max_retries=0)(fn)
+    return ray.get(task.remote(*args))
+
+
+__all__ = ["BatchCounter", "RUN_NAME", "RayTrainSession", "on_one_worker", "train_on_ray_train"]

@@ -33,11 +33,24 @@ def score_completions(world, prompts: list[str], completions: list[str], out_fil
 
 
 def measure_toxicity(
-    world, policy_dir: Path, prompts: list[str], cfg: GenerationConfig, seed: int, out_file: Path
+    world,
+    policy_dir: Path,
+    prompts: list[str],
+    cfg: GenerationConfig,
+    seed: int,
+    out_file: Path,
+    sample_on: RLHFConfig | None = None,
 ) -> dict:
     """Sample one completion per prompt (in this process), write them with their R* and toxicity; return rate and
-    mean R*. The same shards and seeds as the generation pool, so the numbers match a pooled measurement."""
-    completions = generate_completions(str(policy_dir), prompts, cfg, seed)
+    mean R*. The same shards and seeds as the generation pool, so the numbers match a pooled measurement.
+    ``sample_on``: the Ray Train scaling of the run that trained the policy, when it had ``num_workers >= 2``: the
+    caller then holds no resources and the sampling runs in a task with one of its workers' (``on_one_worker``)."""
+    if sample_on is not None and sample_on.num_workers > 1:
+        from fairl_ray.stages.ray_train import on_one_worker
+
+        completions = on_one_worker(sample_on, generate_completions, str(policy_dir), prompts, cfg, seed)
+    else:
+        completions = generate_completions(str(policy_dir), prompts, cfg, seed)
     return score_completions(world, prompts, completions, out_file)
 
 
@@ -76,7 +89,7 @@ def realign_with_reward(
     )
     write_curves(training, out_dir / "curves.json")
     toxicity = measure_toxicity(
-        world, out_dir / "policy", eval_prompts, eval_cfg, eval_seed, out_dir / "eval_completions.jsonl"
+        world, out_dir / "policy", eval_prompts, eval_cfg, eval_seed, out_dir / "eval_completions.jsonl", rlhf_cfg
     )
     return {**toxicity, "reward": reward.card.get("method"), "training": _scalars(training)}
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fairl_ray.config_error import ConfigError
-from fairl_ray.policy_io import bf16_supported, load_policy, save_policy
+from fairl_ray.policy_io import ADAPTER_CONFIG, bf16_supported, is_adapter, load_policy, save_policy
 from fairl_ray.stages.lora import lora_config, parameter_counts
 from fairl_ray.stages.ppo import PPO
 from fairl_ray.stages.rlhf_algorithm import (
@@ -151,8 +151,14 @@ class RLHFConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 bad(name, "must be a positive integer")
-        if self.num_mini_batches > self.per_device_train_batch_size:
-            bad("num_mini_batches", f"must be <= per_device_train_batch_size={self.per_device_train_batch_size}")
+        workers = self.num_workers if isinstance(self.num_workers, int) and self.num_workers >= 1 else 1
+        per_worker = self.per_device_train_batch_size // workers  # what each rank's update splits
+        if self.num_mini_batches > per_worker:
+            bad(
+                "num_mini_batches",
+                f"must be <= the completions each worker samples per step (per_device_train_batch_size="
+                f"{self.per_device_train_batch_size} / num_workers={self.num_workers} = {per_worker})",
+            )
         for name in ("cliprange", "cliprange_value", "vf_coef"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
@@ -422,6 +428,11 @@ def train_rlhf(
         raise ValueError("train_rlhf: prompts is empty")
     algorithm = RLHF_ALGORITHMS.get(cfg.algorithm)
     policy_dir, out_dir = Path(policy_dir).resolve(), Path(out_dir)
+    if is_adapter(policy_dir):  # its trained adapters would be read as a base's, and its base path go stale
+        raise ValueError(
+            f"train_rlhf: {policy_dir} holds LoRA adapters ({ADAPTER_CONFIG}), not a whole policy: RLHF starts from "
+            f"a full model; merge it first (fairl_ray.policy_io.load_policy(dir) merges; save_pretrained the result)"
+        )
     if cfg.num_workers > 1:
         from fairl_ray.stages.ray_train import train_on_ray_train
 
