@@ -68,9 +68,13 @@ def test_fsdp_ppo_trains_what_ddp_trains(ray_session, small_policy, tmp_path):
     world = get_world("synthetic", SMALL)
     prompts = world.make_prompts(32, seed=0)
     runs = {}
+    sigint = signal.getsignal(signal.SIGINT)
     for strategy in ("ddp", "fsdp"):
         cfg = RLHFConfig(algorithm="ppo", max_steps=4, num_workers=2, strategy=strategy, **TINY_RUN)
         runs[strategy] = train_rlhf(small_policy, prompts, world.reward, cfg, tmp_path / strategy, progress=False)
+    # TorchTrainer.fit leaves its own SIGINT handler (abort the run) behind; with it a later Ctrl-C no longer
+    # interrupted the process, and a Tune search later in this session hung. It is put back as it was.
+    assert signal.getsignal(signal.SIGINT) is sigint
     ddp, fsdp = (runs[s]["curves"]["reward"] for s in ("ddp", "fsdp"))
     assert [s for s, _ in ddp] == [s for s, _ in fsdp] and all(abs(a - b) < 1e-4 for (_, a), (_, b) in zip(ddp, fsdp))
     a, b, base = (load_file(str(d / "model.safetensors")) for d in (tmp_path / "ddp", tmp_path / "fsdp", small_policy))
@@ -223,17 +227,16 @@ def test_resume_dir_outlives_a_failed_writer_and_goes_with_the_published_output(
         resume_dir(tmp_path)
 
 
-def _assigned() -> dict:
-    import ray
-
-    return ray.get_runtime_context().get_assigned_resources()
-
-
 def test_sampling_after_a_ray_train_run_holds_one_workers_resources(ray_session, small_policy, tmp_path):
     """A stage that ran a Ray Train job holds no resources itself; the trained policy is sampled in a task with
     one worker's (here 2 CPUs), and the completions are the ones sampling in-process gives (same seeds)."""
     from fairl_ray.stages.ray_train import on_one_worker
     from fairl_ray.stages.realign import measure_toxicity
+
+    def _assigned() -> dict:  # defined here: Ray ships it by value (the test module is not importable in a worker)
+        import ray
+
+        return ray.get_runtime_context().get_assigned_resources()
 
     cfg = RLHFConfig(num_workers=2, resources_per_worker={"CPU": 2})
     assert on_one_worker(cfg, _assigned) == {"CPU": 2.0}

@@ -29,7 +29,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -208,6 +210,10 @@ def train_on_ray_train(
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
     )
+    # TorchTrainer.fit installs a SIGINT handler of its own in the main thread (abort the run) and leaves it there
+    # (Ray 2.60): a Ctrl-C after the run then called abort on its finished controller and no longer interrupted
+    # this process, and a later Tune search in the same process hung. The handler is put back once the job ends.
+    sigint = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
     try:
         result = trainer.fit()
         if result.checkpoint is None:
@@ -216,6 +222,8 @@ def train_on_ray_train(
             summary = json.loads((Path(final) / FINAL).read_text())
             copy_policy(Path(final) / "policy", out_dir, base_dir=policy_dir)
     finally:
+        if sigint is not None:
+            signal.signal(signal.SIGINT, sigint)
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     return summary
