@@ -33,17 +33,3 @@ def ray_session(tmp_path_factory):
     init_ray(address=None, temp_dir=str(tmp_path_factory.mktemp("ray")), num_cpus=2)
     yield ray
     ray.shutdown()
-
-
-#: A test that runs this long is hung (the slowest take ~3 min on 2 cores): dump every thread's stack and exit
-#: non-zero, so that CI fails with the place it hung instead of waiting out its own limit.
-HUNG_TEST_S = 15 * 60
-
-
-@pytest.fixture(autouse=True)
-def _hang_watchdog():
-    import faulthandler
-
-    faulthandler.dump_traceback_later(HUNG_TEST_S, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()

@@ -227,9 +227,10 @@ def test_resume_dir_outlives_a_failed_writer_and_goes_with_the_published_output(
         resume_dir(tmp_path)
 
 
-def test_sampling_after_a_ray_train_run_holds_one_workers_resources(ray_session, small_policy, tmp_path):
+def test_sampling_after_a_ray_train_run_holds_one_workers_resources(ray_session, small_policy, tmp_path, monkeypatch):
     """A stage that ran a Ray Train job holds no resources itself; the trained policy is sampled in a task with
     one worker's (here 2 CPUs), and the completions are the ones sampling in-process gives (same seeds)."""
+    from fairl_ray.stages import ray_train
     from fairl_ray.stages.ray_train import on_one_worker
     from fairl_ray.stages.realign import measure_toxicity
 
@@ -241,8 +242,20 @@ def test_sampling_after_a_ray_train_run_holds_one_workers_resources(ray_session,
     cfg = RLHFConfig(num_workers=2, resources_per_worker={"CPU": 2})
     assert on_one_worker(cfg, _assigned) == {"CPU": 2.0}
     assert on_one_worker(RLHFConfig(num_workers=2), _assigned) == {"CPU": 1.0}
+    assert on_one_worker(RLHFConfig(num_workers=2, resources_per_worker={"CPU": 1, "memory": 1e8}), _assigned) == {
+        "CPU": 1.0,
+        "memory": 1e8,
+    }
+    remote_calls = []
+
+    def spy(*args):
+        remote_calls.append(args[1])
+        return on_one_worker(*args)
+
+    monkeypatch.setattr(ray_train, "on_one_worker", spy)
     world = get_world("synthetic", SMALL)
     prompts = world.make_prompts(6, seed=3)
     here = measure_toxicity(world, small_policy, prompts, GenerationConfig(), 0, tmp_path / "here.jsonl")
     there = measure_toxicity(world, small_policy, prompts, GenerationConfig(), 0, tmp_path / "there.jsonl", cfg)
     assert here == there and (tmp_path / "here.jsonl").read_text() == (tmp_path / "there.jsonl").read_text()
+    assert [f.__name__ for f in remote_calls] == ["generate_completions"]  # the second sampled in a task

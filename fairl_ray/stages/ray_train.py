@@ -168,7 +168,7 @@ def train_on_ray_train(
     ``out_dir`` and return the run's summary. ``checkpoint_dir``: where checkpoints live and a rerun resumes
     from (None: a temporary folder beside ``out_dir``, removed afterwards: no resume)."""
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
     from fairl_ray.policy_io import copy_policy
@@ -197,11 +197,7 @@ def train_on_ray_train(
             "cfg": cfg,
             "progress": progress,
         },
-        scaling_config=ScalingConfig(
-            num_workers=cfg.num_workers,
-            use_gpu=cfg.use_gpu,
-            resources_per_worker=dict(cfg.resources_per_worker) or None,
-        ),
+        scaling_config=scaling_config(cfg),
         run_config=RunConfig(
             name=RUN_NAME,
             storage_path=str(checkpoint_dir),
@@ -229,18 +225,38 @@ def train_on_ray_train(
     return summary
 
 
+def scaling_config(cfg):
+    """Ray Train's ``ScalingConfig`` of ``cfg`` (:class:`~fairl_ray.stages.rlhf.RLHFConfig`): its workers, GPUs and
+    per-worker resources."""
+    from ray.train import ScalingConfig
+
+    return ScalingConfig(
+        num_workers=cfg.num_workers,
+        use_gpu=cfg.use_gpu,
+        resources_per_worker=dict(cfg.resources_per_worker) or None,
+    )
+
+
 def on_one_worker(cfg, fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` in a Ray task holding one worker's resources of ``cfg``'s ``ScalingConfig`` (1 CPU, or
-    ``resources_per_worker``; 1 GPU with ``use_gpu``). A stage that ran a Ray Train job holds no resources of its
-    own (its workers held them), so the model work it does afterwards (sampling the trained policy) runs here,
-    on a device Ray assigned, not unaccounted in the stage's process."""
+    """``fn(*args)`` in a Ray task holding what one worker of ``cfg``'s :func:`scaling_config` holds (Ray Train's
+    rule: 1 CPU, or none with ``use_gpu`` or a ``resources_per_worker`` without ``CPU``; 1 GPU with ``use_gpu``;
+    the rest of ``resources_per_worker``). A stage that ran a Ray Train job holds no resources of its own (its
+    workers held them), so the model work it does afterwards (sampling the trained policy) runs here, on a device
+    Ray assigned, not unaccounted in the stage's process."""
     import ray
 
-    resources = dict(cfg.resources_per_worker)
-    num_cpus = resources.pop("CPU", 1)
-    num_gpus = resources.pop("GPU", 1 if cfg.use_gpu else 0)
-    task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources or None, max_retries=0)(fn)
+    scaling = scaling_config(cfg)
+    extra = dict(scaling.additional_resources_per_worker)
+    memory = extra.pop("memory", None)  # a task takes memory as its own option, not as a custom resource
+    extra.pop("object_store_memory", None)
+    task = ray.remote(
+        num_cpus=scaling.num_cpus_per_worker,
+        num_gpus=scaling.num_gpus_per_worker,
+        memory=memory,
+        resources=extra or None,
+        max_retries=0,
+    )(fn)
     return ray.get(task.remote(*args))
 
 
-__all__ = ["BatchCounter", "RUN_NAME", "RayTrainSession", "on_one_worker", "train_on_ray_train"]
+__all__ = ["BatchCounter", "RUN_NAME", "RayTrainSession", "on_one_worker", "scaling_config", "train_on_ray_train"]

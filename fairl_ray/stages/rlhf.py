@@ -152,8 +152,8 @@ class RLHFConfig:
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 bad(name, "must be a positive integer")
         workers = self.num_workers if isinstance(self.num_workers, int) and self.num_workers >= 1 else 1
-        per_worker = self.per_device_train_batch_size // workers  # what each rank's update splits
-        if self.num_mini_batches > per_worker:
+        per_worker = self.per_device_train_batch_size // workers  # what each rank's PPO update splits
+        if self.algorithm == "ppo" and self.num_mini_batches > per_worker:
             bad(
                 "num_mini_batches",
                 f"must be <= the completions each worker samples per step (per_device_train_batch_size="
