@@ -289,7 +289,7 @@ def stage_reference_toxicity(
 def rlhf_checkpoints(out: Path, rlhf_cfg) -> Path | None:
     """Where a multi-worker RLHF stage writing into ``out`` keeps its Ray Train checkpoints: the stage's resume
     folder, which outlives a killed run (None for one worker: it has no checkpoints)."""
-    return resume_dir(out) if rlhf_cfg.num_workers > 1 else None
+    return resume_dir(out) if rlhf_cfg.on_ray_train else None
 
 
 def stage_realign(
@@ -630,7 +630,7 @@ class Pipeline:
                 artifacts=("curves.json",),
                 track=track_rlhf_curves,
                 keyed_by_content=("prompts",),
-                orchestrates=cfg.expert_rlhf.num_workers > 1,  # its Ray Train workers hold the resources
+                orchestrates=cfg.expert_rlhf.on_ray_train,  # its Ray Train workers hold the resources
             ),
         ]
         res = cfg.resources
@@ -868,7 +868,7 @@ class Pipeline:
                 },
                 artifacts=("eval_completions.jsonl", "curves.json"),
                 track=track_rlhf_curves,
-                orchestrates=cfg.realign.rlhf.num_workers > 1,  # its Ray Train workers hold the resources
+                orchestrates=cfg.realign.rlhf.on_ray_train,  # its Ray Train workers hold the resources
             )
             for stage_name, source, from_irl in self._realign_targets()
         ]

@@ -99,8 +99,8 @@ def realign_top_rewards(
             stage_realign,
             kwargs,
             # a multi-worker re-RLHF is a Ray Train job whose workers hold the resources
-            num_cpus=0 if run_cfg.realign.rlhf.num_workers > 1 else run_cfg.resources.cpus_per_task,
-            num_gpus=0 if run_cfg.realign.rlhf.num_workers > 1 else gpus,
+            num_cpus=0 if run_cfg.realign.rlhf.on_ray_train else run_cfg.resources.cpus_per_task,
+            num_gpus=0 if run_cfg.realign.rlhf.on_ray_train else gpus,
             context=(label, trial_id, irl),
         )
     # as the pipeline's waves: a failed re-RLHF cancels the others (finished ones are kept) and its error is raised

@@ -45,7 +45,7 @@ def measure_toxicity(
     mean R*. The same shards and seeds as the generation pool, so the numbers match a pooled measurement.
     ``sample_on``: the Ray Train scaling of the run that trained the policy, when it had ``num_workers >= 2``: the
     caller then holds no resources and the sampling runs in a task with one of its workers' (``on_one_worker``)."""
-    if sample_on is not None and sample_on.num_workers > 1:
+    if sample_on is not None and sample_on.on_ray_train:
         from fairl_ray.stages.ray_train import on_one_worker
 
         completions = on_one_worker(sample_on, generate_completions, str(policy_dir), prompts, cfg, seed)

@@ -117,6 +117,12 @@ class RLHFConfig:
     """Module names that get adapters; None: PEFT's default for the architecture (GPT-2: ``c_attn``; Llama:
     ``q_proj``, ``v_proj``)."""
 
+    @property
+    def on_ray_train(self) -> bool:
+        """Whether the run is a Ray Train job (``num_workers >= 2``): its workers hold the resources, it checkpoints
+        into a resume folder, and whatever the stage does with a model afterwards runs in a task of its own."""
+        return self.num_workers > 1
+
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
             raise ConfigError(name, f"{why} (got {getattr(self, name)!r})")
@@ -433,7 +439,7 @@ def train_rlhf(
             f"train_rlhf: {policy_dir} holds LoRA adapters ({ADAPTER_CONFIG}), not a whole policy: RLHF starts from "
             f"a full model; merge it first (fairl_ray.policy_io.load_policy(dir) merges; save_pretrained the result)"
         )
-    if cfg.num_workers > 1:
+    if cfg.on_ray_train:
         from fairl_ray.stages.ray_train import train_on_ray_train
 
         ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
