@@ -10,6 +10,11 @@ validation base loss, the test-split base loss of the returned parameters, best 
 time; and the ratio Adam time / exact time, which bounds from below the ratio to the time the exact solver took to
 reach Adam's validation loss, for the members whose best is at or below Adam's (``reached``).
 
+Whether a member's "reached" means anything: beside it, the paired per-pair difference of the validation loss
+(exact − Adam on each validation pair, mean with its 95% t interval over the pairs), and per method the paired
+comparison over seeds (``metrics.paired.paired_comparison``: the 95% t interval of the per-seed differences and a
+verdict only where it excludes 0), on validation and on the test pairs.
+
     OMP_NUM_THREADS=1 python benchmarks/irl_exact.py --workdir /work/baseline/table1 --out /tmp/irl_exact
     OMP_NUM_THREADS=1 python benchmarks/irl_exact.py --workdir fairl_runs/table1 --protocol insights
 
@@ -67,6 +72,7 @@ def main(argv=None) -> int:
     from fairl_ray.irl.hyperparameters import IRLConfig
     from fairl_ray.irl.objective import MemberHyperparameters
     from fairl_ray.irl.trainer import train_ensemble
+    from fairl_ray.metrics.paired import paired_comparison
 
     torch.set_num_threads(args.threads)
     workdir = Path(args.workdir).resolve()
@@ -96,9 +102,14 @@ def main(argv=None) -> int:
                 torch.cuda.synchronize()
             seconds[solver].append(time.perf_counter() - t0)
 
+    def pair_losses(member, pairs) -> torch.Tensor:
+        """The member's base loss on each pair ``[n]`` (the mean of which is its base loss)."""
+        z = (pairs.chosen - pairs.rejected).to(torch.float64)
+        # one member's hyperparameters broadcast over n rows of one pair each: each row's "mean" is its pair's loss
+        return MemberHyperparameters([member.config], "cpu").base((z @ member.params["base.w"].double())[:, None])
+
     def test_loss(member) -> float:
-        z = test.chosen - test.rejected
-        return MemberHyperparameters([member.config], "cpu").base((z @ member.params["base.w"])[None])[0].item()
+        return pair_losses(member, test).mean().item()
 
     rows = []
     for adam, exact in zip(fitted["adam"], fitted["exact"]):
@@ -115,6 +126,8 @@ def main(argv=None) -> int:
                     "run": exact.epochs_run,
                 },
                 "reached": best(exact) <= best(adam),
+                # exact − Adam on each validation pair: its mean and 95% t interval over the pairs
+                "val_pair_diff": _mean_and_interval(pair_losses(exact, val) - pair_losses(adam, val)),
                 # the first exact iterate at or below Adam's best validation loss (1-based), for the members whose
                 # returned best is (None for the others)
                 "reach_iterate": next(i + 1 for i, v in enumerate(exact.curve["val_loss"]) if v <= best(adam))
@@ -122,6 +135,17 @@ def main(argv=None) -> int:
                 else None,
             }
         )
+    comparisons = {
+        m: {
+            split: paired_comparison(
+                [r["exact"][split] for r in rows if r["method"] == m],
+                [r["adam"][split] for r in rows if r["method"] == m],
+                higher_is_better=False,
+            )
+            for split in ("val", "test")
+        }
+        for m in METHODS
+    }
     t_adam, t_exact = min(seconds["adam"]), min(seconds["exact"])
     # The members' iterates run in lockstep and the flow's cost alike: the time to the iterate where the last member
     # that gets there reaches Adam's loss, estimated pro rata of the iterates run.
@@ -138,6 +162,7 @@ def main(argv=None) -> int:
         "ratio_to_reach_estimate": None if t_reach is None else t_adam / t_reach,
         "members": rows,
         "reached": sum(r["reached"] for r in rows),
+        "paired_over_seeds": comparisons,
         "torch_threads": torch.get_num_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "loadavg_1min": os.getloadavg()[0],
@@ -149,21 +174,29 @@ def main(argv=None) -> int:
         f"best of {args.repeats}\n"
     )
     header = ("method", "seed", "Adam val", "exact val", "reached at", "Adam test", "exact test")
-    header += ("Adam best/run", "exact best/run")
+    header += ("Adam best/run", "exact best/run", "val exact − Adam per pair, 95% CI")
     print("| " + " | ".join(header) + " |")
-    print("|---|--:|--:|--:|:-:|--:|--:|--:|--:|")
+    print("|---|--:|--:|--:|:-:|--:|--:|--:|--:|:-:|")
     for r in rows:
         a, e = r["adam"], r["exact"]
         print(
             f"| {r['method']} | {r['seed']} | {a['val']:.4f} | {e['val']:.4f} | {r['reach_iterate'] or 'no'} | "
-            f"{a['test']:.4f} | {e['test']:.4f} | {a['best']}/{a['run']} | {e['best']}/{e['run']} |"
+            f"{a['test']:.4f} | {e['test']:.4f} | {a['best']}/{a['run']} | {e['best']}/{e['run']} | "
+            f"{_fmt_interval(r['val_pair_diff'])} |"
         )
     for m in METHODS:
         mean = lambda arm, key, m=m: sum(r[arm][key] for r in rows if r["method"] == m) / args.seeds  # noqa: E731
         print(
             f"| {m} mean | | {mean('adam', 'val'):.4f} | {mean('exact', 'val'):.4f} | | {mean('adam', 'test'):.4f} | "
-            f"{mean('exact', 'test'):.4f} | | |"
+            f"{mean('exact', 'test'):.4f} | | | |"
         )
+    print("\npaired over seeds, exact − Adam (95% t interval; a verdict only where it excludes 0):\n")
+    print("| method | split | mean difference | 95% CI | verdict |")
+    print("|---|---|--:|:-:|---|")
+    for m, by_split in comparisons.items():
+        for split, c in by_split.items():
+            lo, hi = c["ci95_t"]
+            print(f"| {m} | {split} | {c['mean_diff']:+.5f} | [{lo:+.5f}, {hi:+.5f}] | {_verdict(c['verdict'])} |")
     print(
         f"\nwall time, all {len(rows)} members: Adam {t_adam:.2f} s, exact {t_exact:.3f} s, ratio "
         f"{report['ratio']:.0f}x; exact best val <= Adam's for {report['reached']}/{len(rows)} members"
@@ -171,6 +204,22 @@ def main(argv=None) -> int:
         + f"wrote {out / 'irl_exact.json'}"
     )
     return 0
+
+
+def _mean_and_interval(diff) -> dict:
+    from fairl_ray.metrics.paired import t_interval
+
+    return {"mean": float(diff.mean()), "ci95_t": list(t_interval(diff.numpy()))}
+
+
+def _fmt_interval(d: dict) -> str:
+    lo, hi = d["ci95_t"]
+    return f"{d['mean']:+.5f} [{lo:+.5f}, {hi:+.5f}]"
+
+
+def _verdict(v: str) -> str:
+    """``paired_comparison``'s verdict in this benchmark's words (treatment = exact, control = Adam)."""
+    return {"treatment better": "exact lower", "control better": "Adam lower"}.get(v, v)
 
 
 if __name__ == "__main__":
