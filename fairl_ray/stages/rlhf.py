@@ -157,14 +157,6 @@ class RLHFConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 bad(name, "must be a positive integer")
-        workers = self.num_workers if isinstance(self.num_workers, int) and self.num_workers >= 1 else 1
-        per_worker = self.per_device_train_batch_size // workers  # what each rank's PPO update splits
-        if self.algorithm == "ppo" and self.num_mini_batches > per_worker:
-            bad(
-                "num_mini_batches",
-                f"must be <= the completions each worker samples per step (per_device_train_batch_size="
-                f"{self.per_device_train_batch_size} / num_workers={self.num_workers} = {per_worker})",
-            )
         for name in ("cliprange", "cliprange_value", "vf_coef"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
@@ -187,6 +179,12 @@ class RLHFConfig:
                 "num_workers",
                 f"must split per_device_train_batch_size={self.per_device_train_batch_size} into equal shares of "
                 f"whole groups of num_generations={self.num_generations} completions",
+            )
+        if self.algorithm == "ppo" and self.num_mini_batches > per_worker:  # each rank's PPO update splits its share
+            bad(
+                "num_mini_batches",
+                f"must be <= the completions each worker samples per step (per_device_train_batch_size="
+                f"{self.per_device_train_batch_size} / num_workers={self.num_workers} = {per_worker})",
             )
         if not isinstance(self.use_gpu, bool):
             bad("use_gpu", "must be true or false")
